@@ -1,0 +1,23 @@
+"""Backends bring a lab up and down: `local` (processes on loopback), `kind`, `existing`."""
+
+from __future__ import annotations
+
+from lab.backends.base import Backend, UpOptions
+from lab.errors import LabError
+
+BACKENDS = ("local", "kind", "existing")
+
+
+def get_backend(name: str) -> Backend:
+    if name == "local":
+        from lab.backends.local import LocalBackend
+
+        return LocalBackend()
+    if name in ("kind", "existing"):
+        from lab.backends.kube import KubeBackend
+
+        return KubeBackend(existing=name == "existing")
+    raise LabError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")
+
+
+__all__ = ["BACKENDS", "Backend", "UpOptions", "get_backend"]

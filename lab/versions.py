@@ -2,8 +2,124 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
 # The image of every Redis container (cluster nodes, client, mirror) on Kubernetes.
 REDIS_IMAGE = "docker.io/library/redis:7.0.15"
 
 # Allure Report 3 (npm package "allure") builds the HTML report without Java.
 ALLURE_NPM = "allure@3.18.0"
+
+# ---------------------------------------------------------------------------------------
+# kind + Istio profiles (`--backend kind|existing --istio tutorial|modern`).
+#
+# Sources (checked through public release notes and pinned checksum files):
+# - kind v0.20.0 release notes list kindest/node:v1.21.14@sha256:8a4e9bb3... as built for
+#   that release; v0.20.0 node images run on cgroup v2 hosts (private cgroupns is the
+#   default there). Its linux-amd64 binary sha256 is 513a7213... (f110/mono kind assets).
+# - kind v0.31.0: linux-amd64 sha256 eb244cba..., linux-arm64 8e1014e8..., default node
+#   image kindest/node:v1.35.0@sha256:452d707d... (several independent pin files agree).
+# - Istio 1.31 is the current minor on istio.io; istioctl-1.31.1-linux-amd64.tar.gz
+#   sha256 a4456390... as recorded by a public verification log against the release .sha256.
+# - Istio 1.7.3 registers its webhooks with admissionregistration.k8s.io/v1beta1, removed
+#   in Kubernetes 1.22, hence Kubernetes 1.21 for the tutorial profile.
+# - Istio 1.7 defaults to third-party (projected) service-account tokens; the tutorial
+#   profile installs with values.global.jwtPolicy=first-party-jwt, which Kubernetes 1.21
+#   still serves through the auto-created service-account token Secrets.
+# No public source for the istioctl 1.7.3 archive checksum was found: its sha256 is None,
+# so it is never downloaded; put istioctl 1.7.3 on PATH or set REDIS_MESH_LAB_ISTIOCTL.
+# ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Artifact:
+    """A release asset for one platform: where it is and what it must hash to."""
+
+    url: str
+    sha256: str | None  # None: no pin established; the asset is never downloaded
+    member: str | None = None  # the binary's path inside a .tar.gz; None for a bare binary
+
+
+@dataclass(frozen=True)
+class ToolRelease:
+    name: str  # "kind" or "istioctl"
+    version: str  # as the tool prints it: "0.20.0", "1.7.3"
+    downloads: Mapping[str, Artifact] = field(default_factory=dict)  # by "linux-amd64" etc.
+
+
+@dataclass(frozen=True)
+class IstioProfile:
+    name: str
+    kind: ToolRelease
+    node_image: str  # kind node image, digest-pinned
+    kubernetes: str  # the node image's Kubernetes version (the schema the manifests target)
+    istioctl: ToolRelease
+    install_flags: tuple[str, ...]  # after `istioctl install --skip-confirmation`
+    istio_images: tuple[str, ...]  # what the install pulls (for `kind load` preloading)
+    kind_config: str  # relative to the manifests directory
+    tutorial_crd: bool  # apply the EnvoyFilter CRD that admits REPLACE (Istio 1.7 only)
+
+
+def _kind(version: str, sha: Mapping[str, str]) -> ToolRelease:
+    base = f"https://github.com/kubernetes-sigs/kind/releases/download/v{version}"
+    return ToolRelease(
+        "kind", version,
+        {platform: Artifact(f"{base}/kind-{platform}", digest) for platform, digest in sha.items()},
+    )
+
+
+def _istioctl(version: str, sha: Mapping[str, str | None]) -> ToolRelease:
+    base = f"https://github.com/istio/istio/releases/download/{version}"
+    return ToolRelease(
+        "istioctl", version,
+        {platform: Artifact(f"{base}/istioctl-{version}-{platform}.tar.gz", digest, "istioctl")
+         for platform, digest in sha.items()},
+    )
+
+
+TUTORIAL_PILOT_HUB = "zhaohuabing"  # the tutorial's pilot, built with REPLACE enabled
+TUTORIAL_PILOT_TAG = "1.7.3-enable-ef-replace"
+
+TUTORIAL = IstioProfile(
+    name="tutorial",
+    kind=_kind("0.20.0", {
+        "linux-amd64": "513a7213d6d3332dd9ef27c24dab35e5ef10a04fa27274fe1c14d8a246493ded",
+    }),
+    node_image="kindest/node:v1.21.14@sha256:"
+               "8a4e9bb3f415d2bb81629ce33ef9c76ba514c14d707f9797a01e3216376ba093",
+    kubernetes="1.21.14",
+    istioctl=_istioctl("1.7.3", {"linux-amd64": None}),
+    install_flags=(
+        "--set", f"components.pilot.hub={TUTORIAL_PILOT_HUB}",
+        "--set", f"components.pilot.tag={TUTORIAL_PILOT_TAG}",
+        "--set", "values.global.jwtPolicy=first-party-jwt",
+    ),
+    istio_images=(
+        f"docker.io/{TUTORIAL_PILOT_HUB}/pilot:{TUTORIAL_PILOT_TAG}",
+        "docker.io/istio/proxyv2:1.7.3",
+    ),
+    kind_config="kind/tutorial.yaml",
+    tutorial_crd=True,
+)
+
+MODERN = IstioProfile(
+    name="modern",
+    kind=_kind("0.31.0", {
+        "linux-amd64": "eb244cbafcc157dff60cf68693c14c9a75c4e6e6fedaf9cd71c58117cb93e3fa",
+        "linux-arm64": "8e1014e87c34901cc422a1445866835d1e666f2a61301c27e722bdeab5a1f7e4",
+    }),
+    node_image="kindest/node:v1.35.0@sha256:"
+               "452d707d4862f52530247495d180205e029056831160e22870e37e3f6c1ac31f",
+    kubernetes="1.35.0",
+    istioctl=_istioctl("1.31.1", {
+        "linux-amd64": "a44563904f22f2a8bf6ac4fff1b0bad9f718587c2be6aa807b83fe9049910639",
+    }),
+    # Upstream pilot: EnvoyFilter REPLACE is upstream since Istio 1.8 (istio/istio#27426).
+    install_flags=("--set", "profile=minimal"),
+    istio_images=("docker.io/istio/pilot:1.31.1", "docker.io/istio/proxyv2:1.31.1"),
+    kind_config="kind/modern.yaml",
+    tutorial_crd=False,
+)
+
+ISTIO_PROFILES: Mapping[str, IstioProfile] = {"tutorial": TUTORIAL, "modern": MODERN}
+DEFAULT_ISTIO_PROFILE = "modern"

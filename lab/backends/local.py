@@ -99,7 +99,8 @@ class LocalAccess:
 
     def proxy_client(self) -> redis.Redis:
         return redis.Redis(host=self.state.proxy["host"], port=int(self.state.proxy["port"]),
-                           socket_timeout=10, decode_responses=False)
+                           socket_timeout=10, decode_responses=False,
+                           protocol=2)  # Envoy speaks RESP2 only (no HELLO)
 
     def address(self, node: Node) -> tuple[str, int]:
         return node.host, node.port

@@ -1,0 +1,1 @@
+"""Conformance: feature names, profiles and the machine-readable report."""

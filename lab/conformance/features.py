@@ -1,0 +1,16 @@
+"""Feature names and profiles (see the conformance features reference)."""
+
+from __future__ import annotations
+
+TUTORIAL = ("TopologyDiscovery", "Sharding", "ReadPolicyReplica", "WriteMirroring")
+EXTENDED = (
+    "ReadPolicyMaster", "ReadPolicyPreferMaster", "ReadPolicyPreferReplica", "ReadPolicyAny",
+    "Failover", "Resharding", "ScaleOut", "MirrorFraction", "MirrorIsolation", "MultiKey",
+    "DownstreamAuth",
+)
+ALL = TUTORIAL + EXTENDED
+
+PROFILES: dict[str, tuple[str, ...]] = {
+    "tutorial": TUTORIAL,
+    "extended": EXTENDED,
+}

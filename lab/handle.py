@@ -1,0 +1,146 @@
+"""The `Lab` handle: what a test gets. It hides the backend behind an `Access`.
+
+A proxy client, a client per node (and for the mirror), the topology, MONITOR capture over
+any set of nodes, the proxy's own view of the cluster, and diagnostics for failure reports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+
+from lab.backends.base import Access, RedisLike
+from lab.envoy.admin import parse_hosts
+from lab.monitor import MonitorCapture
+from lab.state import LabState
+from lab.topology import Node, Topology, from_cluster_slots
+
+PROXY_CLUSTER = "custom-redis-cluster"
+
+
+class Lab:
+    def __init__(self, state: LabState, access: Access) -> None:
+        self.state = state
+        self._access = access
+        self._clients: dict[str, redis.Redis] = {}
+        self._proxy: RedisLike | None = None
+        self.captures: list[MonitorCapture] = []  # this test's, attached on failure
+
+    # ---- what the lab is --------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.state.name
+
+    @property
+    def topology(self) -> Topology:
+        return self.state.topology
+
+    @property
+    def mirror(self) -> Node:
+        return self.state.mirror_node
+
+    @property
+    def nodes(self) -> tuple[Node, ...]:
+        return self.topology.nodes
+
+    def implementation(self) -> dict[str, Any]:
+        """For reports: what was under test (not for tests to adapt to)."""
+        return {
+            "proxy": "envoy",
+            "envoyVersion": self.state.envoy_version,
+            "redisVersion": self.state.redis_version,
+            "backend": self.state.backend,
+            "istioProfile": self.state.istio_profile,
+            "readPolicy": self.state.read_policy,
+            "mirrorEnabled": self.state.mirror_enabled,
+        }
+
+    # ---- clients ------------------------------------------------------------------------------
+    @property
+    def proxy(self) -> RedisLike:
+        """The application's view: one Redis, reached through Envoy."""
+        if self._proxy is None:
+            self._proxy = self._access.proxy_client()
+        return self._proxy
+
+    def client(self, node: Node | str) -> redis.Redis:
+        """A direct client of one node (or of the mirror: `lab.client(lab.mirror)`)."""
+        target = node if isinstance(node, Node) else self._node(node)
+        if target.name not in self._clients:
+            host, port = self._access.address(target)
+            self._clients[target.name] = redis.Redis(host, port, socket_timeout=10, protocol=2)
+        return self._clients[target.name]
+
+    def _node(self, name: str) -> Node:
+        return self.mirror if name == self.mirror.name else self.topology.node(name)
+
+    # ---- observing ----------------------------------------------------------------------------
+    def monitor(self, nodes: Iterable[Node] | None = None) -> MonitorCapture:
+        """MONITOR on the given nodes (default: all six and the mirror)."""
+        targets = list(nodes) if nodes is not None else [*self.nodes, self.mirror]
+        capture = MonitorCapture(
+            targets,
+            address=self._access.address,
+            replication_sources={n.address for n in self.nodes},
+            send=lambda node, marker: self.client(node).echo(marker),
+        )
+        self.captures.append(capture)
+        return capture
+
+    def cluster_slots_topology(self) -> Topology:
+        """The topology as the cluster reports it now (CLUSTER SLOTS on the first node)."""
+        names = {n.address: n.name for n in self.nodes}
+        reply = self.client(self.nodes[0]).execute_command("CLUSTER", "SLOTS", NEVER_DECODE=True)
+        return from_cluster_slots(reply, lambda h, p: names.get(f"{h}:{p}", f"{h}:{p}"))
+
+    def proxy_hosts(self) -> dict[str, str]:
+        """The proxy's view: {"ip:port": health} of the redis cluster, from Envoy's admin."""
+        return parse_hosts(self.admin("/clusters"), PROXY_CLUSTER)
+
+    def admin(self, path: str) -> str:
+        return self._access.admin_get(path)
+
+    def wait_replicated(self, master: Node, timeout_ms: int = 5000) -> int:
+        """WAIT on the master until its replicas acknowledged every write so far."""
+        return int(self.client(master).execute_command("WAIT", 1, timeout_ms))
+
+    # ---- diagnostics --------------------------------------------------------------------------
+    def diagnostics(self) -> dict[str, str]:
+        """Everything worth attaching to a failure: Envoy config/clusters/stats, nodes, logs."""
+        found: dict[str, str] = {}
+        for label, path in (("envoy-config_dump.json", "/config_dump"),
+                            ("envoy-clusters.txt", "/clusters"),
+                            ("envoy-redis-stats.txt", "/stats?filter=redis")):
+            try:
+                found[label] = self.admin(path)
+            except Exception as exc:  # noqa: BLE001 - diagnostics must not hide the failure
+                found[label] = f"unavailable: {exc}"
+        nodes = []
+        for node in self.nodes:
+            try:
+                raw = self.client(node).execute_command("CLUSTER", "NODES")
+                text = raw.decode() if isinstance(raw, bytes) else str(raw)
+            except Exception as exc:  # noqa: BLE001
+                text = f"unavailable: {exc}"
+            nodes.append(f"# {node.name} {node.address}\n{text}")
+        found["cluster-nodes.txt"] = "\n".join(nodes)
+        found["lab-state.json"] = json.dumps(self.state.to_json(), indent=2)
+        with contextlib.suppress(Exception):
+            for name, text in self._access.logs().items():
+                found[f"log-{name}.txt"] = text[-50_000:]
+        return found
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            with contextlib.suppress(Exception):
+                client.close()
+        self._clients.clear()
+        if self._proxy is not None:
+            with contextlib.suppress(Exception):
+                self._proxy.close()
+            self._proxy = None
+        self._access.close()

@@ -1,0 +1,214 @@
+"""The pytest plugin (entry point `pytest11`): the `lab` fixture, features, profiles, reports.
+
+Options: --backend local|kind|existing|attach, --lab-name, --profile, --keep-lab,
+--istio, --kubeconfig, --conformance-report. Tests declare `@pytest.mark.feature("Name")`;
+tests whose features are outside the profile are skipped and reported as such. Under
+pytest-xdist every worker provisions its own lab (`<name>-<worker>`); the report is
+written by the controller from the test reports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab.conformance.features import ALL, PROFILES
+from lab.conformance.report import Collector
+
+_COLLECTOR = pytest.StashKey[Collector]()
+_FEATURES = "redis_mesh_lab_features"
+_IMPLEMENTATION = "redis_mesh_lab_implementation"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("redis-mesh-lab", "redis-mesh-lab conformance")
+    group.addoption("--backend", default="local",
+                    choices=("local", "kind", "existing", "attach"),
+                    help="provision a lab on this backend, or attach to one already up")
+    group.addoption("--lab-name", default=None,
+                    help="attach: the lab to use; otherwise the provisioned lab's name prefix")
+    group.addoption("--profile", default="tutorial", choices=sorted(PROFILES),
+                    help="the features the run must prove (default: tutorial)")
+    group.addoption("--keep-lab", action="store_true",
+                    help="leave a provisioned lab up after the run, for debugging")
+    group.addoption("--istio", default="modern", choices=("modern", "tutorial"),
+                    help="kind/existing: the Istio profile")
+    group.addoption("--kubeconfig", default=None, help="existing: the cluster's kubeconfig")
+    group.addoption("--conformance-report", default="reports/conformance.yaml",
+                    help="where to write the conformance report (YAML)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "feature(*names): conformance features a test proves")
+    collector = Collector(profile=config.getoption("--profile"))
+    config.stash[_COLLECTOR] = collector
+    config.pluginmanager.register(_Recorder(collector), "redis-mesh-lab-recorder")
+
+
+def _features(item: pytest.Item) -> tuple[str, ...]:
+    names: list[str] = []
+    for marker in item.iter_markers("feature"):
+        names.extend(marker.args)
+    return tuple(dict.fromkeys(names))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    profile = config.getoption("--profile")
+    wanted = set(PROFILES[profile])
+    for item in items:
+        features = _features(item)
+        if not features:
+            continue
+        unknown = [f for f in features if f not in ALL]
+        if unknown:
+            raise pytest.UsageError(f"{item.nodeid}: unknown feature(s) {', '.join(unknown)}")
+        item.user_properties.append((_FEATURES, ",".join(features)))
+        outside = [f for f in features if f not in wanted]
+        if outside:
+            item.add_marker(pytest.mark.skip(
+                reason=f"feature {', '.join(outside)} is not in profile {profile}"))
+
+
+def _worker(config: pytest.Config) -> str:
+    workerinput = getattr(config, "workerinput", None)
+    return str(workerinput["workerid"]) if workerinput else ""
+
+
+@pytest.fixture(scope="session")
+def lab(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A running lab (provisioned for this session, or attached), as a `Lab` handle."""
+    from lab.backends import UpOptions, get_backend
+    from lab.errors import LabError
+    from lab.handle import Lab
+    from lab.progress import Progress
+    from lab.state import LabState
+
+    config = request.config
+    backend_name = config.getoption("--backend")
+    name = config.getoption("--lab-name")
+    keep = config.getoption("--keep-lab")
+    if backend_name == "attach":
+        if not name:
+            raise pytest.UsageError("--backend attach needs --lab-name")
+        state = LabState.load(name)
+        if state is None:
+            pytest.exit(f"lab {name!r} is not up (redis-mesh-lab up --name {name})", returncode=4)
+        handle = Lab(state, get_backend(state.backend).access(state))
+        yield handle
+        handle.close()
+        return
+
+    worker = _worker(config)
+    name = re.sub(r"[^a-z0-9-]", "-", f"{name or 'conformance'}{'-' + worker if worker else ''}")
+    backend = get_backend(backend_name)
+    options = UpOptions(name=name, istio=config.getoption("--istio"),
+                        kubeconfig=config.getoption("--kubeconfig"))
+    progress = Progress()
+    progress.say(f"\nprovisioning lab {name!r} on backend {backend_name}")
+    try:
+        state = backend.up(options, progress)
+    except LabError as exc:
+        pytest.exit(f"could not provision the lab: {exc}", returncode=3)
+    handle = Lab(state, backend.access(state))
+    try:
+        yield handle
+    finally:
+        handle.close()
+        if keep:
+            progress.say(f"\n--keep-lab: lab {name!r} left up; "
+                         f"redis-mesh-lab down --name {name} removes it")
+        else:
+            backend.down(name, Progress(quiet=True))
+
+
+@pytest.fixture(autouse=True)
+def _redis_mesh_lab_labels(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Allure labels from the features; the implementation under test for the report."""
+    features = _features(request.node)
+    if not features:
+        yield
+        return
+    import allure
+
+    allure.dynamic.epic("redis-mesh-lab conformance")
+    for feature in features:
+        allure.dynamic.feature(feature)
+    doc = (request.function.__doc__ or "").strip().splitlines()
+    allure.dynamic.story(doc[0] if doc else request.node.name)
+    if "lab" in request.fixturenames:
+        handle = request.getfixturevalue("lab")
+        request.node.user_properties.append(
+            (_IMPLEMENTATION, json.dumps(handle.implementation())))
+        handle.captures = []
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed or not _features(item):
+        return
+    handle = getattr(item, "funcargs", {}).get("lab")
+    if handle is None:
+        return
+    import allure
+
+    with contextlib.suppress(Exception):
+        for capture in getattr(handle, "captures", []):
+            allure.attach(capture.text(), name="MONITOR capture",
+                          attachment_type=allure.attachment_type.TEXT)
+        bundle = handle.diagnostics()
+        for label, text in bundle.items():
+            kind = (allure.attachment_type.JSON if label.endswith(".json")
+                    else allure.attachment_type.TEXT)
+            allure.attach(text, name=label, attachment_type=kind)
+        out = Path("reports") / "diagnostics" / re.sub(r"[^\w.-]+", "_", item.nodeid)
+        out.mkdir(parents=True, exist_ok=True)
+        for label, text in bundle.items():
+            (out / label).write_text(text, encoding="utf-8")
+
+
+class _Recorder:
+    """Feeds the conformance collector from test reports (on the xdist controller too)."""
+
+    def __init__(self, collector: Collector) -> None:
+        self.collector = collector
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        props = dict(report.user_properties)
+        if _FEATURES not in props:
+            return
+        if _IMPLEMENTATION in props:
+            self.collector.implementation = json.loads(str(props[_IMPLEMENTATION]))
+        reason = ""
+        if report.skipped and isinstance(report.longrepr, tuple):
+            reason = str(report.longrepr[2]).removeprefix("Skipped: ")
+        elif report.failed:
+            crash = getattr(report.longrepr, "reprcrash", None)
+            reason = crash.message.splitlines()[0] if crash is not None else "failed"
+        features = tuple(str(props[_FEATURES]).split(","))
+        self.collector.record(report.nodeid, features, report.when, report.outcome, reason)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    if hasattr(config, "workerinput"):
+        return  # xdist workers: the controller writes the report
+    collector = config.stash[_COLLECTOR]
+    if not collector.results:
+        return
+    path = Path(config.getoption("--conformance-report"))
+    collector.write(path)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        built = collector.build()["profiles"][0]
+        summary = ", ".join(f"{f}: {v['result']}" for f, v in built["features"].items())
+        reporter.write_line(f"conformance ({built['name']}): {built['result']} - {summary}")
+        reporter.write_line(f"conformance report: {path}")

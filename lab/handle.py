@@ -50,6 +50,7 @@ class Lab:
     def implementation(self) -> dict[str, Any]:
         """For reports: what was under test (not for tests to adapt to)."""
         return {
+            "lab": self.state.name,
             "proxy": "envoy",
             "envoyVersion": self.state.envoy_version,
             "redisVersion": self.state.redis_version,

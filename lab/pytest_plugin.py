@@ -186,7 +186,7 @@ class _Recorder:
         if _FEATURES not in props:
             return
         if _IMPLEMENTATION in props:
-            self.collector.implementation = json.loads(str(props[_IMPLEMENTATION]))
+            self.collector.record_implementation(json.loads(str(props[_IMPLEMENTATION])))
         reason = ""
         if report.skipped and isinstance(report.longrepr, tuple):
             reason = str(report.longrepr[2]).removeprefix("Skipped: ")

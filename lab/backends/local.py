@@ -321,7 +321,7 @@ class LocalBackend:
         config = sidecar.patched_config(spec, vips, endpoints, bind)
         boot = bootstrap.build(config, (LOOPBACK, plan.admin_port), f"sidecar~{LOOPBACK}~"
                                f"redis-client.redis~redis.svc.cluster.local", resolve)
-        return sidecar.write(boot, directory / "envoy.yaml")
+        return sidecar.write(boot, directory / "envoy.json")
 
     def _wait_envoy(self, admin: Admin, expected: int, process: Process, directory: Path) -> None:
         @_retry_until(30, 0.05)

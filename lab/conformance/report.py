@@ -29,6 +29,13 @@ class Collector:
     profile: str
     results: dict[str, TestResult] = field(default_factory=dict)
     implementation: dict[str, Any] = field(default_factory=dict)
+    labs: set[str] = field(default_factory=set)
+
+    def record_implementation(self, implementation: dict[str, Any]) -> None:
+        """What was under test; with pytest-xdist, one lab per worker."""
+        implementation = dict(implementation)
+        self.labs.add(str(implementation.pop("lab", "")))
+        self.implementation = implementation
 
     def record(self, nodeid: str, features: tuple[str, ...], when: str, outcome: str,
                reason: str = "") -> None:
@@ -64,6 +71,7 @@ class Collector:
             "kind": "ConformanceReport",
             "date": (date or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds"),
             "implementation": self.implementation,
+            "labs": sorted(lab for lab in self.labs if lab),
             "profiles": [{
                 "name": self.profile,
                 "result": overall,

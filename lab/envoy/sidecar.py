@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from lab import binaries
 from lab.envoy import baseline, bootstrap, patcher
@@ -29,7 +29,8 @@ def patched_config(
 
 
 def write(config: dict[str, Any], path: Path) -> Path:
-    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    """Write the bootstrap as JSON: YAML 1.1 would turn a value like `n` into false."""
+    path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     return path
 
 

@@ -8,6 +8,9 @@ from pathlib import Path
 
 from lab import paths
 from lab.errors import LabError
+from lab.state import LabState
+
+from .plan import Arg, Ref
 
 NAMESPACE = "redis"
 ISTIO_NAMESPACE = "istio-system"
@@ -36,11 +39,11 @@ class Layout:
             argv += ["--context", self.context]
         return [*argv, *args]
 
-    def exec_in(self, pod: str, container: str, *command: str, stdin: bool = False,
-                namespace: str = NAMESPACE) -> list[str]:
+    def exec_in(self, pod: str | Ref, container: str, *command: str, stdin: bool = False,
+                namespace: str = NAMESPACE) -> list[Arg]:
         flags = ["-i"] if stdin else []
-        return self.kubectl("-n", namespace, "exec", *flags, pod, "-c", container, "--",
-                            *command)
+        return [*self.kubectl("-n", namespace, "exec", *flags), pod, "-c", container, "--",
+                *command]
 
     def istioctl(self, *args: str) -> list[str]:
         argv = ["istioctl", *args, "--kubeconfig", str(self.kubeconfig)]
@@ -69,3 +72,13 @@ def existing_layout(lab: str, kubeconfig: str | None, context: str | None) -> La
         raise LabError(f"kubeconfig {path} does not exist")
     paths.check_name(lab)
     return Layout(lab=lab, existing=True, kubeconfig=path, context=context, cluster=None)
+
+
+def layout_of(state: LabState) -> Layout:
+    """The layout a saved lab was brought up with."""
+    extra = state.extra
+    if "kubeconfig" not in extra:
+        raise LabError(f"lab {state.name}: its state has no kubeconfig; bring it up again")
+    return Layout(lab=state.name, existing=state.backend == "existing",
+                  kubeconfig=Path(extra["kubeconfig"]), context=extra.get("context"),
+                  cluster=extra.get("cluster"))

@@ -54,7 +54,7 @@ class SubprocessRunner:
     def run(self, argv: Sequence[str], input: str | None = None, check: bool = True,
             timeout: float | None = None) -> Completed[str]:
         try:
-            result = subprocess.run(  # noqa: S603
+            result = subprocess.run(
                 list(argv), input=input, capture_output=True, text=True, env=self.env,
                 timeout=timeout, check=False,
             )

@@ -50,7 +50,7 @@ def tool_version(path: str, tool: str) -> str | None:
     """The version a kind/istioctl binary reports, or None if it cannot tell."""
     argv = [path, "version"] if tool == "kind" else [path, "version", "--remote=false"]
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=30,  # noqa: S603
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30,
                              check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -71,7 +71,7 @@ def how_to_get(release: ToolRelease) -> str:
 
 
 def fetch(url: str, dest: Path) -> None:
-    with urllib.request.urlopen(url, timeout=120) as response, open(dest, "wb") as out:  # noqa: S310
+    with urllib.request.urlopen(url, timeout=120) as response, open(dest, "wb") as out:
         shutil.copyfileobj(response, out)
 
 

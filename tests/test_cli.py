@@ -1,0 +1,77 @@
+"""User errors: one clear line, a non-zero exit, no traceback, nothing left behind."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+from lab.paths import manifests_dir
+from tests.conftest import cli, needs_binaries
+
+
+def _one_line_error(result, *needles):
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("redis-mesh-lab: error:")]
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_unknown_read_policy_lists_the_valid_values(no_leaks: Path):
+    _one_line_error(cli("up", "--read-policy", "sometimes"), "MASTER, PREFER_MASTER, REPLICA",
+                    "PREFER_REPLICA, ANY")
+    assert not no_leaks.exists()
+
+
+def test_bad_lab_name(no_leaks: Path):
+    _one_line_error(cli("up", "--name", "Not/Valid"), "invalid lab name")
+
+
+def test_unknown_backend(no_leaks: Path):
+    _one_line_error(cli("up", "--backend", "nomad"), "unknown backend", "local, kind, existing")
+
+
+def test_status_and_down_of_a_lab_that_is_not_up(no_leaks: Path):
+    _one_line_error(cli("status", "--name", "ghost"), "not up")
+    result = cli("down", "--name", "ghost")
+    assert result.returncode == 0 and "was not up" in result.stderr
+
+
+@needs_binaries
+def test_taken_proxy_port_is_named(no_leaks: Path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        _one_line_error(cli("up", "--name", "taken", "--proxy-port", str(port)),
+                        f"--proxy-port {port} is already in use")
+    assert not (no_leaks / "taken").exists()
+
+
+@needs_binaries
+@pytest.mark.parametrize(("relpath", "edit", "needle"), [
+    ("k8s/redis-cluster.yaml", lambda t: t + "\n  : [broken\n", "k8s/redis-cluster.yaml"),
+    ("istio/envoyfilter-redis-proxy-with-mirror.yaml",
+     lambda t: t.replace("${REDIS_VIP}", "${REDIS_SVC_IP}"), "${REDIS_SVC_IP}"),
+    ("istio/envoyfilter-redis-proxy-with-mirror.yaml",
+     lambda t: t.replace("envoy.filters.network.tcp_proxy", "envoy.tcp_proxy"), "matched nothing"),
+])
+def test_broken_manifest_names_the_problem(tmp_path: Path, no_leaks: Path, relpath, edit, needle):
+    copy = tmp_path / "manifests"
+    shutil.copytree(manifests_dir(), copy)
+    target = copy / relpath
+    target.write_text(edit(target.read_text()))
+    result = cli("up", "--name", "broken", env={"REDIS_MESH_LAB_MANIFESTS": str(copy)})
+    _one_line_error(result, needle)
+    assert not (no_leaks / "broken").exists()
+
+
+def test_dry_run_of_the_local_backend_changes_nothing(no_leaks: Path):
+    result = cli("up", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "--cluster create" in result.stdout and "envoy --mode validate" in result.stdout
+    assert not no_leaks.exists()

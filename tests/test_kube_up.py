@@ -1,0 +1,150 @@
+"""`up`/`down` of the kube backend against recording fakes: the exact commands, the applied
+manifests, the saved state, and what happens on failure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lab.backends import UpOptions
+from lab.backends.kube import KubeBackend, tools
+from lab.backends.kube.fakes import POD_IPS, VIP, FakeApi, RecordingRunner, kinds
+from lab.errors import LabError
+from lab.progress import Progress
+from lab.state import LabState
+
+QUIET = Progress(quiet=True)
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, lab_home: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tools, "resolve", lambda release, allow_download=True: release.name)
+    monkeypatch.setattr(tools, "kubectl", lambda: "kubectl")
+
+
+def backend(runner: RecordingRunner, api: FakeApi, existing: bool = False) -> KubeBackend:
+    return KubeBackend(existing, runner=runner, api=api, sleep=lambda s: None)
+
+
+def test_up_runs_the_plan_and_saves_the_state(lab_home: Path) -> None:
+    runner, api = RecordingRunner(), FakeApi()
+    state = backend(runner, api).up(UpOptions(name="k1", istio="tutorial"), QUIET)
+    kc = f"{lab_home}/k1/kubeconfig"
+    k = f"kubectl --kubeconfig {kc} --context kind-rml-k1 -n redis exec"
+    cmds = runner.commands()
+    assert cmds[:2] == [
+        f"kind create cluster --name rml-k1 --config {lab_home}/k1/kind-config.yaml "
+        f"--kubeconfig {kc} --wait 300s",
+        "istioctl install --skip-confirmation --set components.pilot.hub=zhaohuabing "
+        "--set components.pilot.tag=1.7.3-enable-ef-replace "
+        f"--set values.global.jwtPolicy=first-party-jwt --kubeconfig {kc} --context kind-rml-k1",
+    ]
+    create = f"{k} redis-cluster-0 -c redis -- redis-cli --cluster create --cluster-replicas 1 " \
+             "--cluster-yes " + " ".join(f"{ip}:6379" for ip in POD_IPS)
+    assert create in cmds
+    assert cmds.index(f"{k} redis-cluster-0 -c redis -- redis-cli cluster info") \
+        < cmds.index(create)
+    assert f"{k} redis-client-abc -c istio-proxy -- pilot-agent request GET config_dump" in cmds
+    assert cmds[-1] == f"{k} redis-cluster-0 -c redis -- redis-cli cluster nodes"
+    assert (lab_home / "k1" / "kind-config.yaml").read_text().count("kindest/node:v1.21.14@") == 1
+
+    assert kinds(api.applied) == [
+        "CustomResourceDefinition envoyfilters.networking.istio.io", "Namespace redis",
+        "PeerAuthentication redis/redis-permissive", "ConfigMap redis/redis-cluster",
+        "StatefulSet redis/redis-cluster", "Service redis/redis-cluster-headless",
+        "Service redis/redis-cluster", "Deployment redis/redis-client",
+        "Deployment redis/redis-mirror", "Service redis/redis-mirror",
+        "EnvoyFilter istio-system/custom-redis-cluster", "EnvoyFilter istio-system/add-redis-proxy",
+    ]
+    proxy = api.applied[-1]["spec"]["configPatches"][0]
+    assert proxy["match"]["listener"]["name"] == f"{VIP}_6379"  # rendered at run time
+    assert api.waited[0] == "Deployment istio-system/istiod"
+
+    assert state.backend == "kind" and state.istio_profile == "tutorial"
+    assert state.extra["kubeconfig"] == kc and state.extra["cluster"] == "rml-k1"
+    assert state.extra["client_pod"] == "redis-client-abc"
+    assert state.mirror["pod"] == "redis-mirror-xyz"
+    topo = state.topology
+    assert [s.master.name for s in topo.shards] == ["redis-cluster-0", "redis-cluster-1",
+                                                    "redis-cluster-2"]
+    assert [r.name for s in topo.shards for r in s.replicas] == [
+        "redis-cluster-4", "redis-cluster-5", "redis-cluster-3"]
+    assert topo.shards[0].master.address == f"{POD_IPS[0]}:6379"
+    assert LabState.load("k1") is not None
+
+
+def test_cluster_create_skipped_when_already_formed() -> None:
+    runner = RecordingRunner(formed=True)
+    backend(runner, FakeApi()).up(UpOptions(name="k2"), QUIET)
+    assert not [c for c in runner.commands() if "--cluster create" in c]
+
+
+def test_failure_writes_diagnostics_and_deletes_the_cluster(tmp_path: Path,
+                                                            lab_home: Path) -> None:
+    runner = RecordingRunner(fail_on="istioctl install")
+    with pytest.raises(LabError) as caught:
+        backend(runner, FakeApi()).up(UpOptions(name="bad", istio="modern"), QUIET)
+    message = str(caught.value)
+    assert "\n" not in message and "istioctl install" in message and "diagnostics in" in message
+    cmds = runner.commands()
+    assert len([c for c in cmds if c.startswith("istioctl install")]) == 3  # retried
+    bundle = tmp_path / "reports" / "diagnostics" / "bad"
+    assert (bundle / "INDEX.txt").is_file()
+    for name in ("kind-export-logs.txt", "describe-pods-redis.txt", "events-redis.txt",
+                 "cluster-nodes.txt", "logs-redis-cluster-0.txt",
+                 "client-envoy-config_dump.txt", "client-envoy-clusters.txt",
+                 "client-envoy-stats.txt"):
+        assert (bundle / name).is_file(), name
+    assert any(c.startswith(f"kind export logs {bundle}/kind-logs --name rml-bad") for c in cmds)
+    assert cmds[-1] == f"kind delete cluster --name rml-bad --kubeconfig {lab_home}/bad/kubeconfig"
+    assert not (lab_home / "bad").exists()
+
+
+def test_keep_leaves_the_cluster(lab_home: Path) -> None:
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class KeepOptions(UpOptions):
+        keep: bool = True
+
+    runner = RecordingRunner(fail_on="--cluster create")
+    with pytest.raises(LabError, match="kept"):
+        backend(runner, FakeApi()).up(KeepOptions(name="kept"), QUIET)
+    assert not [c for c in runner.commands() if c.startswith("kind delete")]
+    assert (lab_home / "kept").is_dir()
+
+
+def test_down_deletes_the_kind_cluster_and_files(lab_home: Path) -> None:
+    runner = RecordingRunner()
+    b = backend(runner, FakeApi())
+    b.up(UpOptions(name="d1"), QUIET)
+    runner.calls.clear()
+    assert b.down("d1", QUIET) is True
+    assert runner.commands() == [
+        f"kind delete cluster --name rml-d1 --kubeconfig {lab_home}/d1/kubeconfig"]
+    assert not (lab_home / "d1").exists()
+    assert b.down("d1", QUIET) is False
+
+
+def test_existing_up_and_down_touch_only_the_lab(tmp_path: Path, lab_home: Path) -> None:
+    kubeconfig = tmp_path / "theirs.yaml"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
+    runner, api = RecordingRunner(), FakeApi()
+    b = backend(runner, api, existing=True)
+    state = b.up(UpOptions(name="e1", kubeconfig=str(kubeconfig)), QUIET)
+    assert state.backend == "existing" and state.extra["kubeconfig"] == str(kubeconfig)
+    assert not [c for c in runner.commands() if c.startswith(("kind", "istioctl"))]
+    assert all(f"--kubeconfig {kubeconfig}" in c for c in runner.commands())
+    assert not (lab_home / "e1" / "kubeconfig").exists()  # nothing copied
+    assert b.down("e1", QUIET) is True
+    assert api.deleted == ["EnvoyFilter istio-system/add-redis-proxy",
+                           "EnvoyFilter istio-system/custom-redis-cluster", "Namespace redis"]
+
+
+def test_up_refuses_a_lab_that_is_up() -> None:
+    b = backend(RecordingRunner(), FakeApi())
+    b.up(UpOptions(name="twice"), QUIET)
+    with pytest.raises(LabError, match="already up"):
+        b.up(UpOptions(name="twice"), QUIET)

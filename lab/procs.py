@@ -14,7 +14,7 @@ from pathlib import Path
 def spawn(argv: Sequence[str], log: Path, cwd: Path) -> int:
     """Start a process in its own session (Ctrl-C in the terminal does not reach it)."""
     with open(log, "ab") as out:
-        process = subprocess.Popen(  # noqa: S603
+        process = subprocess.Popen(
             list(argv), cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -149,15 +149,20 @@ def _redis_mesh_lab_labels(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    outcome = yield
-    report = outcome.get_result()
-    if not report.failed or not _features(item):
-        return
-    handle = getattr(item, "funcargs", {}).get("lab")
-    if handle is None:
-        return
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed and _features(item):
+        handle = getattr(item, "funcargs", {}).get("lab")
+        if handle is not None:
+            _attach_diagnostics(item, handle)
+    return report
+
+
+def _attach_diagnostics(item: pytest.Item, handle: Any) -> None:
+    """MONITOR captures, Envoy config_dump/clusters/stats, CLUSTER NODES, logs."""
     import allure
 
     with contextlib.suppress(Exception):

@@ -104,7 +104,8 @@ def test_match_by_port_number():
 def test_patch_that_matches_nothing_is_an_error_saying_what_exists():
     """The tutorial's classic failure: ${REDIS_VIP} not rendered or a wrong VIP."""
     with pytest.raises(PatchError) as error:
-        patcher.apply_envoyfilters(_config(), [_filter(_nf("REPLACE", NEW, listener="1.2.3.4_6379"))])
+        patcher.apply_envoyfilters(
+            _config(), [_filter(_nf("REPLACE", NEW, listener="1.2.3.4_6379"))])
     message = str(error.value)
     assert "EnvoyFilter istio-system/t configPatches[0]" in message
     assert "matched nothing" in message and "10.0.0.1_6379" in message

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from lab.slots import SLOT_COUNT, crc16, hash_tag, key_slot, split_even
@@ -33,4 +35,4 @@ def test_split_even_matches_redis_cli_cluster_create():
     for shards in range(1, 12):
         ranges = split_even(shards)
         assert ranges[0][0] == 0 and ranges[-1][1] == SLOT_COUNT - 1
-        assert all(b + 1 == c for (_, b), (c, _) in zip(ranges, ranges[1:], strict=False))
+        assert all(b + 1 == c for (_, b), (c, _) in itertools.pairwise(ranges))

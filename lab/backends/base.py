@@ -56,6 +56,10 @@ class Access(Protocol):
 class Backend(Protocol):
     name: str
 
+    def dry_run(self, options: UpOptions) -> str:
+        """The exact plan `up` would carry out, as text; changes nothing."""
+        ...
+
     def up(self, options: UpOptions, progress: Progress) -> LabState: ...
 
     def down(self, name: str, progress: Progress) -> bool:

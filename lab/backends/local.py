@@ -262,7 +262,7 @@ class LocalBackend:
     def _create_cluster(cli: str, nodes: list[Node], directory: Path) -> None:
         argv = [cli, "--cluster", "create", *[n.address for n in nodes],
                 "--cluster-replicas", "1", "--cluster-yes"]
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=60,  # noqa: S603
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=60,
                                 check=False)
         (directory / "logs" / "cluster-create.log").write_text(
             " ".join(argv) + "\n" + result.stdout + result.stderr, encoding="utf-8")

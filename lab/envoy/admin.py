@@ -17,7 +17,7 @@ class Admin:
 
     def get(self, path: str) -> str:
         url = f"http://{self.host}:{self.port}{path}"
-        with urllib.request.urlopen(url, timeout=self.timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=self.timeout) as response:
             return response.read().decode()
 
     def config_dump(self) -> dict[str, Any]:

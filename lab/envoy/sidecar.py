@@ -8,7 +8,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-
 from lab import binaries
 from lab.envoy import baseline, bootstrap, patcher
 from lab.errors import LabError
@@ -36,7 +35,7 @@ def write(config: dict[str, Any], path: Path) -> Path:
 
 def validate(path: Path, envoy: str | None = None) -> None:
     """`envoy --mode validate`; Envoy's own complaint becomes the error message."""
-    result = subprocess.run(  # noqa: S603
+    result = subprocess.run(
         [envoy or binaries.envoy(), "--mode", "validate", "-c", str(path), "-l", "error"],
         capture_output=True, text=True, timeout=60, check=False,
     )

@@ -44,7 +44,7 @@ def ensure_allure() -> Path:
         raise LabError("npm not found: install Node.js 20+ (apt-get install nodejs npm)")
     prefix.mkdir(parents=True, exist_ok=True)
     print(f"installing {versions.ALLURE_NPM} into {prefix} ...", file=sys.stderr, flush=True)
-    result = subprocess.run(  # noqa: S603
+    result = subprocess.run(
         [npm, "install", "--no-audit", "--no-fund", "--loglevel=error", "--prefix",
          str(prefix), versions.ALLURE_NPM],
         capture_output=True, text=True, check=False, timeout=600,
@@ -65,7 +65,7 @@ def build(results: Path, output: Path) -> Path:
     with tempfile.TemporaryDirectory(prefix="redis-mesh-lab-allure-") as tmp:
         config = Path(tmp) / "allurerc.yaml"
         config.write_text(CONFIG, encoding="utf-8")
-        result = subprocess.run(  # noqa: S603
+        result = subprocess.run(
             [str(allure), "generate", "--config", str(config), "--output", str(output),
              str(results)],
             capture_output=True, text=True, check=False, timeout=600,

@@ -47,7 +47,7 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    session.install("-e", ".[dev]")
+    session.install("ruff")
     session.run("ruff", "check", "lab", "suites", "tests", "benchmarks", "noxfile.py",
                 "conftest.py")
 

@@ -13,8 +13,14 @@ import pytest
 from lab import procs
 from lab.backends.kube import proxyclient, readiness, redisinfo
 from lab.backends.kube.access import KubeAccess
-from lab.backends.kube.fakes import CLUSTER_NODES, CLUSTERS, CONFIG_DUMP, POD_IPS, VIP
-from lab.backends.kube.fakes import RecordingRunner
+from lab.backends.kube.fakes import (
+    CLUSTER_NODES,
+    CLUSTERS,
+    CONFIG_DUMP,
+    POD_IPS,
+    VIP,
+    RecordingRunner,
+)
 from lab.errors import LabError
 from lab.state import LabState
 from lab.topology import Node

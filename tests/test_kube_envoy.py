@@ -69,7 +69,8 @@ def test_envoy_refuses_a_bad_patch_value(tmp_path: Path) -> None:
 
     spec, config = _config("REPLICA", True)
     listener = next(lst for lst in config["listeners"] if lst["name"] == "10.96.0.50_6379")
-    listener["filter_chains"][0]["filters"][0]["typed_config"]["settings"]["read_policy"] = "SOMETIMES"
+    settings = listener["filter_chains"][0]["filters"][0]["typed_config"]["settings"]
+    settings["read_policy"] = "SOMETIMES"
     boot = bootstrap.build(config, ("127.0.0.1", 15000), "sidecar~x", _resolve(spec))
     with pytest.raises(LabError, match="Envoy refused"):
         sidecar.validate(sidecar.write(boot, tmp_path / "bad.json"))

@@ -20,7 +20,7 @@ PLATFORM = tools.host_platform()
 
 
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+def cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     cache = tmp_path / "cache"
     monkeypatch.setenv("REDIS_MESH_LAB_CACHE", str(cache))
     monkeypatch.delenv("REDIS_MESH_LAB_KIND", raising=False)
@@ -50,32 +50,32 @@ def release(url: str, sha: str | None, member: str | None, name: str = "istioctl
     return ToolRelease(name, version, {PLATFORM: Artifact(url, sha, member)})
 
 
-def test_download_verifies_extracts_and_caches(tmp_path: Path, _isolated: Path) -> None:
+def test_download_verifies_extracts_and_caches(tmp_path: Path, cache: Path) -> None:
     archive = tmp_path / "istioctl-9.9.9.tar.gz"
     payload = b"#!/bin/sh\necho 'client version: 9.9.9'\n"
     sha = tarball(archive, "istioctl", payload)
     rel = release(archive.as_uri(), sha, "istioctl")
     found = tools.resolve(rel)
-    assert found == str(_isolated / "istioctl-9.9.9" / "istioctl")
+    assert found == str(cache / "istioctl-9.9.9" / "istioctl")
     assert Path(found).read_bytes() == payload and os.access(found, os.X_OK)
-    assert (_isolated / "istioctl-9.9.9" / "sha256").read_text().strip() == sha
+    assert (cache / "istioctl-9.9.9" / "sha256").read_text().strip() == sha
     archive.unlink()  # the cache answers from now on, no download
     assert tools.resolve(rel) == found
 
 
-def test_bare_binary_download(tmp_path: Path, _isolated: Path) -> None:
+def test_bare_binary_download(tmp_path: Path) -> None:
     binary = fake_tool(tmp_path / "kind-linux", "kind v9.9.9 go1.22 linux/amd64")
     sha = hashlib.sha256(binary.read_bytes()).hexdigest()
     found = tools.resolve(release(binary.as_uri(), sha, None, name="kind"))
     assert Path(found).read_bytes() == binary.read_bytes()
 
 
-def test_checksum_mismatch_is_refused(tmp_path: Path, _isolated: Path) -> None:
+def test_checksum_mismatch_is_refused(tmp_path: Path, cache: Path) -> None:
     archive = tmp_path / "istioctl.tar.gz"
     tarball(archive, "istioctl", b"evil")
     with pytest.raises(LabError, match="checksum mismatch"):
         tools.resolve(release(archive.as_uri(), "0" * 64, "istioctl"))
-    assert not (_isolated / "istioctl-9.9.9" / "istioctl").exists()
+    assert not (cache / "istioctl-9.9.9" / "istioctl").exists()
 
 
 def test_unpinned_asset_is_never_downloaded(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 import socket
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ FORWARD_READY_TIMEOUT = 20.0
 _LOG_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
-def _argv(args: list[object], binary: str) -> list[str]:
+def _argv(args: Sequence[object], binary: str) -> list[str]:
     argv = [str(a) for a in args]
     argv[0] = binary
     return argv

@@ -20,7 +20,7 @@ _FILE = re.compile(r"[^A-Za-z0-9_.-]+")
 @dataclass(frozen=True)
 class Item:
     filename: str
-    argv: list[Arg]
+    argv: Sequence[Arg]
 
 
 def items(layout: Layout, client_pod: str | None, redis_pods: Sequence[str],

@@ -8,13 +8,14 @@ tutorial's `redis-cli -h redis-cluster` does, and redis-py does the RESP on this
 from __future__ import annotations
 
 import contextlib
+import inspect
 import socket
 import subprocess
 from collections.abc import Sequence
 from typing import Any
 
 import redis
-from redis.connection import Connection, ConnectionPool
+from redis.connection import AbstractConnection, Connection, ConnectionPool
 
 # Inside the client container: connect fd 3 to the Service, copy both ways, end with stdin.
 RELAY = 'exec 3<>"/dev/tcp/$0/$1" || exit 1; cat <&3 & cat >&3; kill $! 2>/dev/null'
@@ -36,7 +37,7 @@ class PipeConnection(Connection):
         ours, theirs = socket.socketpair()
         try:
             self.process = subprocess.Popen(
-                self.argv, stdin=theirs, stdout=theirs, stderr=subprocess.DEVNULL,
+                self.argv, stdin=theirs.fileno(), stdout=theirs.fileno(), stderr=subprocess.DEVNULL,
                 start_new_session=True,
             )
         except OSError:
@@ -63,9 +64,18 @@ class PipeConnection(Connection):
                     process.wait(timeout=2)
 
 
+# No CLIENT SETINFO on connect (Envoy's redis proxy does not know it): redis-py 6+ takes
+# driver_info=None, older versions lib_name/lib_version=None.
+_NO_SETINFO: dict[str, Any] = (
+    {"driver_info": None}
+    if "driver_info" in inspect.signature(AbstractConnection.__init__).parameters
+    else {"lib_name": None, "lib_version": None}
+)
+
+
 def client(argv: Sequence[str], timeout: float = 10.0) -> redis.Redis:
     """A redis.Redis whose every connection is a fresh `argv` relay process."""
     pool = ConnectionPool(connection_class=PipeConnection, argv=list(argv),
-                          socket_timeout=timeout, lib_name=None, lib_version=None,
-                          protocol=2)  # Envoy's redis proxy speaks RESP2 (no HELLO)
+                          socket_timeout=timeout, protocol=2,  # RESP2: no HELLO for Envoy
+                          **_NO_SETINFO)
     return redis.Redis(connection_pool=pool)

@@ -148,3 +148,27 @@ def test_up_refuses_a_lab_that_is_up() -> None:
     b.up(UpOptions(name="twice"), QUIET)
     with pytest.raises(LabError, match="already up"):
         b.up(UpOptions(name="twice"), QUIET)
+
+
+def test_existing_refuses_a_redis_namespace_it_did_not_create(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "theirs.yaml"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
+    api = FakeApi()
+    api.preexisting.add(("Namespace", "redis"))
+    with pytest.raises(LabError, match="namespace redis already exists"):
+        backend(RecordingRunner(), api, existing=True).up(
+            UpOptions(name="e2", kubeconfig=str(kubeconfig)), QUIET)
+    assert api.applied == [] and api.deleted == []
+
+
+def test_missing_binary_fails_before_anything_is_created(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, lab_home: Path) -> None:
+    def missing(release: object, allow_download: bool = True) -> str:
+        raise LabError("istioctl 1.7.3 not found: put istioctl 1.7.3 on PATH")
+
+    monkeypatch.setattr(tools, "resolve", missing)
+    runner = RecordingRunner()
+    with pytest.raises(LabError, match=r"^up failed: istioctl 1\.7\.3 not found"):
+        backend(runner, FakeApi()).up(UpOptions(name="nt", istio="tutorial"), QUIET)
+    assert runner.calls == []
+    assert not (tmp_path / "reports").exists() and not (lab_home / "nt").exists()

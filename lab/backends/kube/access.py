@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 import socket
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis

@@ -91,8 +91,11 @@ class KubeBackend:
             state.save()
             return state
         except (LabError, KeyboardInterrupt) as exc:
-            self._fail(layout, ex, keep, progress)
             what = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+            if "tools" not in ex.context:  # nothing was created yet: nothing to diagnose
+                shutil.rmtree(layout.directory, ignore_errors=True)
+                raise LabError(f"up failed: {what}") from None
+            self._fail(layout, ex, keep, progress)
             bundle = reports_dir() / "diagnostics" / options.name
             kept = "; the cluster was kept (--keep-lab)" if keep else ""
             raise LabError(f"up failed: {what} (diagnostics in {bundle}{kept})") from None
@@ -106,7 +109,11 @@ class KubeBackend:
         if keep:
             return
         progress.say("  removing what this up created")
-        self._teardown(layout, ex.runner, ex.api, ex.tools, ex.context.get("applied", []))
+        try:
+            self._teardown(layout, ex.runner, ex.api, ex.tools, ex.context.get("applied", []))
+        except LabError as exc:
+            progress.say(f"  cleanup incomplete: {exc}")
+            return  # keep the kubeconfig: the user needs it to clean up
         shutil.rmtree(layout.directory, ignore_errors=True)
 
     def _teardown(self, layout: Layout, runner: Runner, api: KubeApi, found: dict[str, str],

@@ -74,6 +74,7 @@ class FakeApi:
         self.applied: list[Document] = []
         self.deleted: list[str] = []
         self.waited: list[str] = []
+        self.preexisting: set[tuple[str, str]] = set()  # (kind, name) already in the cluster
 
     def apply(self, doc: Document) -> None:
         self.applied.append(doc)
@@ -85,6 +86,10 @@ class FakeApi:
     def not_ready(self, kind: str, namespace: str | None, name: str) -> str | None:
         self.waited.append(f"{kind} {namespace}/{name}")
         return None
+
+    def exists(self, api_version: str, kind: str, namespace: str | None, name: str) -> bool:
+        return any(d["kind"] == kind and d["metadata"]["name"] == name for d in self.applied) \
+            or (kind, name) in self.preexisting
 
     def cluster_ip(self, namespace: str, name: str) -> str:
         assert (namespace, name) == ("redis", "redis-cluster")

@@ -36,6 +36,7 @@ class KubeApi(Protocol):
     def not_ready(self, kind: str, namespace: str | None, name: str) -> str | None:
         """None when the object is ready, else why not (for the wait's message)."""
         ...
+    def exists(self, api_version: str, kind: str, namespace: str | None, name: str) -> bool: ...
     def cluster_ip(self, namespace: str, name: str) -> str: ...
     def pods(self, namespace: str, selector: str) -> list[PodInfo]: ...
 
@@ -145,6 +146,16 @@ class ClientApi:
         except NotFoundError:
             return "not found"
         return not_ready_reason(kind, obj.to_dict())
+
+    @_api_errors
+    def exists(self, api_version: str, kind: str, namespace: str | None, name: str) -> bool:
+        from kubernetes.dynamic.exceptions import NotFoundError
+
+        try:
+            self._resource(api_version, kind).get(name=name, namespace=namespace)
+        except NotFoundError:
+            return False
+        return True
 
     @_api_errors
     def cluster_ip(self, namespace: str, name: str) -> str:

@@ -115,6 +115,18 @@ def _platform(layout: Layout, profile: IstioProfile, options: UpOptions) -> list
             f"Install Istio {profile.istioctl.version}",
             tuple(layout.istioctl("install", "--skip-confirmation", *profile.install_flags)),
             attempts=3, timeout=900))
+    if layout.existing:
+        def fresh(ex: Executor) -> bool:
+            if ex.api.exists("v1", "Namespace", None, NAMESPACE):
+                raise LabError(f"namespace {NAMESPACE} already exists in this cluster; the lab "
+                               "owns it (and deletes it at `down`): remove it or use another "
+                               "cluster")
+            return True
+
+        steps.append(Resolve("Check that the cluster has no redis namespace", "fresh",
+                             f"namespace {NAMESPACE} must not exist yet (Kubernetes API: get "
+                             f"namespace {NAMESPACE}); the lab creates it and deletes it at down",
+                             fresh))
     steps.append(Wait(
         "Wait for istiod", f"Deployment {ISTIO_NAMESPACE}/istiod is available",
         600 if not layout.existing else 60, _not_ready("Deployment", ISTIO_NAMESPACE, "istiod")))

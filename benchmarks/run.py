@@ -22,8 +22,8 @@ from typing import Any
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
-from lab.backends.local import LocalBackend
 from lab.backends.base import UpOptions
+from lab.backends.local import LocalBackend
 from lab.progress import Progress
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--context", default=None, help="existing: the kubeconfig context")
     up.add_argument("--preload-images", action="store_true",
                     help="kind: load the images into the nodes (offline use)")
+    up.add_argument("--keep-on-failure", action="store_true",
+                    help="kind/existing: keep the cluster when `up` fails, for debugging")
     up.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     up.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -60,7 +62,8 @@ def _up(args: argparse.Namespace) -> int:
     options = UpOptions(name=args.name, read_policy=args.read_policy, mirror=args.mirror,
                         proxy_port=args.proxy_port, istio=args.istio,
                         kubeconfig=args.kubeconfig, context=args.context,
-                        preload_images=args.preload_images, dry_run=args.dry_run)
+                        preload_images=args.preload_images, dry_run=args.dry_run,
+                        keep=args.keep_on_failure)
     if args.dry_run:
         print(backend.dry_run(options))
         return 0
@@ -76,17 +79,23 @@ def _running(state: LabState) -> list[str]:
     return [p.name for p in state.processes if procs.running(p.pid, p.expect)]
 
 
+def _where(part: dict[str, object]) -> str:
+    via = f"  (via {part['via']})" if part.get("via") else ""
+    return f"{part.get('host', '?')}:{part.get('port', '?')}{via}"
+
+
 def _describe(state: LabState) -> str:
     lines = [
-        f"lab {state.name} ({state.backend}), Envoy {state.envoy_version}, "
-        f"Redis {state.redis_version}",
-        f"  proxy   {state.proxy['host']}:{state.proxy['port']}   "
-        f"(redis-cli -h {state.proxy['host']} -p {state.proxy['port']})",
-        f"  admin   http://{state.admin['host']}:{state.admin['port']}/",
-        f"  mirror  {state.mirror['host']}:{state.mirror['port']}  "
-        f"mirroring {'on' if state.mirror_enabled else 'off'}",
+        f"lab {state.name} ({state.backend}"
+        + (f", Istio {state.istio_profile}" if state.istio_profile else "")
+        + f"), Envoy {state.envoy_version}, Redis {state.redis_version}",
+        f"  proxy   {_where(state.proxy)}",
+        f"  admin   {_where(state.admin)}",
+        f"  mirror  {_where(state.mirror)}  mirroring {'on' if state.mirror_enabled else 'off'}",
         f"  read_policy {state.read_policy}",
     ]
+    if state.backend == "local":
+        lines[1] += f"   (redis-cli -h {state.proxy['host']} -p {state.proxy['port']})"
     for index, shard in enumerate(state.topology.shards):
         ranges = ",".join(f"{a}-{b}" for a, b in shard.slots)
         replicas = ", ".join(f"{r.name} {r.address}" for r in shard.replicas)

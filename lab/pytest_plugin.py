@@ -108,7 +108,7 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Any]:
     name = re.sub(r"[^a-z0-9-]", "-", f"{name or 'conformance'}{'-' + worker if worker else ''}")
     backend = get_backend(backend_name)
     options = UpOptions(name=name, istio=config.getoption("--istio"),
-                        kubeconfig=config.getoption("--kubeconfig"))
+                        kubeconfig=config.getoption("--kubeconfig"), keep=keep)
     progress = Progress()
     progress.say(f"\nprovisioning lab {name!r} on backend {backend_name}")
     try:

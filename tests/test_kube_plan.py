@@ -138,9 +138,21 @@ def test_existing_plan_installs_nothing_cluster_wide(tmp_path: Path) -> None:
     assert not [c for c in commands(plan) if c.startswith(("kind", "istioctl"))]
     assert f"--kubeconfig {kubeconfig} --context prod-like" in plan
     assert "Wait for istiod" in plan
-    assert "it is not installed or changed" in plan
+    assert "it is not installed" in plan and "CRD is replaced" not in plan
 
 
 def test_unknown_profile_is_one_line_error() -> None:
     with pytest.raises(LabError, match="unknown Istio profile 'ancient'"):
         get_backend("kind").dry_run(UpOptions(istio="ancient"))
+
+
+def test_cli_dry_run_prints_the_plan_and_creates_nothing(tmp_path: Path) -> None:
+    from tests.conftest import cli
+
+    home = tmp_path / "cli-labs"
+    result = cli("up", "--backend", "kind", "--istio", "tutorial", "--dry-run", "--name", "dr",
+                 env={"REDIS_MESH_LAB_HOME": str(home), "PATH": "/nonexistent"})
+    assert result.returncode == 0, result.stderr
+    assert "kind create cluster --name rml-dr" in result.stdout
+    assert "Wait for the client sidecar's Redis proxy" in result.stdout
+    assert not home.exists()

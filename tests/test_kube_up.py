@@ -172,3 +172,16 @@ def test_missing_binary_fails_before_anything_is_created(
         backend(runner, FakeApi()).up(UpOptions(name="nt", istio="tutorial"), QUIET)
     assert runner.calls == []
     assert not (tmp_path / "reports").exists() and not (lab_home / "nt").exists()
+
+
+def test_diagnostics_of_a_running_lab(tmp_path: Path) -> None:
+    runner = RecordingRunner()
+    b = backend(runner, FakeApi())
+    state = b.up(UpOptions(name="dg"), QUIET)
+    runner.calls.clear()
+    dest = b.diagnostics(state, tmp_path / "bundle")
+    index = (dest / "INDEX.txt").read_text()
+    assert "kind export logs" in index and "pilot-agent request GET config_dump" in index
+    assert (dest / "cluster-nodes.txt").read_text().startswith("a0 ")
+    assert (dest / "client-envoy-clusters.txt").read_text().count("custom-redis-cluster::") == 6
+    assert all("--kubeconfig" in c for c in runner.commands() if c.startswith("kubectl"))

@@ -22,6 +22,7 @@ class UpOptions:
     context: str | None = None
     preload_images: bool = False  # kind: `kind load` the images (for offline use)
     dry_run: bool = False
+    keep: bool = False  # leave what a failed `up` created, for debugging (kind/existing)
 
 
 class RedisLike(Protocol):

@@ -83,7 +83,7 @@ class KubeBackend:
         ex = Executor(runner=self.runner(layout), api=self.api(layout), progress=progress,
                       sleep=self._sleep)
         layout.directory.mkdir(parents=True, exist_ok=True)
-        keep = bool(getattr(options, "keep", False) or getattr(options, "keep_lab", False))
+        keep = options.keep
         progress.say(f"lab {options.name}: {self.name} backend, Istio profile {profile.name}")
         try:
             execute_plan(ex, steps)

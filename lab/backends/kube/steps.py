@@ -311,7 +311,9 @@ def header(layout: Layout, profile: IstioProfile, options: UpOptions) -> str:
                      f"{' '.join(profile.install_flags)}")
     else:
         lines.append(f"# Istio: the cluster's own (profile {profile.name} expects "
-                     f"{profile.istioctl.version}); it is not installed or changed")
+                     f"{profile.istioctl.version}); it is not installed"
+                     + ("; its EnvoyFilter CRD is replaced by one admitting REPLACE"
+                        if profile.tutorial_crd else ""))
     lines.append("# Every command gets the lab's kubeconfig (flag and KUBECONFIG); "
                  "~/.kube/config is never read or written.")
     lines.append("# <...> marks a value known only at run time.")

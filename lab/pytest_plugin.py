@@ -109,20 +109,25 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Any]:
     backend = get_backend(backend_name)
     options = UpOptions(name=name, istio=config.getoption("--istio"),
                         kubeconfig=config.getoption("--kubeconfig"), keep=keep)
-    progress = Progress()
-    progress.say(f"\nprovisioning lab {name!r} on backend {backend_name}")
-    try:
-        state = backend.up(options, progress)
-    except LabError as exc:
-        pytest.exit(f"could not provision the lab: {exc}", returncode=3)
+    capture = config.pluginmanager.getplugin("capturemanager")
+    shown = capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
+    with shown:  # provisioning is long on Kubernetes: show its steps as they happen
+        progress = Progress()  # bound to the real stderr, not pytest's capture
+        progress.say(f"\nprovisioning lab {name!r} on backend {backend_name}")
+        try:
+            state = backend.up(options, progress)
+        except LabError as exc:
+            pytest.exit(f"could not provision the lab: {exc}", returncode=3)
     handle = Lab(state, backend.access(state))
     try:
         yield handle
     finally:
         handle.close()
         if keep:
-            progress.say(f"\n--keep-lab: lab {name!r} left up; "
-                         f"redis-mesh-lab down --name {name} removes it")
+            shown = capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
+            with shown:
+                Progress().say(f"\n--keep-lab: lab {name!r} left up; "
+                               f"redis-mesh-lab down --name {name} removes it")
         else:
             backend.down(name, Progress(quiet=True))
 
@@ -215,5 +220,6 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if reporter is not None:
         built = collector.build()["profiles"][0]
         summary = ", ".join(f"{f}: {v['result']}" for f, v in built["features"].items())
-        reporter.write_line(f"conformance ({built['name']}): {built['result']} - {summary}")
+        reporter.write_sep("-", f"conformance profile {built['name']}: {built['result']}")
+        reporter.write_line(summary)
         reporter.write_line(f"conformance report: {path}")

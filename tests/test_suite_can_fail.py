@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lab.paths import manifests_dir
 from tests.conftest import ROOT, cli, needs_binaries
 
 pytestmark = [needs_binaries]
@@ -96,3 +98,31 @@ def test_features_outside_the_profile_are_skipped_and_reported(no_leaks: Path, t
     skipped = report["profiles"][0]["skippedTests"]
     assert len(skipped) == 8
     assert all("not in profile extended" in t["reason"] for t in skipped)
+
+
+def test_ignored_proxy_patch_fails_everything_that_needs_the_redis_proxy(
+        no_leaks: Path, tmp_path: Path):
+    """Istio drops an EnvoyFilter patch that matches nothing; the listener stays tcp_proxy.
+
+    Simulated by a copy of the manifests whose redis-proxy EnvoyFilter has no patches: the
+    client then talks to one random node through tcp_proxy and sees MOVED.
+    """
+    copy = tmp_path / "manifests"
+    shutil.copytree(manifests_dir(), copy)
+    target = copy / "istio" / "envoyfilter-redis-proxy-with-mirror.yaml"
+    document = yaml.safe_load(target.read_text())
+    document["spec"]["configPatches"] = []
+    target.write_text(yaml.safe_dump(document))
+    up = cli("up", "--name", "ignored", env={"REDIS_MESH_LAB_MANIFESTS": str(copy)})
+    assert up.returncode == 0, up.stderr
+    try:
+        (tmp_path / "suites").symlink_to(ROOT / "suites")
+        code, report, _ = _run_suite(no_leaks, "ignored", tmp_path)
+    finally:
+        cli("down", "--name", "ignored")
+    assert code == 1
+    assert _results(report) == dict.fromkeys(TUTORIAL, "failure")
+    failed = {t["test"].split("::")[1] for t in report["profiles"][0]["failedTests"]}
+    # the seeds still give Envoy's redis cluster its hosts; only the client path is broken
+    assert "test_proxy_hosts_equal_cluster_slots" not in failed
+    assert "test_unchanged_client_reaches_every_shard" in failed

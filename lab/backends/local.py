@@ -11,7 +11,6 @@ import contextlib
 import datetime as dt
 import shutil
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -365,14 +364,3 @@ class LocalBackend:
 
     def access(self, state: LabState) -> Access:
         return LocalAccess(state)
-
-
-@contextlib.contextmanager
-def running_lab(options: UpOptions, progress: Progress | None = None) -> Iterator[LabState]:
-    """Bring a local lab up for the duration of a with-block."""
-    backend = LocalBackend()
-    state = backend.up(options, progress or Progress(quiet=True))
-    try:
-        yield state
-    finally:
-        backend.down(state.name, progress or Progress(quiet=True))

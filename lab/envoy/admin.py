@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from typing import Any
 
 
 @dataclass(frozen=True)
@@ -20,31 +18,17 @@ class Admin:
         with urllib.request.urlopen(url, timeout=self.timeout) as response:
             return response.read().decode()
 
-    def config_dump(self) -> dict[str, Any]:
-        return json.loads(self.get("/config_dump"))
-
     def clusters(self) -> str:
         return self.get("/clusters")
 
-    def stats(self, filter_regex: str = "") -> str:
-        suffix = f"?filter={filter_regex}" if filter_regex else ""
-        return self.get(f"/stats{suffix}")
-
     def server_version(self) -> str:
-        info = json.loads(self.get("/server_info"))
-        return str(info.get("version", "")).split("/")[1] if "/" in info.get("version", "") \
-            else str(info.get("version", ""))
+        """"1.40.0" out of "<sha>/1.40.0/Clean/RELEASE/BoringSSL"."""
+        version = str(json.loads(self.get("/server_info")).get("version", ""))
+        return version.split("/")[1] if "/" in version else version
 
     def hosts(self, cluster: str) -> dict[str, str]:
         """{"ip:port": health_flags} of a cluster, from /clusters."""
         return parse_hosts(self.clusters(), cluster)
-
-    def reachable(self) -> bool:
-        try:
-            self.get("/ready")
-        except (urllib.error.URLError, OSError):
-            return False
-        return True
 
 
 def parse_hosts(clusters_text: str, cluster: str) -> dict[str, str]:

@@ -129,7 +129,7 @@ class LocalBackend:
             f"1. render {', '.join(m.relpath for m in spec.k8s + spec.envoyfilters)}",
             f"2. start {sts.replicas} redis-server nodes {sts.pod(0)}..{sts.pod(sts.replicas - 1)}"
             " with the ConfigMap's redis.conf, and the standalone redis-mirror",
-            f"3. {binaries.redis_cli()} --cluster create <{sts.replicas} nodes> "
+            f"3. redis-cli --cluster create <{sts.replicas} nodes> "
             "--cluster-replicas 1 --cluster-yes",
             "4. wait for cluster_state:ok and 3 shards with one replica each",
             "5. build the Istio-shaped sidecar baseline from the Services, apply "

@@ -97,7 +97,7 @@ class KubeBackend:
                 raise LabError(f"up failed: {what}") from None
             self._fail(layout, ex, keep, progress)
             bundle = reports_dir() / "diagnostics" / options.name
-            kept = "; the cluster was kept (--keep-lab)" if keep else ""
+            kept = "; the cluster was kept for debugging" if keep else ""
             raise LabError(f"up failed: {what} (diagnostics in {bundle}{kept})") from None
 
     def _fail(self, layout: Layout, ex: Executor, keep: bool, progress: Progress) -> None:

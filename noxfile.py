@@ -17,7 +17,7 @@ REPORTS = Path("reports")
 def e2e(session: nox.Session) -> None:
     """Provision the embedded lab, run the conformance suite, write all three reports.
 
-    Extra arguments go to pytest: `nox -s e2e -- -k Sharding`, `-- -n 2`, `-- --keep-lab`.
+    Extra arguments go to pytest: `nox -s e2e -- -k Sharding`, `-- -n 2`, `-- --lab-keep`.
     """
     session.install("-e", ".")
     results = REPORTS / "allure-results"

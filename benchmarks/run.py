@@ -45,7 +45,7 @@ def suite_run(name: str) -> dict[str, Any]:
     began = time.perf_counter()
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider",
-         "--backend", "attach", "--lab-name", name,
+         "--lab-backend", "attach", "--lab-name", name,
          f"--conformance-report={REPORTS / 'bench-conformance.yaml'}"],
         cwd=ROOT, capture_output=True, text=True, check=False, timeout=600,
     )

@@ -1,7 +1,7 @@
 """The pytest plugin (entry point `pytest11`): the `lab` fixture, features, profiles, reports.
 
-Options: --backend local|kind|existing|attach, --lab-name, --profile, --keep-lab,
---istio, --kubeconfig, --conformance-report. Tests declare `@pytest.mark.feature("Name")`;
+Options (all prefixed, so they never collide with other plugins): --lab-backend
+local|kind|existing|attach, --lab-name, --lab-profile, --lab-keep, --lab-istio, --lab-kubeconfig, --conformance-report. Tests declare `@pytest.mark.feature("Name")`;
 tests whose features are outside the profile are skipped and reported as such. Under
 pytest-xdist every worker provisions its own lab (`<name>-<worker>`); the report is
 written by the controller from the test reports.
@@ -28,25 +28,25 @@ _IMPLEMENTATION = "redis_mesh_lab_implementation"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("redis-mesh-lab", "redis-mesh-lab conformance")
-    group.addoption("--backend", default="local",
+    group.addoption("--lab-backend", default="local",
                     choices=("local", "kind", "existing", "attach"),
                     help="provision a lab on this backend, or attach to one already up")
     group.addoption("--lab-name", default=None,
                     help="attach: the lab to use; otherwise the provisioned lab's name prefix")
-    group.addoption("--profile", default="tutorial", choices=sorted(PROFILES),
+    group.addoption("--lab-profile", default="tutorial", choices=sorted(PROFILES),
                     help="the features the run must prove (default: tutorial)")
-    group.addoption("--keep-lab", action="store_true",
+    group.addoption("--lab-keep", action="store_true",
                     help="leave a provisioned lab up after the run, for debugging")
-    group.addoption("--istio", default="modern", choices=("modern", "tutorial"),
+    group.addoption("--lab-istio", default="modern", choices=("modern", "tutorial"),
                     help="kind/existing: the Istio profile")
-    group.addoption("--kubeconfig", default=None, help="existing: the cluster's kubeconfig")
+    group.addoption("--lab-kubeconfig", default=None, help="existing: the cluster's kubeconfig")
     group.addoption("--conformance-report", default="reports/conformance.yaml",
                     help="where to write the conformance report (YAML)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "feature(*names): conformance features a test proves")
-    collector = Collector(profile=config.getoption("--profile"))
+    collector = Collector(profile=config.getoption("--lab-profile"))
     config.stash[_COLLECTOR] = collector
     config.pluginmanager.register(_Recorder(collector), "redis-mesh-lab-recorder")
 
@@ -59,7 +59,7 @@ def _features(item: pytest.Item) -> tuple[str, ...]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    profile = config.getoption("--profile")
+    profile = config.getoption("--lab-profile")
     wanted = set(PROFILES[profile])
     for item in items:
         features = _features(item)
@@ -90,12 +90,12 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Any]:
     from lab.state import LabState
 
     config = request.config
-    backend_name = config.getoption("--backend")
+    backend_name = config.getoption("--lab-backend")
     name = config.getoption("--lab-name")
-    keep = config.getoption("--keep-lab")
+    keep = config.getoption("--lab-keep")
     if backend_name == "attach":
         if not name:
-            raise pytest.UsageError("--backend attach needs --lab-name")
+            raise pytest.UsageError("--lab-backend attach needs --lab-name")
         state = LabState.load(name)
         if state is None:
             pytest.exit(f"lab {name!r} is not up (redis-mesh-lab up --name {name})", returncode=4)
@@ -107,8 +107,8 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Any]:
     worker = _worker(config)
     name = re.sub(r"[^a-z0-9-]", "-", f"{name or 'conformance'}{'-' + worker if worker else ''}")
     backend = get_backend(backend_name)
-    options = UpOptions(name=name, istio=config.getoption("--istio"),
-                        kubeconfig=config.getoption("--kubeconfig"), keep=keep)
+    options = UpOptions(name=name, istio=config.getoption("--lab-istio"),
+                        kubeconfig=config.getoption("--lab-kubeconfig"), keep=keep)
     capture = config.pluginmanager.getplugin("capturemanager")
     shown = capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
     with shown:  # provisioning is long on Kubernetes: show its steps as they happen
@@ -126,7 +126,7 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Any]:
         if keep:
             shown = capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
             with shown:
-                Progress().say(f"\n--keep-lab: lab {name!r} left up; "
+                Progress().say(f"\n--lab-keep: lab {name!r} left up; "
                                f"redis-mesh-lab down --name {name} removes it")
         else:
             backend.down(name, Progress(quiet=True))

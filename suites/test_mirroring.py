@@ -8,7 +8,7 @@ import allure
 import pytest
 from tenacity import retry, stop_after_delay, wait_fixed
 
-from suites.keys import per_shard, text
+from .keys import per_shard, text
 
 
 @pytest.mark.feature("WriteMirroring")

@@ -6,7 +6,7 @@ import allure
 import pytest
 
 from lab.slots import key_slot
-from suites.keys import TUTORIAL_KEYS, ok, text, token
+from .keys import TUTORIAL_KEYS, ok, text, token
 
 
 def _keys_on(lab, node, match: str) -> set[str]:

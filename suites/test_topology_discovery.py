@@ -5,7 +5,7 @@ from __future__ import annotations
 import allure
 import pytest
 
-from suites.keys import ok, per_shard, text
+from .keys import ok, per_shard, text
 
 
 @pytest.mark.feature("TopologyDiscovery")

@@ -28,7 +28,7 @@ def _run_suite(home: Path, name: str, out: Path, *extra: str) -> tuple[int, dict
     report, results = out / "conformance.yaml", out / "allure-results"
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "suites", "-p", "no:cacheprovider", "-q",
-         "--backend", "attach", "--lab-name", name, f"--conformance-report={report}",
+         "--lab-backend", "attach", "--lab-name", name, f"--conformance-report={report}",
          f"--alluredir={results}", *extra],
         cwd=out, capture_output=True, text=True, timeout=300, check=False,
         env={**os.environ, "REDIS_MESH_LAB_HOME": str(home), "PYTHONPATH": str(ROOT)},
@@ -91,7 +91,7 @@ def test_features_outside_the_profile_are_skipped_and_reported(no_leaks: Path, t
     assert up.returncode == 0, up.stderr
     try:
         (tmp_path / "suites").symlink_to(ROOT / "suites")
-        code, report, _ = _run_suite(no_leaks, "profiles", tmp_path, "--profile", profile)
+        code, report, _ = _run_suite(no_leaks, "profiles", tmp_path, "--lab-profile", profile)
     finally:
         cli("down", "--name", "profiles")
     assert code == 0

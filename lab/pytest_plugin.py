@@ -1,7 +1,8 @@
 """The pytest plugin (entry point `pytest11`): the `lab` fixture, features, profiles, reports.
 
 Options (all prefixed, so they never collide with other plugins): --lab-backend
-local|kind|existing|attach, --lab-name, --lab-profile, --lab-keep, --lab-istio, --lab-kubeconfig, --conformance-report. Tests declare `@pytest.mark.feature("Name")`;
+local|kind|existing|attach, --lab-name, --lab-profile, --lab-keep, --lab-istio,
+--lab-kubeconfig, --conformance-report. Tests declare `@pytest.mark.feature("Name")`;
 tests whose features are outside the profile are skipped and reported as such. Under
 pytest-xdist every worker provisions its own lab (`<name>-<worker>`); the report is
 written by the controller from the test reports.

@@ -6,6 +6,7 @@ import allure
 import pytest
 
 from lab.slots import key_slot
+
 from .keys import TUTORIAL_KEYS, ok, text, token
 
 

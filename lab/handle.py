@@ -73,7 +73,11 @@ class Lab:
         target = node if isinstance(node, Node) else self._node(node)
         if target.name not in self._clients:
             host, port = self._access.address(target)
-            self._clients[target.name] = redis.Redis(host, port, socket_timeout=10, protocol=2)
+            credentials = getattr(self._access, "credentials", None)  # the lab's admin user
+            auth = credentials() if credentials is not None else {}
+            self._clients[target.name] = redis.Redis(host, port, socket_timeout=10, protocol=2,
+                                                     username=auth.get("username"),
+                                                     password=auth.get("password"))
         return self._clients[target.name]
 
     def _node(self, name: str) -> Node:

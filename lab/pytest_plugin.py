@@ -81,6 +81,28 @@ def _worker(config: pytest.Config) -> str:
     return str(workerinput["workerid"]) if workerinput else ""
 
 
+def _attach(name: str) -> Any:
+    """The Lab handle of a running lab, after a health check (one line if something is down)."""
+    from lab import health
+    from lab.backends import get_backend
+    from lab.errors import LabError
+    from lab.handle import Lab
+    from lab.state import LabState
+
+    try:
+        state = LabState.load(name)
+    except LabError as exc:
+        pytest.exit(f"cannot attach to lab {name!r}: {exc}", returncode=4)
+    if state is None:
+        pytest.exit(f"lab {name!r} is not up (redis-mesh-lab up --name {name})", returncode=4)
+    access = get_backend(state.backend).access(state)
+    problems = health.check(state, access).problems
+    if problems:
+        access.close()
+        pytest.exit(f"lab {name!r} is not healthy: {'; '.join(problems)}", returncode=4)
+    return Lab(state, access)
+
+
 @pytest.fixture(scope="session")
 def lab(request: pytest.FixtureRequest) -> Iterator[Any]:
     """A running lab (provisioned for this session, or attached), as a `Lab` handle."""
@@ -88,7 +110,6 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Any]:
     from lab.errors import LabError
     from lab.handle import Lab
     from lab.progress import Progress
-    from lab.state import LabState
 
     config = request.config
     backend_name = config.getoption("--lab-backend")
@@ -97,10 +118,7 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Any]:
     if backend_name == "attach":
         if not name:
             raise pytest.UsageError("--lab-backend attach needs --lab-name")
-        state = LabState.load(name)
-        if state is None:
-            pytest.exit(f"lab {name!r} is not up (redis-mesh-lab up --name {name})", returncode=4)
-        handle = Lab(state, get_backend(state.backend).access(state))
+        handle = _attach(name)
         yield handle
         handle.close()
         return
@@ -116,7 +134,10 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Any]:
         progress = Progress()  # bound to the real stderr, not pytest's capture
         progress.say(f"\nprovisioning lab {name!r} on backend {backend_name}")
         try:
-            state = backend.up(options, progress)
+            from lab.procs import interruptible
+
+            with interruptible():  # SIGTERM/SIGHUP clean up like Ctrl-C
+                state = backend.up(options, progress)
         except LabError as exc:
             pytest.exit(f"could not provision the lab: {exc}", returncode=3)
     handle = Lab(state, backend.access(state))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import nox
@@ -17,25 +16,24 @@ REPORTS = Path("reports")
 def e2e(session: nox.Session) -> None:
     """Provision the embedded lab, run the conformance suite, write all three reports.
 
+    Each run gets its own folder `reports/<UTC timestamp>/` (`reports/latest` points at it):
+    conformance.yaml, allure-results/, diagnostics/ and html/index.html.
     Extra arguments go to pytest: `nox -s e2e -- -k Sharding`, `-- -n 2`, `-- --lab-keep`.
     """
-    session.install("-e", ".")
-    results = REPORTS / "allure-results"
-    shutil.rmtree(REPORTS / "diagnostics", ignore_errors=True)
+    session.install("-e", ".", silent=False)
     failed = False
     try:
-        session.run(
-            "pytest", "suites", "-p", "no:cacheprovider",
-            f"--alluredir={results}", "--clean-alluredir",
-            f"--conformance-report={REPORTS / 'conformance.yaml'}",
-            *session.posargs,
-        )
+        session.run("pytest", "suites", "-p", "no:cacheprovider", f"--lab-reports={REPORTS}",
+                    *session.posargs)
     except nox.command.CommandFailed:
         failed = True
-    session.run("python", "-m", "lab.reporting.html", str(results), str(REPORTS / "html"))
-    session.log(f"reports: {REPORTS / 'conformance.yaml'}, {REPORTS / 'html' / 'index.html'}")
+    run = (REPORTS / "latest").resolve()
+    if not (run / "conformance.yaml").is_file():
+        session.error("the suite wrote no conformance report (see the output above)")
+    session.run("python", "-m", "lab.reporting.html", str(run))
+    session.log(f"reports: {run / 'conformance.yaml'}, {run / 'html' / 'index.html'}")
     if failed:
-        session.error("the lab does not conform (see reports/conformance.yaml)")
+        session.error(f"the lab does not conform (see {run / 'conformance.yaml'})")
 
 
 @nox.session

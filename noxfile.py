@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nox
@@ -45,9 +46,18 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    session.install("ruff==0.17.6")  # pinned: lint results must not move under us
+    """ruff, then mypy on the package and on the README's third-party example test."""
+    session.install("-e", ".[dev]", silent=False)  # mypy needs redis-py, pytest... to type-check
     session.run("ruff", "check", "lab", "suites", "tests", "benchmarks", "noxfile.py",
                 "conftest.py")
+    session.run("mypy", "lab")
+    example = Path(session.create_tmp()) / "readme_third_party_example.py"
+    found = re.search(r"<!-- third-party-example -->\s*```python\n(.*?)```",
+                      Path("README.md").read_text(encoding="utf-8"), re.S)
+    if not found:
+        session.error("README.md has no <!-- third-party-example --> python block")
+    example.write_text(found.group(1), encoding="utf-8")
+    session.run("mypy", "--strict", "--follow-imports=silent", str(example))
 
 
 @nox.session

@@ -94,18 +94,21 @@ def _title(item: pytest.Item) -> str:
 
 
 def _selection(config: pytest.Config) -> list[str]:
-    """Why this run may not be the whole suite: -k/-m, node ids, single files."""
+    """Why this run may not be the whole suite: -k/-m, node ids, only single modules."""
     why = []
     if config.getoption("keyword", ""):
         why.append(f"-k {config.getoption('keyword')}")
     if config.getoption("markexpr", ""):
         why.append(f"-m {config.getoption('markexpr')}")
+    pyargs = config.getoption("pyargs", False)
+    modules = []
     for arg in config.args:
         if "::" in arg:
             why.append(f"node id {arg}")
-        elif arg.endswith(".py") or (config.getoption("pyargs", False)
-                                     and arg.rsplit(".", 1)[-1].startswith("test_")):
-            why.append(f"one module {arg}")
+        elif arg.endswith(".py") or (pyargs and arg.rsplit(".", 1)[-1].startswith("test_")):
+            modules.append(arg)
+    if modules and len(modules) == len(config.args):  # no directory or package given
+        why.append(f"only {', '.join(modules)}")
     return why
 
 

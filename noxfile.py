@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-<<<<<<< HEAD
-import re
-=======
 import os
+import re
 import shutil
->>>>>>> bench
 from pathlib import Path
 
 import nox

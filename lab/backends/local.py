@@ -504,6 +504,8 @@ class LocalBackend:
             config_path = directory / "envoy.json"
             argv = [envoy, "-c", str(config_path), "--disable-hot-restart", "-l", "warning",
                     "--log-path", str(log)]
+            if getattr(options, "envoy_concurrency", None):
+                argv += ["--concurrency", str(options.envoy_concurrency)]
             offset = log.stat().st_size if log.exists() else 0
             holds.release(plan.proxy_port)
             process = procs.launch("envoy", argv, log, directory, label,

@@ -51,6 +51,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "feature(*names): conformance features a test proves")
     for option in options.OPTIONS:  # a bad value from the environment or ini fails early
         options.get(config, option.flag)
+    if options.get(config, "--lab-backend") == "attach" and not options.text(config,
+                                                                              "--lab-name"):
+        raise pytest.UsageError("--lab-backend attach needs --lab-name")
     profile = str(options.get(config, "--lab-profile"))
     collector = Collector(profile=profile)
     config.stash[_COLLECTOR] = collector

@@ -423,12 +423,12 @@ class LocalBackend:
                         credentials: acl.Credentials) -> None:
         argv = [cli, *credentials.cli_args(), "--cluster", "create",
                 *[n.address for n in nodes], "--cluster-replicas", "1", "--cluster-yes"]
-        timeout = 90
+        timeout = float(os.environ.get("REDIS_MESH_LAB_CLUSTER_CREATE_TIMEOUT", "90"))
         try:
             result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
                                     check=False, env={**os.environ, **credentials.cli_env()})
         except subprocess.TimeoutExpired:
-            raise LabError(f"redis-cli --cluster create did not finish in {timeout}s") from None
+            raise LabError(f"redis-cli --cluster create did not finish in {timeout:g}s") from None
         (directory / "logs" / "cluster-create.log").write_text(
             " ".join(argv) + "\n" + result.stdout + result.stderr, encoding="utf-8")
         if result.returncode != 0:

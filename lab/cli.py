@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from lab import __version__, acl, binaries, health, model, paths, procs
+from lab import __version__, acl, binaries, health, locks, model, paths, procs
 from lab.backends import BACKENDS, UpOptions, get_backend
 from lab.errors import LabError
 from lab.progress import Progress
@@ -214,7 +214,10 @@ def _list(args: argparse.Namespace) -> int:
             continue
         running = sum(1 for p in state.processes if procs.alive(p))
         proxy = f"{state.proxy['host']}:{state.proxy['port']}" if state.proxy else None
-        rows.append({"name": name, "backend": state.backend, "phase": state.phase,
+        phase = state.phase
+        if phase != "ready" and locks.held_by(name) is None:
+            phase = "interrupted"  # its `up` died: `down` (or the next `up`) cleans it
+        rows.append({"name": name, "backend": state.backend, "phase": phase,
                      "running": running, "processes": len(state.processes), "proxy": proxy,
                      "problem": problem})
     if args.json:
@@ -237,8 +240,6 @@ def _cli(args: argparse.Namespace) -> int:
         raise LabError(f"`{PROG} cli` runs redis-cli on this machine; lab {state.name!r} is on "
                        f"backend {state.backend}")
     rest = list(args.args)
-    if rest[:1] == ["--"]:
-        rest = rest[1:]
     env = dict(os.environ)
     if args.node:
         names = [n.name for n in state.topology.nodes] + [state.mirror_node.name]
@@ -257,10 +258,35 @@ def _cli(args: argparse.Namespace) -> int:
     os.execve(cli, [cli, *target, *rest], env)
 
 
+def _split_cli(argv: list[str]) -> tuple[list[str], list[str]]:
+    """`cli [--name X] [--node N] ARGS...`: our options first, everything after is redis-cli's
+    (so `redis-mesh-lab cli --scan` reaches redis-cli)."""
+    index = argv.index("cli") + 1
+    ours = argv[:index]
+    while index < len(argv):
+        token = argv[index]
+        if token in ("--name", "--node") and index + 1 < len(argv):
+            ours += argv[index:index + 2]
+            index += 2
+        elif token.startswith(("--name=", "--node=")) or token in ("-h", "--help"):
+            ours.append(token)
+            index += 1
+        else:
+            break
+    rest = argv[index:]
+    return ours, rest[1:] if rest[:1] == ["--"] else rest
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     commands = {"up": _up, "status": _status, "down": _down, "list": _list, "cli": _cli}
     try:
+        argv = list(sys.argv[1:] if argv is None else argv)
+        passthrough: list[str] | None = None
+        if "cli" in argv and not any(a in commands for a in argv[:argv.index("cli")]):
+            argv, passthrough = _split_cli(argv)
         args = _parser().parse_args(argv)
+        if passthrough is not None:
+            args.args = passthrough
         code = commands[args.command](args)
         sys.stdout.flush()
         return code

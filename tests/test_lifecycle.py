@@ -358,7 +358,7 @@ def test_kill_9_of_up_leaves_a_journal_that_down_cleans(home: Path):
     lab_ports = journal_ports(home, "killed")
     assert processes_under(str(home))  # the leftovers are there...
     listing = cli("list")
-    assert "starting" in listing.stdout
+    assert "interrupted" in listing.stdout
     down = cli("down", "--name", "killed")
     assert down.returncode == 0 and "stop 7 processes" in down.stderr, down.stderr
     assert_nothing_left(home, "killed", lab_ports)  # ...and down removed them all
@@ -638,3 +638,17 @@ def test_attach_to_a_lab_with_a_dead_envoy_stops_in_one_line(running, tmp_path: 
     assert f"not running: envoy, {master.name}" in text.stdout or \
         f"not running: {master.name}, envoy" in text.stdout, text.stdout
     assert f"master {replica.name}" in text.stdout
+
+
+@needs_binaries
+def test_sigterm_to_pytest_while_the_plugin_provisions(home: Path, tmp_path: Path):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--lab-name", "plugin-sig",
+         "--lab-reports", str(tmp_path / "reports"), str(ROOT / "suites"), "-q"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    read_until(process, "--cluster create")
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=120)
+    assert process.returncode != 0
+    assert_nothing_left(home, "plugin-sig")

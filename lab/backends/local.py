@@ -573,6 +573,8 @@ class LocalBackend:
         """
         name = paths.check_name(name)
         directory = paths.lab_dir(name)
+        if not directory.exists() and not procs.labelled(str(directory)):
+            return False  # nothing to take down (and no registry created for nothing)
         with locks.lab_lock(name, "being taken down", remove=True):
             state: LabState | None = None
             try:

@@ -236,6 +236,9 @@ def _list(args: argparse.Namespace) -> int:
 
 def _cli(args: argparse.Namespace) -> int:
     state = _load(args.name)
+    if state.phase != "ready":
+        raise LabError(f"lab {state.name!r} is not ready (phase {state.phase}); "
+                       f"{PROG} status --name {state.name}")
     if state.backend != "local":
         raise LabError(f"`{PROG} cli` runs redis-cli on this machine; lab {state.name!r} is on "
                        f"backend {state.backend}")

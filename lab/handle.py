@@ -110,6 +110,12 @@ class Lab:
                                              redis_connect_func=connect)  # connection to it
         return self._clients[key]
 
+    def address(self, node: Node | str) -> str:
+        """Where this process reaches a node ("host:port"; a port-forward on Kubernetes)."""
+        target = node if isinstance(node, Node) else self._node(node)
+        host, port = self._access.address(target)
+        return f"{host}:{port}"
+
     def _node(self, name: str) -> Node:
         return self.mirror if name == self.mirror.name else self.topology.node(name)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from pathlib import Path
 
 import nox
@@ -60,8 +62,24 @@ def lint(session: nox.Session) -> None:
     session.run("mypy", "--strict", "--follow-imports=silent", str(example))
 
 
+def _redis_benchmark(session: nox.Session) -> None:
+    """redis-benchmark 7 comes from Debian's redis-tools: install it when missing and root."""
+    if shutil.which("redis-benchmark"):
+        return
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        session.run("apt-get", "update", "-qq", external=True)
+        session.run("apt-get", "install", "-y", "-qq", "redis-tools", external=True)
+        return
+    session.error("redis-benchmark not found: install Debian's redis-tools "
+                  "(sudo apt-get install redis-tools)")
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks: TimeToReady, the tutorial profile's run time, ProxyOverhead."""
-    session.install("-e", ".")
+    """Benchmarks: TimeToReady, the tutorial profile's run time, ProxyOverhead (redis-benchmark).
+
+    Arguments after -- go to benchmarks/run.py: `nox -s bench -- --reps 3 --configs on:2`.
+    """
+    _redis_benchmark(session)
+    session.install("-e", ".[bench]")
     session.run("python", "benchmarks/run.py", *session.posargs)

@@ -21,7 +21,7 @@ from typing import Any
 import redis
 
 from lab.backends.base import Access
-from lab.envoy.admin import parse_hosts
+from lab.envoy.admin import CLUSTERS_JSON, parse_hosts
 from lab.monitor import MonitorCapture
 from lab.state import LabState
 from lab.topology import Node, Topology, from_cluster_slots
@@ -140,7 +140,7 @@ class Lab:
 
     def proxy_hosts(self) -> dict[str, str]:
         """The proxy's view: {"ip:port": health} of the redis cluster, from Envoy's admin."""
-        return parse_hosts(self.admin("/clusters"), PROXY_CLUSTER)
+        return parse_hosts(self.admin(CLUSTERS_JSON), PROXY_CLUSTER)
 
     def admin(self, path: str) -> str:
         return self._access.admin_get(path)

@@ -285,9 +285,19 @@ def pytest_runtest_call(item: pytest.Item) -> None:
     implementation = handle.implementation()
     item.user_properties.append((_IMPLEMENTATION, json.dumps(implementation)))
     for key, value in implementation_parameters(implementation).items():
-        allure.dynamic.parameter(key, value)
+        allure.dynamic.parameter(key, _Shown(value))
         allure.dynamic.label(f"lab.{key}", value)
     handle.captures = []
+
+
+class _Shown:
+    """A parameter value Allure shows as it is (it quotes plain strings: 'local')."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
 
 
 def implementation_parameters(implementation: dict[str, Any]) -> dict[str, str]:

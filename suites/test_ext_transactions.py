@@ -6,7 +6,6 @@ replies are read raw so that a leaked MOVED is seen as the client would see it.
 
 from __future__ import annotations
 
-import socket
 from collections import Counter
 
 import allure
@@ -14,50 +13,7 @@ import pytest
 from tenacity import retry, stop_after_delay, wait_fixed
 
 from .keys import per_shard, text, token
-
-
-def _encode(*args: str) -> bytes:
-    parts = [f"*{len(args)}\r\n".encode()]
-    for arg in args:
-        data = arg.encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
-
-
-class _Raw:
-    """One plain connection to the proxy, speaking RESP2 by hand (replies kept as raw lines)."""
-
-    def __init__(self, lab) -> None:
-        kwargs = lab.proxy.connection_pool.connection_kwargs
-        if "path" in kwargs:
-            self.sock = socket.socket(socket.AF_UNIX)
-            self.sock.connect(kwargs["path"])
-        else:
-            self.sock = socket.create_connection((kwargs["host"], kwargs["port"]))
-        self.sock.settimeout(10)
-        self.file = self.sock.makefile("rb")
-
-    def reply(self) -> object:
-        line = self.file.readline().rstrip(b"\r\n").decode()
-        kind, rest = line[:1], line[1:]
-        if kind == "*":
-            return [self.reply() for _ in range(int(rest))] if int(rest) >= 0 else None
-        if kind == "$":
-            if int(rest) < 0:
-                return None
-            data = self.file.read(int(rest) + 2)[:-2]
-            return data.decode()
-        if kind == ":":
-            return int(rest)
-        return line  # "+OK" / "-ERR ..." kept with their marker
-
-    def call(self, *args: str) -> object:
-        self.sock.sendall(_encode(*args))
-        return self.reply()
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
+from .raw import Raw as _Raw
 
 
 def _flat(reply: object) -> list[str]:

@@ -21,7 +21,7 @@ from typing import Any
 import redis
 
 from lab.backends.base import Access
-from lab.envoy.admin import parse_hosts
+from lab.envoy.admin import CLUSTERS_JSON, parse_hosts
 from lab.monitor import MonitorCapture
 from lab.state import LabState
 from lab.topology import Node, Topology, from_cluster_slots
@@ -114,6 +114,12 @@ class Lab:
                                              password=auth.get("password"))
         return self._clients[key]
 
+    def address(self, node: Node | str) -> str:
+        """Where this process reaches a node ("host:port"; a port-forward on Kubernetes)."""
+        target = node if isinstance(node, Node) else self._node(node)
+        host, port = self._access.address(target)
+        return f"{host}:{port}"
+
     def _node(self, name: str) -> Node:
         return self.mirror if name == self.mirror.name else self.topology.node(name)
 
@@ -138,7 +144,7 @@ class Lab:
 
     def proxy_hosts(self) -> dict[str, str]:
         """The proxy's view: {"ip:port": health} of the redis cluster, from Envoy's admin."""
-        return parse_hosts(self.admin("/clusters"), PROXY_CLUSTER)
+        return parse_hosts(self.admin(CLUSTERS_JSON), PROXY_CLUSTER)
 
     def admin(self, path: str) -> str:
         return self._access.admin_get(path)

@@ -263,6 +263,42 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
             backend.down(name, Progress(quiet=True))
 
 
+# ---- seam 6: variant labs (owner: extended; logic in lab/conformance/variants.py) -----------
+@pytest.fixture(scope="session")
+def lab_variant(request: pytest.FixtureRequest, lab: Lab) -> Iterator[Any]:
+    """`lab_variant(Variant(...)) -> Lab`: a second lab on the session lab's backend, with
+    another read policy / mirror / extra EnvoyFilters; one per distinct variant, down at the end.
+    """
+    import dataclasses as _dc
+
+    from lab.backends import UpOptions
+    from lab.conformance.variants import Variant, VariantLabs
+    from lab.errors import LabError
+    from lab.progress import Progress
+
+    config = request.config
+    base = UpOptions(istio=str(options.get(config, "--lab-istio")),
+                     kubeconfig=options.text(config, "--lab-kubeconfig"))
+    capture = config.pluginmanager.getplugin("capturemanager")
+    labs = VariantLabs(lab, lambda name: _dc.replace(base, name=name), Progress)
+
+    def provide(variant: Variant) -> Lab:
+        shown = capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
+        with shown:
+            try:
+                return labs.get(variant)
+            except NotImplementedError as exc:
+                pytest.skip(f"variant {variant.label}: {exc}")
+            except LabError as exc:
+                pytest.fail(f"could not provision variant lab {variant.label}: {exc}",
+                            pytrace=False)
+
+    try:
+        yield provide
+    finally:
+        labs.close()
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_call(item: pytest.Item) -> None:
     """Allure title, labels and the implementation under test, before the test body runs.
@@ -285,9 +321,19 @@ def pytest_runtest_call(item: pytest.Item) -> None:
     implementation = handle.implementation()
     item.user_properties.append((_IMPLEMENTATION, json.dumps(implementation)))
     for key, value in implementation_parameters(implementation).items():
-        allure.dynamic.parameter(key, value)
+        allure.dynamic.parameter(key, _Shown(value))
         allure.dynamic.label(f"lab.{key}", value)
     handle.captures = []
+
+
+class _Shown:
+    """A parameter value Allure shows as it is (it quotes plain strings: 'local')."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
 
 
 def implementation_parameters(implementation: dict[str, Any]) -> dict[str, str]:

@@ -573,7 +573,8 @@ class LocalBackend:
         """
         name = paths.check_name(name)
         directory = paths.lab_dir(name)
-        if not directory.exists() and not procs.labelled(str(directory)):
+        if (not directory.exists() and not procs.labelled(str(directory))
+                and locks.held_by(name) is None):
             return False  # nothing to take down (and no registry created for nothing)
         with locks.lab_lock(name, "being taken down", remove=True):
             state: LabState | None = None

@@ -242,25 +242,32 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     with shown:  # provisioning is long on Kubernetes: show its steps as they happen
         progress = Progress()  # bound to the real stderr, not pytest's capture
         progress.say(f"\nprovisioning lab {name!r} on backend {backend_name}")
-        try:
-            from lab.procs import interruptible
+        from lab.procs import interruptible
 
-            with interruptible():  # SIGTERM/SIGHUP clean up like Ctrl-C
-                state = backend.up(up, progress)
+        signals = contextlib.ExitStack()  # SIGTERM/SIGHUP, while provisioning and after,
+        signals.enter_context(interruptible())  # stop the run like Ctrl-C: the lab goes down
+        try:
+            state = backend.up(up, progress)
         except LabError as exc:
+            signals.close()
             pytest.exit(f"could not provision the lab: {exc}", returncode=EXIT_NOT_PROVISIONED)
+        except BaseException:
+            signals.close()
+            raise
     handle = Lab(state, backend.access(state))
     try:
         yield handle
     finally:
-        handle.close()
-        if keep:
-            shown = capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
-            with shown:
-                Progress().say(f"\n--lab-keep: lab {name!r} left up; "
-                               f"redis-mesh-lab down --name {name} removes it")
-        else:
-            backend.down(name, Progress(quiet=True))
+        with signals:  # released once the lab is down
+            handle.close()
+            if keep:
+                shown = (capture.global_and_fixture_disabled() if capture
+                         else contextlib.nullcontext())
+                with shown:
+                    Progress().say(f"\n--lab-keep: lab {name!r} left up; "
+                                   f"redis-mesh-lab down --name {name} removes it")
+            else:
+                backend.down(name, Progress(quiet=True))
 
 
 # ---- seam 6: variant labs (owner: extended; logic in lab/conformance/variants.py) -----------

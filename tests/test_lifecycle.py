@@ -109,12 +109,15 @@ def start_up(*args: str, cwd: Path = ROOT,
                             env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
 
 
-def read_until(process: subprocess.Popen[bytes], needle: str, timeout: float = 120) -> str:
-    """Read the process's stderr as it comes (progress lines end only when a step ends)."""
-    assert process.stderr is not None
+def read_until(process: subprocess.Popen[bytes], needle: str, timeout: float = 120,
+               stdout: bool = False) -> str:
+    """Read the process's stderr (or stdout) as it comes (progress lines end only when a
+    step ends)."""
+    stream = process.stdout if stdout else process.stderr
+    assert stream is not None
     seen = b""
     deadline = time.monotonic() + timeout
-    fd = process.stderr.fileno()
+    fd = stream.fileno()
     while needle.encode() not in seen:
         left = deadline - time.monotonic()
         if left <= 0 or (process.poll() is not None and not select.select([fd], [], [], 0)[0]):
@@ -641,14 +644,18 @@ def test_attach_to_a_lab_with_a_dead_envoy_stops_in_one_line(running, tmp_path: 
 
 
 @needs_binaries
-def test_sigterm_to_pytest_while_the_plugin_provisions(home: Path, tmp_path: Path):
+@pytest.mark.parametrize("moment", ["--cluster create", "PASSED"])
+def test_sigterm_to_pytest_provisioning_or_testing(home: Path, tmp_path: Path, moment: str):
+    """SIGTERM (a CI timeout) to pytest while the plugin provisions, or while tests run."""
     process = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--lab-name", "plugin-sig",
-         "--lab-reports", str(tmp_path / "reports"), str(ROOT / "suites"), "-q"],
+         "--lab-reports", str(tmp_path / "reports"), str(ROOT / "suites"), "-v"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(ROOT)})
-    read_until(process, "--cluster create")
+    read_until(process, moment, stdout=moment == "PASSED")
     process.send_signal(signal.SIGTERM)
-    process.communicate(timeout=120)
+    out, _ = process.communicate(timeout=120)
     assert process.returncode != 0
+    if moment == "PASSED":
+        assert b"Interrupted: SIGTERM" in out  # mid-run, not after the last test
     assert_nothing_left(home, "plugin-sig")

@@ -436,6 +436,50 @@ def test_two_labs_racing_for_one_proxy_port(home: Path, registries: str):
     assert_nothing_left(registry_of[winner], winner, lab_ports)
 
 
+@needs_binaries
+def test_a_port_taken_between_choice_and_bind_is_retried(home: Path,
+                                                          monkeypatch: pytest.MonkeyPatch):
+    """Another program binds a chosen port in the instant after the lab lets go of it:
+    the node (and Envoy) fail to bind, cleanly, and `up` starts them on other ports."""
+    from lab.backends.base import UpOptions
+    from lab.backends.local import LocalBackend
+    from lab.progress import Progress
+
+    stolen: dict[str, int] = {}
+    competitors: list[socket.socket] = []
+    release = ports.Holds.release
+
+    def racing_release(self: ports.Holds, *released: int) -> None:
+        release(self, *released)
+        kind = "node" if len(released) == 2 else "proxy" if len(released) == 1 else ""
+        if kind and kind not in stolen:
+            sock = socket.socket()
+            sock.bind((ports.LOOPBACK, released[0]))
+            sock.listen()
+            competitors.append(sock)
+            stolen[kind] = released[0]
+
+    monkeypatch.setattr(ports.Holds, "release", racing_release)
+    backend = LocalBackend()
+    try:
+        state = backend.up(UpOptions(name="stolen"), Progress(quiet=True))
+        assert set(stolen) == {"node", "proxy"}
+        assert state.proxy["port"] != stolen["proxy"]
+        assert stolen["node"] not in {n.port for n in state.topology.nodes}
+        logs = (home / "stolen" / "logs")
+        assert ports.IN_USE in (logs / "redis-cluster-0.log").read_text()
+        assert ports.IN_USE in (logs / "envoy.log").read_text()
+        assert [p.name for p in state.processes].count("redis-cluster-0") == 1
+        with redis.Redis(ports.LOOPBACK, state.proxy["port"], protocol=2) as client:
+            assert client.set("k", "v") and client.get("k") == b"v"
+        lab_ports = journal_ports(home, "stolen")
+    finally:
+        backend.down("stolen", Progress(quiet=True))
+        for sock in competitors:
+            sock.close()
+    assert_nothing_left(home, "stolen", lab_ports)
+
+
 # ---- a running lab ------------------------------------------------------------------------
 
 

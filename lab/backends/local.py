@@ -383,6 +383,8 @@ class LocalBackend:
                     result[node.name] = node
                 except _PortConflict:
                     lost.append(node)
+                    journal.processes.remove(process)  # it exited: only the retry is recorded
+                    journal.save()
             if not lost:
                 return [result[n.name] for n in targets]
             taken = {n.port for n in result.values()} | {plan.proxy_port}

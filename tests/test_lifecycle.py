@@ -208,6 +208,22 @@ def test_corrupt_state_is_named_and_down_still_cleans(home: Path):
     assert_nothing_left(home, "broken")
 
 
+@needs_binaries
+def test_a_corrupt_lab_does_not_break_other_labs(home: Path):
+    broken = home / "broken"
+    broken.mkdir(parents=True)
+    (broken / "state.json").write_text("[1, 2")
+    up = cli("up", "--name", "healthy")
+    assert up.returncode == 0, up.stderr
+    listing = cli("list")
+    assert "healthy" in listing.stdout and "broken" in listing.stdout
+    lab_ports = journal_ports(home, "healthy")
+    assert cli("down", "--name", "healthy").returncode == 0
+    assert cli("down", "--name", "broken").returncode == 0
+    assert_nothing_left(home, "healthy", lab_ports)
+    assert_nothing_left(home, "broken")
+
+
 def test_a_reused_pid_is_never_signalled(home: Path):
     """A journal entry whose start time does not match the live pid is someone else's."""
     victim = subprocess.Popen(["sleep", "300"])
@@ -262,6 +278,12 @@ def _replicas_six(docs):
             doc["spec"]["replicas"] = "six"
 
 
+def _unknown_directive(docs):
+    for doc in docs:
+        if doc.get("kind") == "ConfigMap":
+            doc["data"]["redis.conf"] += "\nno-such-directive yes\n"
+
+
 def _tcp_proxy_instead(docs):
     value = docs[0]["spec"]["configPatches"][0]["patch"]["value"]
     value.clear()
@@ -279,6 +301,8 @@ PROXY_FILTER = "istio/envoyfilter-redis-proxy-with-mirror.yaml"
     (PROXY_FILTER, _patches_empty, (PROXY_FILTER, "would change nothing")),
     (PROXY_FILTER, _mis_kinded, (PROXY_FILTER, "no EnvoyFilter in it")),
     ("k8s/redis-cluster.yaml", _replicas_six, ("k8s/redis-cluster.yaml", "'six'")),
+    ("k8s/redis-cluster.yaml", _unknown_directive, ("redis-cluster-0 exited",
+                                                    "no-such-directive")),
     (PROXY_FILTER, _tcp_proxy_instead, (PROXY_FILTER, "has no envoy.filters.network.redis_proxy",
                                         "127.0.10.1_6379")),
 ])

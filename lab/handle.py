@@ -105,9 +105,13 @@ class Lab:
         key = (target.name, readonly)
         if key not in self._clients:
             host, port = self._access.address(target)
+            credentials = getattr(self._access, "credentials", None)  # the lab's admin user
+            auth = credentials() if credentials is not None else {}
             connect: Any = _readonly_on_connect if readonly else None  # redis-py passes the
             self._clients[key] = redis.Redis(host, port, socket_timeout=10, protocol=2,
-                                             redis_connect_func=connect)  # connection to it
+                                             redis_connect_func=connect,  # connection to it
+                                             username=auth.get("username"),
+                                             password=auth.get("password"))
         return self._clients[key]
 
     def address(self, node: Node | str) -> str:

@@ -419,7 +419,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = EXIT_INCOMPLETE
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
-        reporter.ensure_newline()
+        writer = getattr(reporter, "_tw", None)
+        if writer is not None and writer.width_of_current_line:
+            reporter.write("\n")  # after -q's "[100%]", which ends no line
         reporter.write_sep("-", f"conformance profile {collector.profile}: {collector.overall()}")
         for line in collector.summary():
             reporter.write_line(line)

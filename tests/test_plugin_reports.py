@@ -105,3 +105,9 @@ def test_a_run_without_feature_tests_writes_nothing(tmp_path: Path):
     run = _pytest(tmp_path, suite="def test_plain():\n    pass\n")
     assert run.returncode == 0
     assert not (tmp_path / "reports").exists()
+
+
+def test_the_summary_starts_on_its_own_line_after_quiet_progress(tmp_path: Path):
+    run = _pytest(tmp_path)
+    assert "[100%]\n" in run.stdout, run.stdout
+    assert "%]-" not in run.stdout

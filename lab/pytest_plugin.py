@@ -342,8 +342,8 @@ def implementation_parameters(implementation: dict[str, Any]) -> dict[str, str]:
     return {
         "backend": str(implementation.get("backend", "")),
         "control plane": str(implementation.get("controlPlane")
-                             or ("builtin patcher" if implementation.get("backend") == "local"
-                                 else f"istio ({implementation.get('istioProfile')})")),
+                             or (f"istio ({implementation['istioProfile']})"
+                                 if implementation.get("istioProfile") else "builtin patcher")),
         "envoy": str(implementation.get("envoyVersion", "")),
         "redis": str(implementation.get("redisVersion", "")),
         "read policy": str(implementation.get("readPolicy", "")),

@@ -28,7 +28,7 @@ from tenacity import RetryError, retry, retry_if_exception_type, stop_after_dela
 from lab import model, paths, procs
 from lab.backends.base import Access, UpOptions
 from lab.envoy import sidecar as envoy_files
-from lab.envoy.admin import parse_hosts
+from lab.envoy.admin import CLUSTERS_JSON, parse_hosts
 from lab.errors import LabError
 from lab.model import LabSpec
 from lab.progress import Progress
@@ -273,7 +273,7 @@ class DockerBackend:
             if status in ("exited", "dead"):
                 logs = client.containers.get(container_name).logs(tail=5).decode(errors="replace")
                 raise LabError(f"Envoy exited: {' | '.join(logs.strip().splitlines())}")
-            hosts = parse_hosts(admin.admin_get(socket_path, "/clusters"), CLUSTER_PROXY)
+            hosts = parse_hosts(admin.admin_get(socket_path, CLUSTERS_JSON), CLUSTER_PROXY)
             ok = [h for h, flags in hosts.items() if flags == "healthy"]
             if len(ok) != expected:
                 raise _NotReady(f"{len(ok)}/{expected} hosts of {CLUSTER_PROXY} healthy")

@@ -124,6 +124,11 @@ def _down(args: argparse.Namespace) -> int:
     name = paths.check_name(args.name)
     state = LabState.load(name)
     backend = get_backend(state.backend if state else "local")
+    if state is None:  # no state dir: a docker lab is still found by its labels
+        from lab.backends.docker.engine import leftovers
+
+        if leftovers(name):
+            backend = get_backend("docker")
     progress = Progress(quiet=args.quiet)
     if backend.down(name, progress):
         progress.say(f"lab {name!r} is down")

@@ -290,7 +290,7 @@ class DockerBackend:
         if not nsenter:
             raise LabError("nsenter not found (util-linux): it enters the client's namespace")
         argv = [nsenter, f"--net=/proc/{pid}/ns/net", "--", sys.executable, "-m",
-                "lab.backends.docker.relay", str(socket_path), vip, str(model.REDIS_PORT)]
+                "lab.backends.docker.relay", str(socket_path), vip, str(model.REDIS_PORT), str(pid)]
         env_path = str(Path(__file__).resolve().parents[3])
         log = directory / "logs" / "relay.log"
         with open(log, "ab") as out:

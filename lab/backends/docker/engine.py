@@ -86,3 +86,17 @@ def available() -> str | None:
     except LabError as exc:
         return str(exc)
     return None
+
+
+def leftovers(lab: str) -> bool:
+    """Whether an engine answers and holds containers or networks of this lab."""
+    try:
+        client = connect()
+    except LabError:
+        return False
+    try:
+        wanted = {"label": label_filter(lab)}
+        return bool(client.containers.list(all=True, filters=wanted)
+                    or client.networks.list(filters=wanted))
+    finally:
+        client.close()

@@ -1,0 +1,211 @@
+"""The docker backend end to end: the tutorial's command, the suite on pod IPs, faults,
+reconfigure, and `down`/interruption leaving nothing behind (found by the lab's labels)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from lab.backends.docker import engine
+from lab.state import LabState
+from tests.conftest import ROOT, cli, needs_binaries
+from tests.docker_support import lab_objects, requires_docker
+
+pytestmark = [needs_binaries, requires_docker()]
+
+LAB = "docker-t"
+
+
+def _home_env(home: Path) -> dict[str, str]:
+    return {"REDIS_MESH_LAB_HOME": str(home)}
+
+
+@pytest.fixture(scope="module")
+def docker_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabState]:
+    home = tmp_path_factory.mktemp("docker-home")
+    previous = os.environ.get("REDIS_MESH_LAB_HOME")
+    os.environ["REDIS_MESH_LAB_HOME"] = str(home)
+    up = cli("up", "--backend", "docker", "--name", LAB)
+    try:
+        assert up.returncode == 0, up.stderr
+        state = LabState.load(LAB)
+        assert state is not None
+        yield state
+    finally:
+        cli("down", "--name", LAB)
+        assert lab_objects(LAB, engine.home_id()) == ([], [])
+        if previous is None:
+            del os.environ["REDIS_MESH_LAB_HOME"]
+        else:
+            os.environ["REDIS_MESH_LAB_HOME"] = previous
+
+
+def _stat(state: LabState, name: str) -> int:
+    from lab.backends.docker.access import DockerAccess
+
+    text = DockerAccess(state).admin_get(f"/stats?filter=^{re.escape(name)}$")
+    match = re.search(rf"{re.escape(name)}: (\d+)", text)
+    return int(match.group(1)) if match else 0
+
+
+def _exec(container: str, *argv: str, user: str | None = None) -> subprocess.CompletedProcess:
+    who = ["--user", user] if user else []
+    return subprocess.run(["docker", "exec", *who, container, *argv], capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def test_the_tutorial_command_goes_through_the_sidecar(docker_lab: LabState):
+    client = docker_lab.extra["containers"]["redis-client"]
+    sets = "redis.redis_stats.command.set.total"
+    before = _stat(docker_lab, sets)
+    result = _exec(client, "redis-cli", "-h", "redis-cluster", "set", "a", "a")
+    assert result.stdout.strip() == "OK", result.stderr
+    assert _stat(docker_lab, sets) == before + 1  # Envoy's redis proxy handled it
+    got = _exec(client, "redis-cli", "-h", "redis-cluster.redis.svc.cluster.local", "get", "a")
+    assert got.stdout.strip() == "a"
+    # "a" (slot 15495) lives on the master that owns that slot, at its pod IP
+    master = docker_lab.topology.shard_for_slot(15495).master
+    with redis.Redis(master.host, master.port, socket_timeout=5) as node:
+        assert node.execute_command("GET", "a", NEVER_DECODE=True) == b"a"
+
+
+def test_the_vip_is_held_by_no_container(docker_lab: LabState):
+    """Envoy's own uid is not captured: from it, the Service VIP answers nothing."""
+    client = docker_lab.extra["containers"]["redis-client"]
+    direct = _exec(client, "redis-cli", "-h", "redis-cluster", "ping", user="1337")
+    assert "PONG" not in direct.stdout
+
+
+def test_nodes_are_reached_at_their_pod_ips(docker_lab: LabState):
+    subnet = ipaddress.ip_network(docker_lab.extra["subnet"])
+    for node in docker_lab.topology.nodes:
+        assert ipaddress.ip_address(node.host) in subnet and node.port == 6379
+
+
+def test_tutorial_profile_passes(docker_lab: LabState, tmp_path: Path):
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "suites", "-p", "no:cacheprovider", "-q",
+         "--lab-backend", "attach", "--lab-name", LAB,
+         f"--conformance-report={tmp_path / 'conformance.yaml'}"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    report = (tmp_path / "conformance.yaml").read_text()
+    assert "backend: docker" in report
+    for feature in ("TopologyDiscovery", "Sharding", "ReadPolicyReplica", "WriteMirroring"):
+        assert re.search(rf"{feature}:\s*\n\s*result: success", report) or \
+            f"{feature}: success" in result.stdout
+
+
+def test_second_up_is_refused(docker_lab: LabState):
+    again = cli("up", "--backend", "docker", "--name", LAB)
+    assert again.returncode == 2 and "already up" in again.stderr
+
+
+def test_faults_act_on_containers(docker_lab: LabState):
+    from lab.backends.docker.access import DockerAccess
+
+    access = DockerAccess(docker_lab)
+    replica = docker_lab.topology.shards[0].replicas[0]
+    try:
+        for action in ("freeze", "unfreeze", "isolate", "reconnect", "kill", "start"):
+            access.fault(replica, action)
+        deadline = time.monotonic() + 20
+        while True:  # back with its data dir and IP: it answers again
+            try:
+                with redis.Redis(replica.host, replica.port, socket_timeout=1) as node:
+                    assert node.ping()
+                break
+            except (redis.RedisError, OSError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+    finally:
+        access.close()
+
+
+def test_reconfigure_swaps_extra_envoyfilters(docker_lab: LabState, tmp_path: Path):
+    from lab.backends.docker import DockerBackend
+    from lab.progress import Progress
+
+    mutant = tmp_path / "read-any.yaml"
+    mutant.write_text("""\
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: read-any, namespace: istio-system}
+spec:
+  configPatches:
+    - applyTo: NETWORK_FILTER
+      match:
+        listener:
+          name: ${REDIS_VIP}_6379
+          filterChain: {filter: {name: envoy.filters.network.redis_proxy}}
+      patch:
+        operation: MERGE
+        value:
+          typed_config:
+            "@type": type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy
+            settings: {read_policy: ANY}
+""")
+    backend = DockerBackend()
+    state = backend.reconfigure(LAB, [mutant], Progress(quiet=True))
+    access = backend.access(state)
+    try:
+        assert '"read_policy": "ANY"' in access.admin_get("/config_dump")
+        assert state.extra["envoyfilters"] == [str(mutant)]
+        state = backend.reconfigure(LAB, [], Progress(quiet=True))
+        assert '"read_policy": "ANY"' not in access.admin_get("/config_dump")
+        with redis.Redis(unix_socket_path=str(state.directory / "proxy.sock"),
+                         protocol=2, socket_timeout=10) as proxy:
+            assert proxy.set("after-reconfigure", "1")
+    finally:
+        access.close()
+
+
+def test_down_without_state_dir_removes_everything(tmp_path: Path):
+    env = _home_env(tmp_path / "home")
+    up = cli("up", "--backend", "docker", "--name", "docker-gone", "--quiet", env=env)
+    assert up.returncode == 0, up.stderr
+    home = _home_id(tmp_path / "home")
+    containers, networks = lab_objects("docker-gone", home)
+    assert len(containers) == 9 and len(networks) == 1  # 6 nodes, mirror, client, sidecar
+    shutil.rmtree(tmp_path / "home" / "docker-gone")
+    started = time.monotonic()
+    down = cli("down", "--name", "docker-gone", env=env)
+    elapsed = time.monotonic() - started
+    assert down.returncode == 0, down.stderr
+    assert lab_objects("docker-gone", home) == ([], [])
+    assert elapsed < 15  # target 5 s; generous on a loaded machine
+
+
+def test_interrupted_up_leaves_nothing(tmp_path: Path):
+    env = {**os.environ, **_home_env(tmp_path / "home")}
+    home = _home_id(tmp_path / "home")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lab", "up", "--backend", "docker", "--name", "docker-int"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    for line in iter(process.stdout.readline, ""):  # interrupt once the nodes are starting
+        if "istio-init" in line or "redis-cli --cluster create" in line:
+            break
+    process.send_signal(signal.SIGINT)
+    output = process.communicate(timeout=60)[0]
+    assert process.returncode != 0, output
+    assert lab_objects("docker-int", home) == ([], [])
+    assert not (tmp_path / "home" / "docker-int").exists()
+
+
+def _home_id(home: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:6]

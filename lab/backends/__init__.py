@@ -1,11 +1,12 @@
-"""Backends bring a lab up and down: `local` (processes on loopback), `kind`, `existing`."""
+"""Backends bring a lab up and down: `local` (processes on loopback), `kind`, `existing`,
+`docker` (the pods as containers)."""
 
 from __future__ import annotations
 
 from lab.backends.base import Backend, UpOptions
 from lab.errors import LabError
 
-BACKENDS = ("local", "docker", "kind", "existing")
+BACKENDS = ("local", "kind", "existing", "docker")
 
 
 def get_backend(name: str) -> Backend:

@@ -1,10 +1,11 @@
-"""Benchmarks: TimeToReady, the tutorial profile's run time, ProxyOverhead.
+"""Benchmarks: TimeToReady, the tutorial profile's run time, ProxyOverhead (redis-benchmark).
 
-Everything runs side by side in one invocation on the embedded lab; figures are printed
-and written to reports/benchmarks.json and reports/benchmarks.md. Request loops are
-bounded in count and only touch loopback.
+    python benchmarks/run.py [--reps 5] [--seconds 2] [--configs on:1,on:2,off:1,off:2]
 
-    python benchmarks/run.py [--ups 3] [--ops 5000]
+ProxyOverhead brings up one local lab per configuration (mirror on/off x Envoy
+--concurrency) through the Lab API and runs redis-benchmark through the proxy and with
+--cluster straight to the nodes, interleaved (lab/bench/overhead.py). Figures go to
+reports/benchmarks.json and reports/benchmarks.md, charts to reports/charts/.
 """
 
 from __future__ import annotations
@@ -19,26 +20,28 @@ import time
 from pathlib import Path
 from typing import Any
 
-import redis
-from redis.cluster import ClusterNode, RedisCluster
-
 from lab.backends.base import UpOptions
 from lab.backends.local import LocalBackend
+from lab.bench import overhead, redisbench, report
+from lab.bench.redisbench import Target
+from lab.errors import LabError
 from lab.progress import Progress
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORTS = ROOT / "reports"
 
 
-def time_to_ready(ups: int) -> dict[str, Any]:
+def time_to_ready(ups: int, progress: Progress) -> dict[str, Any]:
     backend, samples = LocalBackend(), []
     for index in range(ups):
         began = time.perf_counter()
         state = backend.up(UpOptions(name=f"bench-ready-{index}"), Progress(quiet=True))
         samples.append(time.perf_counter() - began)
         backend.down(state.name, Progress(quiet=True))
-    return {"samples_s": [round(s, 3) for s in samples], "median_s": round(
-        statistics.median(samples), 3), "min_s": round(min(samples), 3), "target_s": 5.0}
+        progress.say(f"  TimeToReady {index + 1}/{ups}: {samples[-1]:.2f} s")
+    return {"backend": "local", "samples_s": [round(s, 3) for s in samples],
+            "median_s": round(statistics.median(samples), 3), "min_s": round(min(samples), 3),
+            "max_s": round(max(samples), 3), "target_s": 5.0}
 
 
 def suite_run(name: str) -> dict[str, Any]:
@@ -46,99 +49,112 @@ def suite_run(name: str) -> dict[str, Any]:
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider",
          "--lab-backend", "attach", "--lab-name", name,
-         f"--conformance-report={REPORTS / 'bench-conformance.yaml'}"],
+         f"--lab-reports={REPORTS / 'bench'}"],
         cwd=ROOT, capture_output=True, text=True, check=False, timeout=600,
     )
     attached = time.perf_counter() - began
-    (REPORTS / "bench-conformance.yaml").unlink(missing_ok=True)
     return {"profile": "tutorial", "attached_run_s": round(attached, 2),
             "exit_code": run.returncode,
             "summary": (run.stdout.strip().splitlines() or [""])[-1]}
 
 
-def _latencies(call, ops: int) -> dict[str, float]:
-    samples = []
-    began = time.perf_counter()
-    for index in range(ops):
-        t0 = time.perf_counter()
-        call(index)
-        samples.append(time.perf_counter() - t0)
-    elapsed = time.perf_counter() - began
-    samples.sort()
-    return {"ops_per_s": round(ops / elapsed), "p50_us": round(samples[len(samples) // 2] * 1e6),
-            "p99_us": round(samples[int(len(samples) * 0.99)] * 1e6)}
+def parse_configs(text: str) -> list[tuple[bool, int]]:
+    """`on:1,off:2` -> [(mirror on, concurrency 1), (mirror off, concurrency 2)]."""
+    configs = []
+    for item in text.split(","):
+        mirror, _, concurrency = item.strip().partition(":")
+        if mirror not in ("on", "off") or not concurrency.isdigit() or int(concurrency) < 1:
+            raise LabError(f"bad --configs item {item!r}: expected on|off:N, e.g. on:2")
+        configs.append((mirror == "on", int(concurrency)))
+    return configs
 
 
-def proxy_overhead(state, ops: int) -> dict[str, Any]:
-    proxy = redis.Redis(state.proxy["host"], state.proxy["port"], protocol=2)
-    first = state.topology.nodes[0]
-    direct = RedisCluster(startup_nodes=[ClusterNode(first.host, first.port)], protocol=2)
-    keys = [f"bench-{i % 1000}" for i in range(ops)]
-    result: dict[str, Any] = {"ops": ops, "client": "one synchronous connection"}
-    for command in ("SET", "GET"):
-        def via_proxy(i: int, command: str = command) -> None:
-            proxy.execute_command(command, keys[i], *(["v"] if command == "SET" else []))
+def proxy_overhead(binary: str, mirror: bool, concurrency: int, args: argparse.Namespace,
+                   progress: Progress) -> dict[str, Any]:
+    backend = LocalBackend()
+    name = f"bench-oh-{'m' if mirror else 'nm'}-c{concurrency}"
+    with progress.step(f"up {name} (mirror {'on' if mirror else 'off'}, "
+                       f"envoy --concurrency {concurrency})"):
+        state = backend.up(UpOptions(name=name, mirror=mirror, envoy_concurrency=concurrency),
+                           Progress(quiet=True))
+    try:
+        access = backend.access(state)
+        seed = state.topology.shards[0].master
+        host, port = access.address(seed)
+        proxy = Target(str(state.proxy["host"]), int(state.proxy["port"]),
+                       threads=args.proxy_threads)
+        direct = Target(host, port, cluster=True, threads=args.direct_threads)
+        cases = overhead.measure(binary, proxy, direct, reps=args.reps,
+                                 min_seconds=args.seconds, clients=args.clients,
+                                 keyspace=args.keyspace, say=progress.say)
+        return {"mirror": mirror, "envoy_concurrency": concurrency,
+                "envoy_version": state.envoy_version, "redis_version": state.redis_version,
+                "read_policy": state.read_policy,
+                "command_lines": overhead.command_lines(binary, proxy, direct, args.clients,
+                                                        args.keyspace),
+                "cases": cases}
+    finally:
+        backend.down(state.name, Progress(quiet=True))
 
-        def via_cluster(i: int, command: str = command) -> None:
-            if command == "SET":
-                direct.set(keys[i], "v")
-            else:
-                direct.get(keys[i])
 
-        through = _latencies(via_proxy, ops)
-        straight = _latencies(via_cluster, ops)
-        result[command] = {
-            "proxy": through, "direct_cluster_client": straight,
-            "throughput_ratio_proxy_vs_direct": round(
-                through["ops_per_s"] / straight["ops_per_s"], 3),
-            "p50_ratio_proxy_vs_direct": round(through["p50_us"] / straight["p50_us"], 3),
-        }
-    proxy.close()
-    direct.close()
-    return result
-
-
-def _markdown(figures: dict[str, Any]) -> str:
-    ready = figures["TimeToReady"]
-    lines = [
-        "# redis-mesh-lab benchmarks", "",
-        f"Machine: {os.cpu_count()} cores; one run, side by side.", "",
-        f"**TimeToReady** (`up`, local backend): median {ready['median_s']} s, "
-        f"min {ready['min_s']} s over {len(ready['samples_s'])} runs (target <= 5 s).", "",
-        f"**Tutorial profile run** (attached lab): {figures['SuiteRun']['attached_run_s']} s "
-        f"({figures['SuiteRun']['summary']}).", "",
-        "**ProxyOverhead** (read_policy REPLICA, mirror on):", "",
-        "| command | path | ops/s | p50 us | p99 us |", "|---|---|---|---|---|",
-    ]
-    overhead = figures["ProxyOverhead"]
-    for command in ("SET", "GET"):
-        for path in ("proxy", "direct_cluster_client"):
-            row = overhead[command][path]
-            lines.append(f"| {command} | {path} | {row['ops_per_s']} | {row['p50_us']} | "
-                         f"{row['p99_us']} |")
-        lines.append(f"| {command} | ratio proxy/direct | "
-                     f"{overhead[command]['throughput_ratio_proxy_vs_direct']} | "
-                     f"{overhead[command]['p50_ratio_proxy_vs_direct']} | |")
-    return "\n".join(lines) + "\n"
+def _load() -> str:
+    return Path("/proc/loadavg").read_text().strip() if Path("/proc/loadavg").exists() else "?"
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--ups", type=int, default=3)
-    parser.add_argument("--ops", type=int, default=5000)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reps", type=int, default=5, help="repetitions per path and case")
+    parser.add_argument("--seconds", type=float, default=2.0,
+                        help="minimum duration of every measurement")
+    parser.add_argument("--configs", default="on:1,on:2,off:1,off:2",
+                        help="mirror on|off : Envoy --concurrency, comma separated")
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--keyspace", type=int, default=100_000, help="redis-benchmark -r")
+    parser.add_argument("--proxy-threads", type=int, default=None,
+                        help="redis-benchmark --threads through the proxy (default: 1)")
+    parser.add_argument("--direct-threads", type=int, default=None,
+                        help="--threads for --cluster (default: one per master)")
+    parser.add_argument("--ups", type=int, default=3, help="TimeToReady samples (0: skip)")
+    parser.add_argument("--no-suite", action="store_true", help="skip the suite timing")
+    parser.add_argument("--out", type=Path, default=REPORTS)
     args = parser.parse_args()
-    REPORTS.mkdir(exist_ok=True)
-    figures: dict[str, Any] = {"TimeToReady": time_to_ready(args.ups)}
-    backend = LocalBackend()
-    state = backend.up(UpOptions(name="bench"), Progress(quiet=True))
+    progress = Progress()
     try:
-        figures["SuiteRun"] = suite_run(state.name)
-        figures["ProxyOverhead"] = proxy_overhead(state, min(args.ops, 50_000))
-    finally:
-        backend.down(state.name, Progress(quiet=True))
-    (REPORTS / "benchmarks.json").write_text(json.dumps(figures, indent=2) + "\n")
-    markdown = _markdown(figures)
-    (REPORTS / "benchmarks.md").write_text(markdown)
+        configs = parse_configs(args.configs)
+        binary = redisbench.find()
+        figures: dict[str, Any] = {
+            "date": time.strftime("%Y-%m-%d %H:%M %Z"), "cores": os.cpu_count(),
+            "load_before": _load(), "redis_benchmark": redisbench.version(binary),
+            "reps": args.reps, "min_seconds": args.seconds, "clients": args.clients,
+            "keyspace": args.keyspace,
+        }
+        if args.ups:
+            progress.say("TimeToReady (local backend)")
+            figures["TimeToReady"] = [time_to_ready(args.ups, progress)]
+        if not args.no_suite:
+            with progress.step("tutorial profile against an attached lab"):
+                backend = LocalBackend()
+                state = backend.up(UpOptions(name="bench-suite"), Progress(quiet=True))
+                try:
+                    figures["SuiteRun"] = suite_run(state.name)
+                finally:
+                    backend.down(state.name, Progress(quiet=True))
+        figures["ProxyOverhead"] = []
+        for mirror, concurrency in configs:
+            progress.say(f"ProxyOverhead, mirror {'on' if mirror else 'off'}, "
+                         f"Envoy --concurrency {concurrency}")
+            figures["ProxyOverhead"].append(
+                proxy_overhead(binary, mirror, concurrency, args, progress))
+        figures["load_after"] = _load()
+    except LabError as error:
+        print(f"redis-mesh-lab bench: {error}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "benchmarks.json").write_text(json.dumps(figures, indent=2) + "\n")
+    charts = report.charts(figures, args.out)
+    markdown = report.markdown(figures, charts, args.out)
+    (args.out / "benchmarks.md").write_text(markdown)
     print(markdown)
     return 0
 

@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="mirror writes to redis-mirror (default: on)")
     up.add_argument("--proxy-port", type=int, default=None,
                     help="local: the proxy's loopback port (default: a free one)")
+    up.add_argument("--envoy-concurrency", type=int, default=None, metavar="N",
+                    help="local: Envoy worker threads (default: Envoy's, one per core)")
     up.add_argument("--istio", default="modern", choices=("modern", "tutorial"),
                     help="kind/existing: Istio profile (default: modern)")
     up.add_argument("--kubeconfig", default=None, help="existing: the cluster's kubeconfig")
@@ -58,12 +60,15 @@ def _up(args: argparse.Namespace) -> int:
         raise LabError(f"unknown read policy {args.read_policy!r}; valid: "
                        f"{', '.join(model.READ_POLICIES)}")
     paths.check_name(args.name)
+    if args.envoy_concurrency is not None and args.envoy_concurrency < 1:
+        raise LabError(f"--envoy-concurrency must be at least 1, not {args.envoy_concurrency}")
     backend = get_backend(args.backend)
     options = UpOptions(name=args.name, read_policy=args.read_policy, mirror=args.mirror,
                         proxy_port=args.proxy_port, istio=args.istio,
                         kubeconfig=args.kubeconfig, context=args.context,
                         preload_images=args.preload_images, dry_run=args.dry_run,
-                        keep=args.keep_on_failure)
+                        keep=args.keep_on_failure,
+                        envoy_concurrency=args.envoy_concurrency)
     if args.dry_run:
         print(backend.dry_run(options))
         return 0

@@ -25,14 +25,15 @@ TUTORIAL = ("TopologyDiscovery", "Sharding", "ReadPolicyReplica", "WriteMirrorin
 
 
 def _run_suite(home: Path, name: str, out: Path, *extra: str) -> tuple[int, dict, Path]:
-    report, results = out / "conformance.yaml", out / "allure-results"
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "suites", "-p", "no:cacheprovider", "-q",
-         "--lab-backend", "attach", "--lab-name", name, f"--conformance-report={report}",
-         f"--alluredir={results}", *extra],
+         "--lab-backend", "attach", "--lab-name", name, f"--lab-reports={out / 'reports'}",
+         *extra],
         cwd=out, capture_output=True, text=True, timeout=300, check=False,
         env={**os.environ, "REDIS_MESH_LAB_HOME": str(home), "PYTHONPATH": str(ROOT)},
     )
+    report = out / "reports" / "latest" / "conformance.yaml"
+    results = out / "reports" / "latest" / "allure-results"
     assert report.is_file(), run.stdout + run.stderr
     return run.returncode, yaml.safe_load(report.read_text()), results
 

@@ -23,6 +23,7 @@ class UpOptions:
     preload_images: bool = False  # kind: `kind load` the images (for offline use)
     dry_run: bool = False
     keep: bool = False  # leave what a failed `up` created, for debugging (kind/existing)
+    envoy_concurrency: int | None = None  # local: Envoy's --concurrency (None: Envoy's default)
 
 
 class RedisLike(Protocol):

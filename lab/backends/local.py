@@ -189,6 +189,8 @@ class LocalBackend:
         with progress.step(f"start Envoy, wait for {sts.replicas} healthy hosts"):
             argv = [envoy, "-c", str(config_path), "--disable-hot-restart", "-l", "warning",
                     "--log-path", str(directory / "logs" / "envoy.log")]
+            if options.envoy_concurrency:
+                argv += ["--concurrency", str(options.envoy_concurrency)]
             started.append(Process("envoy", procs.spawn(argv, directory / "logs" / "envoy.log",
                                                          directory), str(config_path)))
             admin = Admin(LOOPBACK, plan.admin_port)

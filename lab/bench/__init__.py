@@ -1,0 +1,1 @@
+"""Benchmarks: a redis-benchmark driver (ProxyOverhead), the Envoy x Redis matrix, charts."""

@@ -1,0 +1,163 @@
+"""reports/benchmarks.md and its charts, from the figures `benchmarks/run.py` collects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lab.bench import charts as charts_mod
+
+CHARTS_DIR = "charts"
+
+DIRECT_PATH = (
+    "**What is compared.** *Proxy*: `redis-benchmark -h <proxy> -p <port>` (redis-benchmark's "
+    "default: one client thread; the 50 connections go to Envoy, which routes each command to "
+    "the key's shard: GETs to the replica (read_policy REPLICA), writes to the master and, with "
+    "mirroring on, also to redis-mirror). *Direct*: `redis-benchmark --cluster` against one "
+    "master: it reads CLUSTER NODES, spreads the 50 connections over the 3 masters and runs one "
+    "client thread per master (3 threads), every request sent straight to the owning master "
+    "(no replica reads, no mirror). In cluster mode redis-benchmark puts a hash tag of a slot "
+    "of the connection's master in every key, so **MSET** direct writes its 10 keys to one "
+    "slot, while through the proxy the 10 keys of an MSET fall on different slots and Envoy "
+    "splits the command per shard and joins the replies (a cluster client cannot send such an "
+    "MSET at all). The MSET ratio therefore includes the proxy's fan-out. Keys are spread "
+    "with `-r` over the keyspace; GET runs right after SET on the same path so most GETs hit. "
+    "The ratio of a repetition is proxy rps / direct rps of two adjacent runs (order "
+    "alternating between repetitions); each run lasts at least the minimum duration, its "
+    "request count sized by a calibration run."
+)
+
+LIMITS = (
+    "**What limits reproducibility.** The machine has 2 cores shared by redis-benchmark, "
+    "Envoy, seven redis-server processes and, on the project's machines, other people's "
+    "labs: a ratio moves when the load does, which interleaving and the median soften but "
+    "cannot remove (the spread column shows how much). Envoy with `--concurrency 2` competes "
+    "with the load generator for the same two cores; mirroring adds a second upstream write "
+    "per write command; MSET through the proxy costs one upstream request per shard touched."
+)
+
+
+def _case_label(case: dict[str, Any]) -> str:
+    return f"{case['test'].replace(' (10 keys)', '')} P{case['pipeline']}"
+
+
+def _config_label(config: dict[str, Any]) -> str:
+    return (f"mirror {'on' if config['mirror'] else 'off'}, "
+            f"Envoy --concurrency {config['envoy_concurrency']}")
+
+
+def charts(figures: dict[str, Any], out: Path) -> list[tuple[str, str]]:
+    """Draw what the figures hold; (title, stem) for each chart written under out/charts."""
+    if not charts_mod.available():
+        return []
+    where = out / CHARTS_DIR
+    drawn: list[tuple[str, str | None]] = []
+    configs = figures.get("ProxyOverhead") or []
+    if configs:
+        categories = [_case_label(c) for c in configs[0]["cases"]]
+        series = {_config_label(config): [(c["ratio_median"], c["ratio_min"], c["ratio_max"])
+                                          for c in config["cases"]] for config in configs}
+        title = (f"ProxyOverhead: Envoy {configs[0]['envoy_version']}, Redis "
+                 f"{configs[0]['redis_version']}, redis-benchmark -c {figures['clients']}, "
+                 f"{figures['reps']} reps")
+        drawn.append(("Throughput ratio, proxy / direct, per command and pipeline depth",
+                      charts_mod.ratio_bars(where, "bench-overhead-ratios", title, categories,
+                                            series)))
+        main = configs[0]
+        latency = {
+            "proxy p50": [c["proxy"]["p50_ms_median"] for c in main["cases"]],
+            "direct p50": [c["direct"]["p50_ms_median"] for c in main["cases"]],
+            "proxy p99": [c["proxy"]["p99_ms_median"] for c in main["cases"]],
+            "direct p99": [c["direct"]["p99_ms_median"] for c in main["cases"]],
+        }
+        drawn.append((f"Latency percentiles ({_config_label(main)})",
+                      charts_mod.latency_bars(where, "bench-latency",
+                                              f"Latency, {_config_label(main)}",
+                                              categories, latency)))
+    ready = {entry["backend"]: entry["samples_s"] for entry in figures.get("TimeToReady", [])}
+    if ready:
+        drawn.append(("TimeToReady per backend",
+                      charts_mod.samples_chart(where, "bench-time-to-ready",
+                                               "TimeToReady: up until the proxy "
+                                               "has the full topology", "s", ready, target=5.0)))
+    failover = figures.get("FailoverRecovery") or {}
+    if failover:
+        drawn.append(("FailoverRecovery",
+                      charts_mod.samples_chart(where, "bench-failover-recovery",
+                                               "FailoverRecovery: master killed until a write "
+                                               "through the proxy succeeds", "s", failover)))
+    return [(title, stem) for title, stem in drawn if stem]
+
+
+def markdown(figures: dict[str, Any], drawn: list[tuple[str, str]], out: Path) -> str:
+    del out
+    configs = figures.get("ProxyOverhead") or []
+    versions = (f"Envoy {configs[0]['envoy_version']}, Redis {configs[0]['redis_version']}, "
+                if configs else "")
+    lines = [
+        "# redis-mesh-lab benchmarks", "",
+        f"Run of `nox -s bench` on {figures['date']}: {figures['cores']} cores, "
+        f"{versions}redis-benchmark {figures['redis_benchmark']}. Load average "
+        f"(1/5/15 min, /proc/loadavg) before: {figures['load_before']}; after: "
+        f"{figures.get('load_after', '?')}.", "",
+        "> These machines are shared with other workloads and noisy: compare ratios taken in "
+        "the same run, not absolute rps across runs.", "",
+    ]
+    for entry in figures.get("TimeToReady", []):
+        lines += [f"**TimeToReady** ({entry['backend']} backend): median {entry['median_s']} s, "
+                  f"min {entry['min_s']} s, max {entry['max_s']} s over "
+                  f"{len(entry['samples_s'])} runs (target <= {entry['target_s']:g} s).", ""]
+    if "SuiteRun" in figures:
+        suite = figures["SuiteRun"]
+        lines += [f"**Tutorial profile run** (attached lab, includes pytest start-up): "
+                  f"{suite['attached_run_s']} s ({suite['summary']}).", ""]
+    if configs:
+        lines += ["## ProxyOverhead (redis-benchmark)", "", DIRECT_PATH, "",
+                  f"{figures['reps']} repetitions per path and case, each run >= "
+                  f"{figures['min_seconds']:g} s, `-c {figures['clients']}`, "
+                  f"`-r {figures['keyspace']}`. Command lines (N calibrated):", "",
+                  f"- proxy: `{configs[0]['command_lines']['proxy']}`",
+                  f"- direct: `{configs[0]['command_lines']['direct']}`", ""]
+    for config in configs:
+        lines += [f"### {_config_label(config)}", "",
+                  "| case | ratio median | min-max | spread | proxy rps | direct rps | "
+                  "proxy p50 / p99 ms | direct p50 / p99 ms | shortest run s |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for case in config["cases"]:
+            proxy, direct = case["proxy"], case["direct"]
+            lines.append(
+                f"| {_case_label(case)} | **{case['ratio_median']:.2f}** | "
+                f"{case['ratio_min']:.2f}-{case['ratio_max']:.2f} | "
+                f"{case['ratio_spread_pct']:.0f}% | {proxy['rps_median']} | "
+                f"{direct['rps_median']} | {proxy['p50_ms_median']} / {proxy['p99_ms_median']} | "
+                f"{direct['p50_ms_median']} / {direct['p99_ms_median']} | "
+                f"{min(proxy['seconds_min'], direct['seconds_min'])} |")
+        lines.append("")
+    if configs:
+        lines += [LIMITS, ""]
+    if drawn:
+        lines += ["## Charts", ""]
+        for title, stem in drawn:
+            lines += [f"### {title}", "", f"![{title}]({CHARTS_DIR}/{stem}.png)",
+                      f"([SVG]({CHARTS_DIR}/{stem}.svg))", ""]
+    elif not charts_mod.available():
+        lines += [f"(No charts: {charts_mod.INSTALL_HINT}.)", ""]
+    return "\n".join(lines)
+
+
+def render(json_path: Path, out: Path) -> str:
+    """Redraw the charts and benchmarks.md from a saved benchmarks.json (no measuring)."""
+    import json
+
+    figures = json.loads(json_path.read_text())
+    drawn = charts(figures, out)
+    text = markdown(figures, drawn, out)
+    (out / "benchmarks.md").write_text(text)
+    return text
+
+
+if __name__ == "__main__":
+    import sys
+
+    source = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("reports/benchmarks.json")
+    print(render(source, source.parent))

@@ -1,0 +1,143 @@
+"""The benchmark machinery: redis-benchmark's CSV, run sizing, interleaving, charts,
+and Envoy's --concurrency reaching the lab."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lab.backends.base import UpOptions
+from lab.backends.local import LocalAccess, LocalBackend
+from lab.bench import charts, overhead, redisbench, report
+from lab.bench.redisbench import Result, Target
+from lab.errors import LabError
+from lab.progress import Progress
+from tests.conftest import cli, needs_binaries
+
+CSV_7 = "\n".join([
+    '"test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms",'
+    '"p99_latency_ms","max_latency_ms"',
+    '"SET","23272.05","1.920","0.072","1.719","3.671","6.127","14.519"',
+    '"MSET (10 keys)","8282.26","5.804","0.416","5.263","10.071","12.863","24.719"',
+    "",
+])
+
+
+def test_csv_of_redis_benchmark_7_is_parsed():
+    rows = redisbench.parse_csv("Cluster has 3 master nodes:\n\n" + CSV_7, requests=50_000)
+    assert [r.test for r in rows] == ["SET", "MSET (10 keys)"]
+    assert rows[0].rps == 23272.05 and rows[0].p50_ms == 1.719 and rows[0].p99_ms == 6.127
+    assert rows[0].seconds == pytest.approx(50_000 / 23272.05)
+
+
+def test_csv_without_percentiles_is_refused():
+    with pytest.raises(LabError, match=r"7\.x CSV"):
+        redisbench.parse_csv('"SET","23272.05"\n', requests=1)
+
+
+def test_command_lines():
+    direct = Target("127.0.0.1", 7000, cluster=True)
+    argv = redisbench.argv("redis-benchmark", direct, "mset", requests=9000, pipeline=16)
+    assert argv == ["redis-benchmark", "-h", "127.0.0.1", "-p", "7000", "--cluster", "-c", "50",
+                    "-n", "9000", "-r", "100000", "-P", "16", "-t", "mset", "--csv"]
+    assert "--threads" in redisbench.argv("x", Target("h", 1, threads=3), "get", requests=1)
+    with pytest.raises(LabError, match="unknown redis-benchmark test"):
+        redisbench.argv("x", direct, "flushall", requests=1)
+
+
+def _fake_runs(monkeypatch: pytest.MonkeyPatch, rps: dict[int, float]) -> list[tuple[int, int]]:
+    """redis-benchmark replaced by a fixed throughput per port; records (port, requests)."""
+    calls: list[tuple[int, int]] = []
+
+    def run(binary, target, test, *, requests, clients, pipeline, keyspace):
+        calls.append((target.port, requests))
+        return Result(redisbench.TESTS[test], requests, rps[target.port], 1, 1, 2, 3, 4)
+
+    monkeypatch.setattr(redisbench, "run", run)
+    return calls
+
+
+def test_every_measurement_lasts_the_minimum(monkeypatch: pytest.MonkeyPatch):
+    calls = _fake_runs(monkeypatch, {1: 10_000.0, 2: 40_000.0})
+    cases = overhead.measure("rb", Target("h", 1), Target("h", 2, cluster=True), reps=3,
+                             min_seconds=2.0, commands=("set",), pipelines=(1,))
+    (case,) = cases
+    assert case["ratio_median"] == 0.25 and case["ratios"] == [0.25, 0.25, 0.25]
+    assert case["proxy"]["seconds_min"] >= 2.0 and case["direct"]["seconds_min"] >= 2.0
+    # one short calibration per path, then 3 measurements each, the order alternating
+    assert [(port, n < 20_000) for port, n in calls[:4]] == [(1, True), (1, False),
+                                                             (2, True), (2, False)]
+    assert [port for port, n in calls if n >= 20_000] == [1, 2, 2, 1, 1, 2]
+
+
+def test_a_short_measurement_is_resized_and_repeated(monkeypatch: pytest.MonkeyPatch):
+    speeds = {1: 10_000.0, 2: 10_000.0}
+    calls = _fake_runs(monkeypatch, speeds)
+    sizer = overhead.Sizer("rb", min_seconds=2.0)
+    case = overhead.Case("get", 1)
+    first = sizer.measure("proxy", Target("h", 1), case)
+    assert first.seconds >= 2.0
+    speeds[1] = 40_000.0  # the machine got faster: the calibrated size is now too small
+    second = sizer.measure("proxy", Target("h", 1), case)
+    assert second.seconds >= 2.0 and second.requests > first.requests
+    assert len(calls) == 4  # calibration, first, short run (not reported), resized run
+
+
+def test_bench_configs_are_parsed():
+    from benchmarks.run import parse_configs
+
+    assert parse_configs("on:1,off:2") == [(True, 1), (False, 2)]
+    for bad in ("maybe:1", "on:0", "on"):
+        with pytest.raises(LabError):
+            parse_configs(bad)
+
+
+@pytest.mark.skipif(not charts.available(), reason="matplotlib not installed (extra bench)")
+def test_report_and_charts_from_saved_figures(tmp_path: Path):
+    case = {"test": "SET", "pipeline": 1, "ratio_median": 0.6, "ratio_min": 0.55,
+            "ratio_max": 0.66, "ratio_spread_pct": 18.3, "ratios": [0.6],
+            "proxy": {"rps_median": 30000, "p50_ms_median": 1.2, "p99_ms_median": 4.0,
+                      "seconds_min": 2.1},
+            "direct": {"rps_median": 50000, "p50_ms_median": 0.4, "p99_ms_median": 3.0,
+                       "seconds_min": 2.3}}
+    figures = {"date": "today", "cores": 2, "load_before": "1", "load_after": "2",
+               "redis_benchmark": "7.0.15", "reps": 5, "min_seconds": 2.0, "clients": 50,
+               "keyspace": 100000,
+               "TimeToReady": [{"backend": "local", "samples_s": [2.4, 2.5], "median_s": 2.45,
+                                "min_s": 2.4, "max_s": 2.5, "target_s": 5.0}],
+               "ProxyOverhead": [{"mirror": True, "envoy_concurrency": 1, "envoy_version": "1.40.0",
+                                  "redis_version": "6.2.5", "read_policy": "REPLICA",
+                                  "command_lines": {"proxy": "p", "direct": "d"},
+                                  "cases": [case]}]}
+    (tmp_path / "benchmarks.json").write_text(json.dumps(figures))
+    text = report.render(tmp_path / "benchmarks.json", tmp_path)
+    assert "| SET P1 | **0.60** | 0.55-0.66 | 18% |" in text
+    for stem in ("bench-overhead-ratios", "bench-latency", "bench-time-to-ready"):
+        assert (tmp_path / "charts" / f"{stem}.png").stat().st_size > 5000
+        assert (tmp_path / "charts" / f"{stem}.svg").read_text().startswith("<?xml")
+        assert f"charts/{stem}.png" in text
+
+
+def test_envoy_concurrency_below_one_is_a_user_error(no_leaks: Path):
+    result = cli("up", "--name", "c0", "--envoy-concurrency", "0")
+    assert result.returncode == 2 and "--envoy-concurrency must be at least 1" in result.stderr
+
+
+@needs_binaries
+@pytest.mark.integration
+def test_envoy_runs_with_the_concurrency_asked_for(no_leaks: Path):
+    backend = LocalBackend()
+    state = backend.up(UpOptions(name="conc", envoy_concurrency=1), Progress(quiet=True))
+    try:
+        info = json.loads(LocalAccess(state).admin_get("/server_info"))
+        assert int(info["command_line_options"]["concurrency"]) == 1
+    finally:
+        backend.down(state.name, Progress(quiet=True))
+
+
+@pytest.mark.skipif(shutil.which("redis-benchmark") is None, reason="no redis-tools")
+def test_redis_benchmark_is_found_and_is_7():
+    assert redisbench.version(redisbench.find()).startswith("7.")

@@ -15,7 +15,7 @@ import pytest
 
 from lab.conformance.features import PROFILES
 
-BACKENDS = ("local", "kind", "existing", "attach")
+BACKENDS = ("local", "kind", "existing", "docker", "attach")
 ISTIO_PROFILES = ("modern", "tutorial")
 
 

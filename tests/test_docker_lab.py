@@ -93,18 +93,25 @@ def test_nodes_are_reached_at_their_pod_ips(docker_lab: LabState):
         assert ipaddress.ip_address(node.host) in subnet and node.port == 6379
 
 
-def test_tutorial_profile_passes(docker_lab: LabState, tmp_path: Path):
+def _run_suite(reports: Path) -> tuple[subprocess.CompletedProcess, dict]:
+    import yaml
+
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "suites", "-p", "no:cacheprovider", "-q",
-         "--lab-backend", "attach", "--lab-name", LAB,
-         f"--conformance-report={tmp_path / 'conformance.yaml'}"],
+         "--lab-backend", "attach", "--lab-name", LAB, f"--lab-reports={reports}"],
         capture_output=True, text=True, timeout=300, cwd=ROOT, check=False)
+    report = yaml.safe_load((reports / "latest" / "conformance.yaml").read_text())
+    return result, report
+
+
+def test_tutorial_profile_passes(docker_lab: LabState, tmp_path: Path):
+    result, report = _run_suite(tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    report = (tmp_path / "conformance.yaml").read_text()
-    assert "backend: docker" in report
-    for feature in ("TopologyDiscovery", "Sharding", "ReadPolicyReplica", "WriteMirroring"):
-        assert re.search(rf"{feature}:\s*\n\s*result: success", report) or \
-            f"{feature}: success" in result.stdout
+    assert report["implementation"]["backend"] == "docker"
+    features = report["profiles"][0]["features"]
+    assert set(features) == {"TopologyDiscovery", "Sharding", "ReadPolicyReplica",
+                             "WriteMirroring"}
+    assert all(f["result"] == "success" for f in features.values())
 
 
 def test_second_up_is_refused(docker_lab: LabState):
@@ -209,3 +216,53 @@ def _home_id(home: Path) -> str:
     import hashlib
 
     return hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:6]
+
+
+_NO_MIRROR = """\
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: redis-proxy-without-mirror, namespace: istio-system}
+spec:
+  configPatches:
+    - applyTo: NETWORK_FILTER
+      match:
+        listener:
+          name: ${REDIS_VIP}_6379
+          filterChain: {filter: {name: envoy.filters.network.redis_proxy}}
+      patch:
+        operation: REPLACE
+        value:
+          name: envoy.filters.network.redis_proxy
+          typed_config:
+            "@type": type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy
+            stat_prefix: redis_stats
+            prefix_routes: {catch_all_route: {cluster: custom-redis-cluster}}
+            settings: {op_timeout: 5s, enable_redirection: true, read_policy: REPLICA}
+"""
+_READ_MASTER = _NO_MIRROR.replace("redis-proxy-without-mirror", "read-master").replace(
+    "prefix_routes: {catch_all_route: {cluster: custom-redis-cluster}}",
+    "prefix_routes: {catch_all_route: {cluster: custom-redis-cluster, request_mirror_policy: "
+    "[{cluster: 'outbound|6379||redis-mirror.redis.svc.cluster.local', "
+    "exclude_read_commands: true}]}}").replace("read_policy: REPLICA", "read_policy: MASTER")
+
+
+@pytest.mark.parametrize(("mutant", "failing"), [
+    (_READ_MASTER, {"ReadPolicyReplica"}),
+    (_NO_MIRROR, {"WriteMirroring"}),
+], ids=["read-policy-master", "no-mirror"])
+def test_the_suite_fails_exactly_the_broken_claim(docker_lab: LabState, tmp_path: Path,
+                                                  mutant: str, failing: set[str]):
+    """Failure proof on this backend: one broken claim, exactly its feature fails."""
+    from lab.backends.docker import DockerBackend
+    from lab.progress import Progress
+
+    path = tmp_path / "mutant.yaml"
+    path.write_text(mutant)
+    backend = DockerBackend()
+    backend.reconfigure(LAB, [path], Progress(quiet=True))
+    try:
+        _, report = _run_suite(tmp_path / "reports")
+    finally:
+        backend.reconfigure(LAB, [], Progress(quiet=True))
+    features = report["profiles"][0]["features"]
+    assert {name for name, f in features.items() if f["result"] != "success"} == failing

@@ -6,7 +6,7 @@ from __future__ import annotations
 from lab.backends.base import Backend, UpOptions
 from lab.errors import LabError
 
-BACKENDS = ("local", "kind", "existing", "docker")
+BACKENDS = ("local", "docker", "kind", "existing")
 
 
 def get_backend(name: str) -> Backend:

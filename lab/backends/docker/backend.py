@@ -62,8 +62,9 @@ def _extra_filters(paths_: Sequence[str], vip: str, read_policy: str) -> list[di
     values = model.render_values(vip, read_policy)
     documents: list[dict[str, Any]] = []
     for path in paths_:
-        documents += manifests.by_kind([manifests.load(Path(path).resolve(), values)],
-                                       "EnvoyFilter")
+        # a file that exists as given, else a path under the manifests (mutants/, variants/)
+        source = Path(path).resolve() if Path(path).exists() else path
+        documents += manifests.by_kind([manifests.load(source, values)], "EnvoyFilter")
     return documents
 
 

@@ -95,23 +95,35 @@ class DockerBackend:
     def up(self, options: UpOptions, progress: Progress) -> LabState:
         name = paths.check_name(options.name)
         client = engine.connect()
-        existing = client.containers.list(all=True, filters={"label": engine.label_filter(name)})
-        if existing or client.networks.list(filters={"label": engine.label_filter(name)}):
-            raise LabError(f"lab {name!r} is already up (redis-mesh-lab status --name {name})")
-        if LabState.load(name) is not None:  # a stale state dir: nothing of it runs
-            shutil.rmtree(paths.lab_dir(name), ignore_errors=True)
-        directory = paths.lab_dir(name)
-        started: list[Process] = []
         try:
-            return self._up(client, options, progress, directory, started)
-        except BaseException:
-            for process in started:
-                procs.stop(process.pid, process.expect)
-            self._remove(client, name)
-            shutil.rmtree(directory, ignore_errors=True)
-            raise
+            self._check_free(client, name)
+            directory = paths.lab_dir(name)
+            started: list[Process] = []
+            try:
+                return self._up(client, options, progress, directory, started)
+            except BaseException:
+                for process in started:
+                    procs.stop(process.pid, process.expect)
+                self._remove(client, name)
+                shutil.rmtree(directory, ignore_errors=True)
+                raise
         finally:
             client.close()
+
+    def _check_free(self, client: Any, name: str) -> None:
+        """Refuse a name in use; forget a stale docker state dir whose containers are gone."""
+        wanted = {"label": engine.label_filter(name)}
+        leftover = (client.containers.list(all=True, filters=wanted)
+                    or client.networks.list(filters=wanted))
+        state = LabState.load(name)
+        if state is not None and (leftover or state.backend != self.name):
+            raise LabError(f"lab {name!r} is already up on backend {state.backend} "
+                           f"(redis-mesh-lab status --name {name})")
+        if leftover:
+            raise LabError(f"lab {name!r} has containers or a network left by an `up` that did "
+                           f"not finish: redis-mesh-lab down --name {name} removes them")
+        if state is not None:
+            shutil.rmtree(paths.lab_dir(name), ignore_errors=True)
 
     def _up(self, client: Any, options: UpOptions, progress: Progress, directory: Path,
             started: list[Process]) -> LabState:

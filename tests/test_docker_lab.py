@@ -119,6 +119,33 @@ def test_second_up_is_refused(docker_lab: LabState):
     assert again.returncode == 2 and "already up" in again.stderr
 
 
+def _wait_recovered(state: LabState, timeout: float = 60) -> None:
+    """Every node says cluster_state:ok and Envoy sees all six hosts healthy again."""
+    from lab.backends.docker.access import DockerAccess
+    from lab.envoy.admin import parse_hosts
+
+    access = DockerAccess(state)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                ok = 0
+                for node in state.topology.nodes:
+                    with redis.Redis(node.host, node.port, socket_timeout=1) as conn:
+                        ok += b"cluster_state:ok" in conn.execute_command(
+                            "CLUSTER", "INFO", NEVER_DECODE=True)
+                hosts = parse_hosts(access.admin_get("/clusters"), "custom-redis-cluster")
+                if ok == 6 and list(hosts.values()).count("healthy") == 6:
+                    return
+            except (redis.RedisError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("the lab did not recover from the faults")
+            time.sleep(0.2)
+    finally:
+        access.close()
+
+
 def test_faults_act_on_containers(docker_lab: LabState):
     from lab.backends.docker.access import DockerAccess
 
@@ -127,16 +154,11 @@ def test_faults_act_on_containers(docker_lab: LabState):
     try:
         for action in ("freeze", "unfreeze", "isolate", "reconnect", "kill", "start"):
             access.fault(replica, action)
-        deadline = time.monotonic() + 20
-        while True:  # back with its data dir and IP: it answers again
-            try:
-                with redis.Redis(replica.host, replica.port, socket_timeout=1) as node:
-                    assert node.ping()
-                break
-            except (redis.RedisError, OSError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        # back with its data dir and IP: the cluster and Envoy recover
+        _wait_recovered(docker_lab)
+        with redis.Redis(replica.host, replica.port, socket_timeout=1) as node:
+            role = node.execute_command("ROLE", NEVER_DECODE=True)
+        assert role[0] == b"slave"
     finally:
         access.close()
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import functools
 import json
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -96,19 +97,24 @@ class DockerBackend:
         name = paths.check_name(options.name)
         client = engine.connect()
         try:
-            self._check_free(client, name)
-            directory = paths.lab_dir(name)
-            started: list[Process] = []
-            try:
-                return self._up(client, options, progress, directory, started)
-            except BaseException:
-                for process in started:
-                    procs.stop(process.pid, process.expect)
-                self._remove(client, name)
-                shutil.rmtree(directory, ignore_errors=True)
-                raise
+            with _claim(name):
+                return self._claimed_up(client, options, progress)
         finally:
             client.close()
+
+    def _claimed_up(self, client: Any, options: UpOptions, progress: Progress) -> LabState:
+        name = options.name
+        self._check_free(client, name)
+        directory = paths.lab_dir(name)
+        started: list[Process] = []
+        try:
+            return self._up(client, options, progress, directory, started)
+        except BaseException:
+            for process in started:
+                procs.stop(process.pid, process.expect)
+            self._remove(client, name, this_run=True)
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
 
     def _check_free(self, client: Any, name: str) -> None:
         """Refuse a name in use; forget a stale docker state dir whose containers are gone."""
@@ -143,7 +149,7 @@ class DockerBackend:
         ips |= {model.MIRROR_SERVICE: addresses.mirror, CLIENT_POD: addresses.client}
         pods = Pods(client, name, directory, net.name, tags, ips, self._aliases(spec, node_pods))
         (directory / "logs").mkdir(parents=True, exist_ok=True)
-        pods.side_dir.mkdir(mode=0o700)
+        pods.side_dir.mkdir(mode=0o700, exist_ok=True)
         with progress.step(f"start {len(node_pods)} redis nodes, redis-mirror and redis-client"):
             self._start_pods(pods, spec, node_pods, vip)
         with progress.step("istio-init: capture outbound TCP of redis-client to 15001"):
@@ -395,9 +401,9 @@ class DockerBackend:
         return state is not None or removed
 
     @staticmethod
-    def _remove(client: Any, name: str) -> bool:
+    def _remove(client: Any, name: str, this_run: bool = False) -> bool:
         """Remove every container and network labelled with the lab (state dir or not)."""
-        wanted = {"label": engine.label_filter(name)}
+        wanted = {"label": engine.label_filter(name, this_run)}
         containers = client.containers.list(all=True, filters=wanted)
 
         def remove(container: Any) -> None:
@@ -420,6 +426,23 @@ class DockerBackend:
 
     def access(self, state: LabState) -> Access:
         return DockerAccess(state)
+
+
+@contextlib.contextmanager
+def _claim(name: str) -> Iterator[None]:
+    """One `up` per lab name at a time (a lock file in the labs' home, held during `up`)."""
+    home = paths.home()
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / f".{name}.docker-up.lock"
+    with open(path, "w", encoding="ascii") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LabError(f"lab {name!r} is being brought up by another process") from None
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)  # still held: nobody waits on it (LOCK_NB)
 
 
 def _record_envoyfilters(state: LabState, extra_paths: list[str]) -> None:

@@ -4,6 +4,7 @@ reconfigure, and `down`/interruption leaving nothing behind (found by the lab's 
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import shutil
@@ -288,3 +289,27 @@ def test_the_suite_fails_exactly_the_broken_claim(docker_lab: LabState, tmp_path
         backend.reconfigure(LAB, [], Progress(quiet=True))
     features = report["profiles"][0]["features"]
     assert {name for name, f in features.items() if f["result"] != "success"} == failing
+
+
+def test_failed_up_leaves_diagnostics_and_nothing_running(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch):
+    from lab.backends.base import UpOptions
+    from lab.backends.docker import DockerBackend
+    from lab.errors import LabError
+    from lab.progress import Progress
+
+    monkeypatch.setenv("REDIS_MESH_LAB_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+
+    def broken(*_: object) -> None:
+        raise LabError("injected failure after the cluster formed")
+
+    monkeypatch.setattr(DockerBackend, "_write_envoy_config", staticmethod(broken))
+    with pytest.raises(LabError, match=r"injected failure.*diagnostics in"):
+        DockerBackend().up(UpOptions(name="docker-fail"), Progress(quiet=True))
+    bundle = tmp_path / "reports" / "diagnostics" / "docker-fail"
+    assert (bundle / "redis-cluster-0.log").is_file()
+    assert json.loads((bundle / "redis-client.inspect.json").read_text())["HostConfig"]
+    assert "--cluster create" in (bundle / "cluster-create.log").read_text()
+    assert lab_objects("docker-fail", engine.home_id()) == ([], [])
+    assert not (tmp_path / "home" / "docker-fail").exists()

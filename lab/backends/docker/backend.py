@@ -36,7 +36,7 @@ from lab.progress import Progress
 from lab.state import LabState, Process
 from lab.topology import Node, Topology, from_cluster_slots
 
-from . import engine, images, network, sidecar
+from . import diagnostics, engine, images, network, sidecar
 from .access import DockerAccess
 from .pods import CLIENT_POD, SIDECAR, SIDECAR_DIR, Pods
 
@@ -109,12 +109,21 @@ class DockerBackend:
         started: list[Process] = []
         try:
             return self._up(client, options, progress, directory, started)
-        except BaseException:
+        except BaseException as exc:
+            bundle = None
+            if isinstance(exc, LabError):
+                bundle = diagnostics.collect(client, name, directory,
+                                             diagnostics.reports_dir() / "diagnostics" / name)
             for process in started:
                 procs.stop(process.pid, process.expect)
-            self._remove(client, name, this_run=True)
-            shutil.rmtree(directory, ignore_errors=True)
-            raise
+            if not (options.keep and bundle):
+                self._remove(client, name, this_run=True)
+                shutil.rmtree(directory, ignore_errors=True)
+            if bundle is None:
+                raise
+            kept = ("; its containers were kept: redis-mesh-lab down --name "
+                    f"{name} removes them") if options.keep else ""
+            raise LabError(f"{exc} (diagnostics in {bundle}{kept})") from None
 
     def _check_free(self, client: Any, name: str) -> None:
         """Refuse a name in use; forget a stale docker state dir whose containers are gone."""
@@ -165,7 +174,7 @@ class DockerBackend:
             self._write_envoy_config(spec, vip, ips, extra, pods.side_dir)
         admin_socket = pods.side_dir / sidecar.ADMIN_SOCKET
         with progress.step(f"start the sidecar, wait for {sts.replicas} healthy hosts"):
-            pods.start_sidecar()
+            pods.start_sidecar(getattr(options, "envoy_concurrency", None))
             self._wait_envoy(admin_socket, sts.replicas, client, pods.name(SIDECAR))
         with progress.step("relay in redis-client's network namespace"):
             pid = int(client.containers.get(pods.name(CLIENT_POD)).attrs["State"]["Pid"])

@@ -80,7 +80,7 @@ class Pods:
                                              remove=True, **in_client)
         return log + listing.decode(errors="replace")
 
-    def start_sidecar(self) -> None:
+    def start_sidecar(self, concurrency: int | None = None) -> None:
         """Envoy as uid 1337 in the client's network namespace; its files in the lab dir."""
         from testcontainers.core.container import DockerContainer
 
@@ -89,7 +89,8 @@ class Pods:
         (DockerContainer(self.tags["envoy"]).with_name(self.name(SIDECAR))
          .with_volume_mapping(str(self.side_dir), sidecar.CONFIG_DIR, "rw")
          .with_command(["-c", f"{sidecar.CONFIG_DIR}/{sidecar.CONFIG_FILE}",
-                        "--disable-hot-restart", "-l", "warning", "--drain-time-s", "1"])
+                        "--disable-hot-restart", "-l", "warning", "--drain-time-s", "1",
+                        *(["--concurrency", str(concurrency)] if concurrency else [])])
          .with_kwargs(labels=engine.labels(self.lab, SIDECAR),
                       network_mode=f"container:{self.name(CLIENT_POD)}",
                       user=f"{images.ENVOY_UID}:{images.ENVOY_UID}", detach=True)

@@ -17,6 +17,7 @@ from typing import Any
 
 import redis
 
+from lab import acl
 from lab.errors import LabError
 from lab.state import LabState
 from lab.topology import Node
@@ -30,6 +31,7 @@ class DockerAccess:
     def __init__(self, state: LabState) -> None:
         self.state = state
         self._client: Any = None
+        self._credentials: acl.Credentials | None = None
 
     @property
     def docker(self) -> Any:
@@ -44,6 +46,12 @@ class DockerAccess:
     @property
     def admin_socket(self) -> Path:
         return self.state.directory / str(self.state.extra["admin_socket"])
+
+    def credentials(self) -> dict[str, str]:
+        """The lab's admin user (seam 4): node clients of the `Lab` handle authenticate."""
+        if self._credentials is None:
+            self._credentials = acl.load(self.state.directory)
+        return self._credentials.redis_kwargs()
 
     def proxy_client(self) -> redis.Redis:
         return redis.Redis(unix_socket_path=str(self.relay_socket), socket_timeout=10,

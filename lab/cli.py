@@ -241,6 +241,13 @@ def _list(args: argparse.Namespace) -> int:
 
 def _cli(args: argparse.Namespace) -> int:
     state = _load(args.name)
+    if state.backend == "docker":  # redis-cli inside the lab, through the sidecar
+        from lab.backends.docker.shell import redis_cli_argv
+
+        argv = redis_cli_argv(state, args.node, list(args.args))
+        env = {**os.environ, **acl.load(state.directory).cli_env()} if args.node else None
+        sys.stdout.flush()
+        os.execve(argv[0], argv, env if env is not None else dict(os.environ))
     if state.backend != "local":
         raise LabError(f"`{PROG} cli` runs redis-cli on this machine; lab {state.name!r} is on "
                        f"backend {state.backend}")

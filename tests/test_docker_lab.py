@@ -81,6 +81,14 @@ def test_the_tutorial_command_goes_through_the_sidecar(docker_lab: LabState):
         assert node.execute_command("GET", "a", NEVER_DECODE=True) == b"a"
 
 
+def test_cli_runs_redis_cli_inside_the_lab(docker_lab: LabState):
+    """`redis-mesh-lab cli` is the tutorial's `kubectl exec ... redis-cli -h redis-cluster`."""
+    assert cli("cli", "--name", LAB, "set", "cli-key", "v").stdout.strip() == "OK"
+    assert cli("cli", "--name", LAB, "get", "cli-key").stdout.strip() == "v"
+    node = cli("cli", "--name", LAB, "--node", "redis-cluster-0", "acl", "whoami")
+    assert node.stdout.strip() == "rml-admin", node.stderr  # the lab's admin user on a node
+
+
 def test_the_vip_is_held_by_no_container(docker_lab: LabState):
     """Envoy's own uid is not captured: from it, the Service VIP answers nothing."""
     client = docker_lab.extra["containers"]["redis-client"]

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import functools
 import json
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 import redis
 from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from lab import acl, model, paths, procs
+from lab import acl, locks, model, paths, procs
 from lab.backends.base import Access, UpOptions
 from lab.envoy import proof
 from lab.envoy import sidecar as envoy_files
@@ -103,7 +102,7 @@ class DockerBackend:
         name = paths.check_name(options.name)
         client = engine.connect()
         try:
-            with _claim(name):
+            with locks.lab_lock(name, "being brought up"):
                 return self._claimed_up(client, options, progress)
         finally:
             client.close()
@@ -392,7 +391,12 @@ class DockerBackend:
     def reconfigure(self, name: str, envoyfilters: Sequence[Path | str],
                     progress: Progress) -> LabState:
         """Swap the lab's extra EnvoyFilters and restart only the sidecar's Envoy."""
-        state = LabState.load(paths.check_name(name))
+        with locks.lab_lock(paths.check_name(name), "being reconfigured"):
+            return self._reconfigure(name, envoyfilters, progress)
+
+    def _reconfigure(self, name: str, envoyfilters: Sequence[Path | str],
+                     progress: Progress) -> LabState:
+        state = LabState.load(name)
         if state is None or state.backend != self.name:
             raise LabError(f"lab {name!r} is not up on backend docker")
         client = engine.connect()
@@ -434,17 +438,18 @@ class DockerBackend:
 
     # ---- down ---------------------------------------------------------------------------
     def down(self, name: str, progress: Progress) -> bool:
-        state = LabState.load(paths.check_name(name))
         client = engine.connect()
         try:
-            with progress.step(f"remove the containers and network of lab {name!r}"):
-                if state is not None:
-                    for process in state.processes:
-                        procs.stop(process.pid, process.expect)
-                removed = self._remove(client, name)
+            with locks.lab_lock(paths.check_name(name), "being taken down", remove=True):
+                state = LabState.load(name)
+                with progress.step(f"remove the containers and network of lab {name!r}"):
+                    if state is not None:
+                        for process in state.processes:
+                            procs.stop(process.pid, process.expect)
+                    removed = self._remove(client, name)
+                shutil.rmtree(paths.lab_dir(name), ignore_errors=True)
         finally:
             client.close()
-        shutil.rmtree(paths.lab_dir(name), ignore_errors=True)
         return state is not None or removed
 
     @staticmethod
@@ -473,22 +478,6 @@ class DockerBackend:
 
     def access(self, state: LabState) -> Access:
         return DockerAccess(state)
-
-
-@contextlib.contextmanager
-def _claim(name: str) -> Iterator[None]:
-    """One `up` per lab name at a time (a lock file in the labs' home, held during `up`)."""
-    home = paths.home(create=True)
-    path = home / f".{name}.docker-up.lock"
-    with open(path, "w", encoding="ascii") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LabError(f"lab {name!r} is being brought up by another process") from None
-        try:
-            yield
-        finally:
-            path.unlink(missing_ok=True)  # still held: nobody waits on it (LOCK_NB)
 
 
 def _node_client(ip: str, credentials: acl.Credentials, timeout: float = 2) -> redis.Redis:

@@ -100,6 +100,9 @@ class DockerBackend:
     # ---- up -----------------------------------------------------------------------------
     def up(self, options: UpOptions, progress: Progress) -> LabState:
         name = paths.check_name(options.name)
+        if os.geteuid() != 0:
+            raise LabError("the docker backend needs root: its relay enters the client pod's "
+                           "network namespace (nsenter) and Envoy's admin socket is uid 1337's")
         client = engine.connect()
         try:
             with locks.lab_lock(name, "being brought up"):

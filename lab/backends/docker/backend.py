@@ -172,24 +172,36 @@ class DockerBackend:
         pods.side_dir.mkdir(mode=0o700, exist_ok=True)
         with progress.step(f"start {len(node_pods)} redis nodes, redis-mirror and redis-client"):
             self._start_pods(pods, spec, node_pods, vip)
-        with progress.step("istio-init: capture outbound TCP of redis-client to 15001"):
-            (directory / "logs" / "istio-init.log").write_text(pods.capture(), encoding="utf-8")
-        with progress.step("redis-cli --cluster create (in redis-cluster-0) --cluster-replicas 1"):
-            (directory / "logs" / "cluster-create.log").write_text(
-                pods.create_cluster(node_pods), encoding="utf-8")
         names_by_address = {f"{ips[p]}:{model.REDIS_PORT}": p for p in node_pods}
-        with progress.step("wait for cluster_state:ok and 3 shards with a replica each"):
-            topology = self._wait_cluster([Node(p, ips[p], model.REDIS_PORT) for p in node_pods],
-                                          names_by_address, credentials)
-        with progress.step("Envoy config: sidecar baseline + EnvoyFilters as written"):
-            self._write_envoy_config(spec, vip, ips, extra, pods.side_dir)
         admin_socket = pods.side_dir / sidecar.ADMIN_SOCKET
+        pid = int(client.containers.get(pods.name(CLIENT_POD)).attrs["State"]["Pid"])
+        # The client pod's side does not depend on the cluster: it runs meanwhile.
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            capture = pool.submit(pods.capture)
+            config = pool.submit(self._write_envoy_config, spec, vip, ips, extra, pods.side_dir)
+            relay = pool.submit(self._start_relay, pid, directory, vip)
+            try:
+                with progress.step("redis-cli --cluster create (in redis-cluster-0) "
+                                   "--cluster-replicas 1; meanwhile istio-init (capture to "
+                                   "15001), Envoy's config, the relay in redis-client's netns"):
+                    (directory / "logs" / "cluster-create.log").write_text(
+                        pods.create_cluster(node_pods), encoding="utf-8")
+                with progress.step("wait for cluster_state:ok and 3 shards with a replica each"):
+                    topology = self._wait_cluster(
+                        [Node(p, ips[p], model.REDIS_PORT) for p in node_pods],
+                        names_by_address, credentials)
+                (directory / "logs" / "istio-init.log").write_text(capture.result(),
+                                                                    encoding="utf-8")
+                config.result()
+                started.append(relay.result())
+            except BaseException:
+                with contextlib.suppress(Exception):  # so the cleanup stops it
+                    if relay.result() not in started:
+                        started.append(relay.result())
+                raise
         with progress.step(f"start the sidecar, wait for {sts.replicas} healthy hosts"):
             pods.start_sidecar(getattr(options, "envoy_concurrency", None))
             self._wait_envoy(admin_socket, sts.replicas, client, pods.name(SIDECAR))
-        with progress.step("relay in redis-client's network namespace"):
-            pid = int(client.containers.get(pods.name(CLIENT_POD)).attrs["State"]["Pid"])
-            started.append(self._start_relay(pid, directory, vip))
         self._prove(options, progress, admin_socket, relay=directory / RELAY_SOCKET,
                     topology=topology, listener=f"{vip}_{model.REDIS_PORT}")
         state = LabState(

@@ -161,8 +161,21 @@ def test_faults_act_on_containers(docker_lab: LabState):
     access = DockerAccess(docker_lab)
     replica = docker_lab.topology.shards[0].replicas[0]
     try:
-        for action in ("freeze", "unfreeze", "isolate", "reconnect", "kill", "start"):
-            access.fault(replica, action)
+        def answers() -> bool:
+            try:
+                with redis.Redis(replica.host, replica.port, socket_timeout=0.5,
+                                 socket_connect_timeout=0.5) as node:
+                    return bool(node.ping())
+            except (redis.RedisError, OSError):
+                return False
+
+        for fault, undo in (("freeze", "unfreeze"), ("isolate", "reconnect"),
+                            ("kill", "start")):
+            access.fault(replica, fault)
+            assert not answers(), fault  # the fault is in place
+            access.fault(replica, undo)
+        for undo in ("unfreeze", "reconnect", "start"):  # undoing what is not in place: no-op
+            access.fault(replica, undo)
         # back with its data dir and IP: the cluster and Envoy recover
         _wait_recovered(docker_lab)
         with redis.Redis(replica.host, replica.port, socket_timeout=1) as node:

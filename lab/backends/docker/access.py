@@ -100,17 +100,23 @@ class DockerAccess:
         elif action == "freeze":
             container.pause()
         elif action == "unfreeze":
-            container.unpause()
+            if container.status == "paused":  # a killed-then-started node is not paused
+                container.unpause()
         else:
             self._network_fault(container, node, action)
 
     def _network_fault(self, container: Any, node: Node, action: str) -> None:
-        network = self.docker.networks.get(str(self.state.extra["network"]))
+        network_name = str(self.state.extra["network"])
+        network = self.docker.networks.get(network_name)
+        attached = network_name in (container.attrs.get("NetworkSettings") or {}).get(
+            "Networks", {})
         if action == "isolate":
-            network.disconnect(container)
+            if attached:
+                network.disconnect(container)
             return
-        aliases = list(self.state.extra["aliases"].get(node.name, []))
-        network.connect(container, ipv4_address=node.host, aliases=aliases)
+        if not attached:  # back with the same IP and DNS names
+            aliases = list(self.state.extra["aliases"].get(node.name, []))
+            network.connect(container, ipv4_address=node.host, aliases=aliases)
 
     def close(self) -> None:
         if self._client is not None:

@@ -1,4 +1,4 @@
-"""The command line: `redis-mesh-lab up | status | down | list`."""
+"""The command line: `redis-mesh-lab up | status | down | list | tools install istiod`."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import json
 import sys
 from collections.abc import Sequence
 
-from lab import model, paths, procs
+from lab import model, paths, procs, versions
 from lab.backends import BACKENDS, UpOptions, get_backend
+from lab.controlplane import CONTROL_PLANES
 from lab.errors import LabError
 from lab.progress import Progress
 from lab.state import LabState, all_states
@@ -32,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="local: the proxy's loopback port (default: a free one)")
     up.add_argument("--envoy-concurrency", type=int, default=None, metavar="N",
                     help="local: Envoy worker threads (default: Envoy's, one per core)")
+    up.add_argument("--control-plane", default="builtin", choices=CONTROL_PLANES,
+                    help="local: builtin (our EnvoyFilter patcher, default) or istiod (real "
+                         "Istio; install it once with `redis-mesh-lab tools install istiod`)")
     up.add_argument("--istio", default="modern", choices=("modern", "tutorial"),
                     help="kind/existing: Istio profile (default: modern)")
     up.add_argument("--kubeconfig", default=None, help="existing: the cluster's kubeconfig")
@@ -52,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     down.add_argument("--quiet", action="store_true")
 
     sub.add_parser("list", help="list the labs in this directory")
+
+    tools = sub.add_parser("tools", help="install the optional tools a lab can use")
+    tools_sub = tools.add_subparsers(dest="tools_command", required=True)
+    install = tools_sub.add_parser("install", help="build or download a tool into the cache")
+    install.add_argument("tool", choices=("istiod",))
     return parser
 
 
@@ -68,7 +77,13 @@ def _up(args: argparse.Namespace) -> int:
                         kubeconfig=args.kubeconfig, context=args.context,
                         preload_images=args.preload_images, dry_run=args.dry_run,
                         keep=args.keep_on_failure,
-                        envoy_concurrency=args.envoy_concurrency)
+                        envoy_concurrency=args.envoy_concurrency,
+                        control_plane=args.control_plane)
+    if args.control_plane != "builtin" and args.backend != "local":
+        raise LabError(f"--control-plane {args.control_plane} is for --backend local")
+    if args.control_plane == "istiod" and args.proxy_port is not None:
+        raise LabError("--proxy-port does not apply to --control-plane istiod: the proxy "
+                       "listens on the redis-cluster VIP at 6379, as the client expects")
     if args.dry_run:
         print(backend.dry_run(options))
         return 0
@@ -93,7 +108,9 @@ def _describe(state: LabState) -> str:
     lines = [
         f"lab {state.name} ({state.backend}"
         + (f", Istio {state.istio_profile}" if state.istio_profile else "")
-        + f"), Envoy {state.envoy_version}, Redis {state.redis_version}",
+        + f"), Envoy {state.envoy_version}, Redis {state.redis_version}"
+        + (f", EnvoyFilters applied by {state.extra['istio_build']}"
+           if state.extra.get("control_plane") == "istiod" else ""),
         f"  proxy   {_where(state.proxy)}",
         f"  admin   {_where(state.admin)}",
         f"  mirror  {_where(state.mirror)}  mirroring {'on' if state.mirror_enabled else 'off'}",
@@ -144,9 +161,24 @@ def _list(_: argparse.Namespace) -> int:
     return 0
 
 
+def _tools(args: argparse.Namespace) -> int:
+    """`tools install istiod`: go install pilot-discovery at the pinned version, visibly."""
+    from lab.controlplane import pilot
+
+    existing = pilot.find()
+    if existing:
+        print(f"istiod is installed: {existing} ({versions.ISTIOD_DESCRIPTION})")
+        return 0
+    print(f"building istiod ({versions.ISTIOD_DESCRIPTION}) with go install into "
+          f"{pilot.cache_dir()}; a cold build takes many minutes", flush=True)
+    path, seconds = pilot.install()
+    print(f"istiod installed: {path} (built in {seconds:.0f} s)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    commands = {"up": _up, "status": _status, "down": _down, "list": _list}
+    commands = {"up": _up, "status": _status, "down": _down, "list": _list, "tools": _tools}
     try:
         return commands[args.command](args)
     except LabError as exc:

@@ -20,6 +20,9 @@ from tenacity import RetryError, retry, retry_if_exception_type, stop_after_dela
 
 from lab import binaries, model, paths, ports, procs
 from lab.backends.base import Access, UpOptions
+from lab.controlplane import addresses as cp_addresses
+from lab.controlplane import builtin, extra_envoyfilters
+from lab.controlplane import istiod as cp_istiod
 from lab.envoy import bootstrap, sidecar
 from lab.envoy.admin import Admin
 from lab.errors import LabError
@@ -56,7 +59,7 @@ def local_vips(services: tuple[Service, ...]) -> dict[str, str]:
     return {s.name: f"{SERVICE_VIPS_BASE}{i + 1}" for i, s in enumerate(routed)}
 
 
-def node_conf(manifest_conf: str, port: int, directory: Path) -> str:
+def node_conf(manifest_conf: str, port: int, directory: Path, host: str = LOOPBACK) -> str:
     """The ConfigMap's redis.conf with the directives a loopback node needs of its own."""
     kept = [line for line in manifest_conf.splitlines()
             if line.strip() and not line.lstrip().startswith("#")
@@ -64,7 +67,8 @@ def node_conf(manifest_conf: str, port: int, directory: Path) -> str:
     return "\n".join([
         *kept,
         f"port {port}",
-        f"bind {LOOPBACK}",
+        f"bind {host}",
+        *([f"cluster-announce-ip {host}"] if host != LOOPBACK else []),
         "protected-mode yes",
         f"dir {directory}",
         "cluster-config-file nodes.conf",
@@ -74,8 +78,8 @@ def node_conf(manifest_conf: str, port: int, directory: Path) -> str:
     ])
 
 
-def mirror_conf(port: int, directory: Path) -> str:
-    return "\n".join([f"port {port}", f"bind {LOOPBACK}", "protected-mode yes",
+def mirror_conf(port: int, directory: Path, host: str = LOOPBACK) -> str:
+    return "\n".join([f"port {port}", f"bind {host}", "protected-mode yes",
                       f"dir {directory}", "save \"\"", "appendonly no", ""])
 
 
@@ -160,30 +164,43 @@ class LocalBackend:
     def _up(self, options: UpOptions, progress: Progress, directory: Path,
             started: list[Process]) -> LabState:
         server, cli, envoy = binaries.redis_server(), binaries.redis_cli(), binaries.envoy()
+        istiod = getattr(options, "control_plane", "builtin") == cp_istiod.NAME
+        block = cp_istiod.require_block(options.name, all_states()) if istiod else None
         with progress.step("render manifests into the lab model"):
             probe = model.load_spec(SERVICE_VIPS_BASE + "1", options.read_policy, options.mirror)
-            vips = local_vips(probe.services)
+            vips = cp_istiod.vips(probe, block) if block else local_vips(probe.services)
             spec = model.load_spec(vips[model.CLIENT_SERVICE], options.read_policy,
                                    options.mirror)
+            extra = extra_envoyfilters(getattr(options, "envoyfilters", ()),
+                                       vips[model.CLIENT_SERVICE], options.read_policy)
         sts = spec.statefulset
         (directory / "logs").mkdir(parents=True, exist_ok=True)
         with ports.allocation_lock(paths.home()):
             plan = self._allocate(spec, options)
+            if block:
+                plan = self._on_block(plan, spec, block)
             with progress.step(f"start {sts.replicas} redis-server nodes and redis-mirror"):
                 for node in plan.nodes:
                     started.append(self._start_redis(server, node, directory,
                                                      node_conf(spec.redis_conf, node.port,
-                                                               directory / node.name)))
+                                                               directory / node.name, node.host)))
                 started.append(self._start_redis(server, plan.mirror, directory,
                                                  mirror_conf(plan.mirror.port,
-                                                             directory / plan.mirror.name)))
+                                                             directory / plan.mirror.name,
+                                                             plan.mirror.host)))
                 self._wait_ping([*plan.nodes, plan.mirror], started, directory)
         with progress.step("redis-cli --cluster create --cluster-replicas 1"):
             self._create_cluster(cli, plan.nodes, directory)
         with progress.step("wait for cluster_state:ok and 3 shards with a replica each"):
             topology = self._wait_cluster(plan)
-        with progress.step("derive Envoy's config: sidecar baseline + EnvoyFilters"):
-            config_path = self._envoy_config(spec, vips, plan, directory)
+        if block:
+            with progress.step(f"start {cp_istiod.describe()} and the lab's DNS"):
+                config_path = sidecar.write(cp_istiod.start(
+                    spec, block, directory, started, admin=(LOOPBACK, plan.admin_port),
+                    extra_envoyfilters=extra), directory / "envoy.json")
+        else:
+            with progress.step("derive Envoy's config: sidecar baseline + EnvoyFilters"):
+                config_path = self._envoy_config(spec, vips, plan, directory, extra)
         with progress.step("envoy --mode validate"):
             sidecar.validate(config_path, envoy)
         with progress.step(f"start Envoy, wait for {sts.replicas} healthy hosts"):
@@ -195,16 +212,21 @@ class LocalBackend:
                                                          directory), str(config_path)))
             admin = Admin(LOOPBACK, plan.admin_port)
             self._wait_envoy(admin, sts.replicas, started[-1], directory)
+        if block:
+            with progress.step("check istiod's push: the EnvoyFilters' redis proxy and cluster"):
+                cp_istiod.check_config(admin, spec, vips[model.CLIENT_SERVICE], extra)
         state = LabState(
             name=options.name, backend=self.name, read_policy=spec.read_policy,
             mirror_enabled=spec.mirror,
-            proxy={"host": LOOPBACK, "port": plan.proxy_port},
+            proxy={"host": vips[model.CLIENT_SERVICE] if block else LOOPBACK,
+                   "port": plan.proxy_port},
             admin={"host": LOOPBACK, "port": plan.admin_port},
             mirror=plan.mirror.to_dict() | {"name": plan.mirror.name},
             shards=topology.to_list(), processes=list(started),
             envoy_version=admin.server_version(), redis_version=self._redis_version(plan),
             created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            extra={"names_by_address": plan.names_by_address, "vips": vips},
+            extra={"names_by_address": plan.names_by_address, "vips": vips}
+            | (cp_istiod.state_extra(block) if block else {"control_plane": "builtin"}),
         )
         state.save()
         return state
@@ -228,6 +250,15 @@ class LocalBackend:
         nodes = [Node(sts.pod(i), LOOPBACK, port) for i, port in enumerate(node_ports)]
         mirror = Node(model.MIRROR_SERVICE, LOOPBACK, extra[0])
         return _Plan(nodes=nodes, mirror=mirror, proxy_port=proxy_port, admin_port=extra[1],
+                     names_by_address={n.address: n.name for n in nodes})
+
+    @staticmethod
+    def _on_block(plan: _Plan, spec: LabSpec, block: cp_addresses.Block) -> _Plan:
+        """istiod mode: every node and the mirror on its own address at the Service port,
+        the proxy on the redis-cluster VIP at 6379 (as the client would connect to it)."""
+        nodes = [Node(n.name, block.node(i), model.REDIS_PORT) for i, n in enumerate(plan.nodes)]
+        return _Plan(nodes=nodes, mirror=Node(plan.mirror.name, block.mirror, model.REDIS_PORT),
+                     proxy_port=model.REDIS_PORT, admin_port=plan.admin_port,
                      names_by_address={n.address: n.name for n in nodes})
 
     @staticmethod
@@ -297,7 +328,8 @@ class LocalBackend:
             raise LabError(f"the cluster did not converge: {exc}") from None
 
     @staticmethod
-    def _envoy_config(spec: LabSpec, vips: dict[str, str], plan: _Plan, directory: Path) -> Path:
+    def _envoy_config(spec: LabSpec, vips: dict[str, str], plan: _Plan, directory: Path,
+                      extra: list[dict[str, Any]]) -> Path:
         def endpoints(service: Service, port: int) -> list[tuple[str, int]]:
             if service.name == model.MIRROR_SERVICE:
                 return [(plan.mirror.host, plan.mirror.port)]
@@ -319,7 +351,7 @@ class LocalBackend:
                     return plan.mirror.host, plan.mirror.port
             return None
 
-        config = sidecar.patched_config(spec, vips, endpoints, bind)
+        config = builtin.sidecar_config(spec, vips, endpoints, bind, extra)
         boot = bootstrap.build(config, (LOOPBACK, plan.admin_port), f"sidecar~{LOOPBACK}~"
                                f"redis-client.redis~redis.svc.cluster.local", resolve)
         return sidecar.write(boot, directory / "envoy.json")

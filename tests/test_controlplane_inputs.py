@@ -60,12 +60,16 @@ def test_envoyfilters_are_the_kubernetes_paths_rendered_documents():
     spec, vips = _spec("PREFER_MASTER", mirror=True)
     docs = istio_config.documents(spec, vips, istiod.addresses(spec, BLOCK))
     filters = [d for d in docs if d["kind"] == "EnvoyFilter"]
+    for doc in filters:  # creation order, as `kubectl apply` in this order would give
+        assert doc["metadata"].pop("creationTimestamp").startswith("2026-01-01T00:00:0")
     assert filters == spec.envoyfilter_documents
     text = istio_config.to_yaml(filters)
     assert "${" not in text and "127.77.7.1_6379" in text and "PREFER_MASTER" in text
     extra = {"kind": "EnvoyFilter", "metadata": {"name": "x", "namespace": "istio-system"},
              "spec": {"configPatches": []}}
-    assert istio_config.envoyfilters(spec, [extra])[-1] == extra
+    last = istio_config.envoyfilters(spec, [extra])[-1]
+    assert last["metadata"].pop("creationTimestamp") == "2026-01-01T00:00:02Z"
+    assert last == extra
 
 
 def test_client_sidecar_binds_each_service_port_on_its_vip():

@@ -116,9 +116,20 @@ def mesh_config() -> dict[str, Any]:
     }
 
 
+APPLIED_AT = "2026-01-01T00:00:{:02d}Z"
+
+
 def envoyfilters(spec: LabSpec, extra: Sequence[Document] = ()) -> list[Document]:
-    """The lab's EnvoyFilters as the Kubernetes path applies them, then the extra ones."""
-    return [copy.deepcopy(doc) for doc in [*spec.envoyfilter_documents, *extra]]
+    """The lab's EnvoyFilters as the Kubernetes path applies them, then the extra ones.
+
+    Istio orders EnvoyFilters of equal priority by creation time, then name. Files have no
+    creation time, so each document gets the one `kubectl apply` in this order would give
+    it (one second apart), unless it says its own: otherwise istiod would order by name.
+    """
+    docs = [copy.deepcopy(doc) for doc in [*spec.envoyfilter_documents, *extra]]
+    for index, doc in enumerate(docs):
+        doc.setdefault("metadata", {}).setdefault("creationTimestamp", APPLIED_AT.format(index))
+    return docs
 
 
 def documents(spec: LabSpec, vips: Mapping[str, str], addresses: Mapping[str, str],

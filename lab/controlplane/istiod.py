@@ -126,7 +126,7 @@ def start(spec: LabSpec, block: Block, directory: Path, started: list[Process], 
     started.append(Process(NAME, procs.spawn(wrapped, logs / "istiod.log", directory / "istiod"),
                            "pilot-discovery"))
     dns_port = _wait_dns(port_file, started[-2], logs)
-    _wait_ready(ports, started[-1], logs)
+    wait_ready(ports, started[-1].pid, logs / "istiod.log")
     metadata = istio_config.node_metadata(spec, block.client, ISTIO_VERSION_METADATA)
     return xds_bootstrap.build(istio_config.node_id(block.client), metadata, admin,
                                (ports.host, ports.grpc), (block.dns, dns_port))
@@ -155,14 +155,14 @@ def _wait_dns(port_file: Path, process: Process, logs: Path) -> int:
         raise LabError("the lab's DNS responder did not start within 15 s") from None
 
 
-def _wait_ready(ports: pilot.Ports, process: Process, logs: Path) -> None:
+def wait_ready(ports: pilot.Ports, pid: int, log: Path) -> None:
     url = f"http://{ports.address(ports.http)}/ready"
 
     @retry(stop=stop_after_delay(60), wait=wait_fixed(0.2),
            retry=retry_if_exception_type((_NotYet, OSError)), reraise=True)
     def ready() -> None:
-        if not procs.running(process.pid):
-            raise LabError(f"istiod exited: {_tail(logs / 'istiod.log')}")
+        if not procs.running(pid):
+            raise LabError(f"istiod exited: {_tail(log)}")
         status, body = http_get(url, timeout=2)
         if status != 200:
             raise _NotYet(f"{url}: {status} {body.strip()[:200]}")

@@ -13,7 +13,7 @@ import json
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,30 +106,38 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
         return exc.code, exc.read().decode("utf-8", errors="replace")
 
 
-def start(spec: LabSpec, block: Block, directory: Path, started: list[Process], *,
-          admin: tuple[str, int], extra_envoyfilters: Sequence[Document] = (),
+Launch = Callable[[str, list[str], Path, Path, str], Process]  # name, argv, log, cwd, expect
+
+
+def start(spec: LabSpec, block: Block, directory: Path, *, launch: Launch,
+          admin: str | tuple[str, int], extra_envoyfilters: Sequence[Document] = (),
           ) -> dict[str, Any]:
-    """Start DNS and istiod (appending them to `started`); return Envoy's bootstrap."""
+    """Start the lab's DNS and istiod through `launch`; return Envoy's bootstrap.
+
+    `admin` is Envoy's admin address: a Unix socket path or a loopback (host, port).
+    """
     binary = pilot.require()
     files = write_inputs(directory, spec, block, extra_envoyfilters)
     logs = directory / "logs"
     port_file = directory / "istiod" / DNS_PORT_FILE
     dns_argv = [sys.executable, "-m", "lab.controlplane.dns", str(files["zone"]), block.dns,
                 str(port_file)]
-    started.append(Process("dns", procs.spawn(dns_argv, logs / "dns.log", directory),
-                           "lab.controlplane.dns"))
+    dns = launch("dns", dns_argv, logs / "dns.log", directory, "lab.controlplane.dns")
     ports = pilot.Ports(block.istiod)
     argv = pilot.argv(binary, files["config"], files["mesh"], files["networks"], ports)
     (directory / "istiod" / "command.txt").write_text(" ".join(argv) + "\n", encoding="utf-8")
-    # `env VAR=... pilot-discovery ...`: the lab's usual spawn helper, istiod's environment
-    wrapped = ["env", *(f"{k}={v}" for k, v in pilot.ENVIRONMENT.items()), *argv]
-    started.append(Process(NAME, procs.spawn(wrapped, logs / "istiod.log", directory / "istiod"),
-                           "pilot-discovery"))
-    dns_port = _wait_dns(port_file, started[-2], logs)
-    wait_ready(ports, started[-1].pid, logs / "istiod.log")
+    process = launch(NAME, wrapped(argv), logs / "istiod.log", directory / "istiod",
+                     "pilot-discovery")
+    dns_port = _wait_dns(port_file, dns.pid, logs)
+    wait_ready(ports, process.pid, logs / "istiod.log")
     metadata = istio_config.node_metadata(spec, block.client, ISTIO_VERSION_METADATA)
     return xds_bootstrap.build(istio_config.node_id(block.client), metadata, admin,
                                (ports.host, ports.grpc), (block.dns, dns_port))
+
+
+def wrapped(argv: list[str]) -> list[str]:
+    """`env VAR=... pilot-discovery ...`: istiod's environment through any spawn helper."""
+    return ["env", *(f"{k}={v}" for k, v in pilot.ENVIRONMENT.items()), *argv]
 
 
 def _tail(log: Path, lines: int = 3) -> str:
@@ -139,11 +147,11 @@ def _tail(log: Path, lines: int = 3) -> str:
     return " | ".join(text[-lines:])
 
 
-def _wait_dns(port_file: Path, process: Process, logs: Path) -> int:
+def _wait_dns(port_file: Path, pid: int, logs: Path) -> int:
     @retry(stop=stop_after_delay(15), wait=wait_fixed(0.05),
            retry=retry_if_exception_type(_NotYet), reraise=True)
     def bound() -> int:
-        if not procs.running(process.pid):
+        if not procs.running(pid):
             raise LabError(f"the lab's DNS responder exited: {_tail(logs / 'dns.log')}")
         if not port_file.is_file():
             raise _NotYet("no port yet")
@@ -262,13 +270,12 @@ def unmatched(config_dump: dict[str, Any], envoyfilters: Sequence[Document]) -> 
     return problems
 
 
-def check_config(admin: Any, spec: LabSpec, vip: str,
-                 extra_envoyfilters: Sequence[Document] = ()) -> list[str]:
+def check_config(admin: Any, spec: LabSpec, *, mutant: bool = False) -> list[str]:
     """Name every EnvoyFilter whose effect istiod did not push. A lab as the manifests
     define it must have them all (LabError); a mutant lab's are returned for the record."""
     dump = json.loads(admin.get("/config_dump"))
-    lines = unmatched(dump, istio_config.envoyfilters(spec, extra_envoyfilters))
-    if lines and not extra_envoyfilters:
+    lines = unmatched(dump, istio_config.envoyfilters(spec))
+    if lines and not mutant:
         raise LabError(f"istiod ignored an EnvoyFilter (Istio does that silently): {lines[0]}"
                        + (f" (+{len(lines) - 1} more)" if len(lines) > 1 else ""))
     return lines

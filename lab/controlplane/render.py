@@ -139,9 +139,8 @@ class Renderer:
         iports = pilot.Ports(self.block.istiod)
         argv = pilot.argv(pilot.require(), files["config"], files["mesh"], files["networks"],
                           iports)
-        wrapped = ["env", *(f"{k}={v}" for k, v in pilot.ENVIRONMENT.items()), *argv]
         log = work / "logs" / "istiod.log"
-        pid = procs.spawn(wrapped, log, work)
+        pid = procs.spawn(istiod.wrapped(argv), log, work)
         try:
             istiod.wait_ready(iports, pid, log)
             boot = xds_bootstrap.build(

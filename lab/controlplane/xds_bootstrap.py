@@ -19,13 +19,16 @@ def _address(host: str, port: int) -> dict[str, Any]:
     return {"socket_address": {"address": host, "port_value": port}}
 
 
-def build(node_id: str, metadata: dict[str, Any], admin: tuple[str, int],
+def build(node_id: str, metadata: dict[str, Any], admin: str | tuple[str, int],
           istiod: tuple[str, int], dns: tuple[str, int]) -> dict[str, Any]:
+    """`admin`: a Unix socket path (mode 0600) or a loopback (host, port)."""
     ads = {"ads": {}, "resource_api_version": "V3"}
+    admin_address = ({"pipe": {"path": admin, "mode": 0o600}} if isinstance(admin, str)
+                     else _address(*admin))
     return {
         "node": {"id": node_id, "cluster": f"{metadata['NAME']}.{metadata['NAMESPACE']}",
                  "metadata": metadata},
-        "admin": {"address": _address(*admin)},
+        "admin": {"address": admin_address},
         "dynamic_resources": {
             "ads_config": {"api_type": "GRPC", "transport_api_version": "V3",
                            "set_node_on_first_message_only": True,

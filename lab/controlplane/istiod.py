@@ -205,6 +205,7 @@ def require_block(name: str, states: Sequence[Any]) -> Block:
 def state_extra(block: Block) -> dict[str, Any]:
     return {
         "control_plane": NAME,
+        "controlPlane": describe(),  # the reports' implementation block
         "istio_version": versions.ISTIOD_RELEASE,
         "istio_build": versions.ISTIOD_DESCRIPTION,
         "loopback_block": block.third,

@@ -129,6 +129,8 @@ class LocalAccess:
         logs = {}
         for log in sorted((self.state.directory / "logs").glob("*.log")):
             logs[log.stem] = log.read_text(encoding="utf-8", errors="replace")[-200_000:]
+        if self.state.extra.get("control_plane") == cp_istiod.NAME:
+            logs.update(cp_istiod.diagnostics(self.state.extra, self.state.directory / "logs"))
         return logs
 
     def close(self) -> None:
@@ -179,6 +181,9 @@ class LocalBackend:
             f"config_dump has {proof.REDIS_PROXY_FILTER} on the proxy listener, and a key on "
             "every shard round-trips through the proxy without MOVED/ASK",
         ]
+        if getattr(options, "control_plane", "builtin") == cp_istiod.NAME:
+            lines[2:] = [line.replace(" on loopback", "") for line in lines[2:]]
+            lines[5:7] = cp_istiod.plan_lines()
         return "\n".join(lines)
 
     # ---- up -----------------------------------------------------------------------------

@@ -181,6 +181,22 @@ def wait_ready(ports: pilot.Ports, pid: int, log: Path) -> None:
         raise LabError(f"istiod did not become ready within 60 s: {exc}") from None
 
 
+def diagnostics(extra: Mapping[str, Any], logs: Path) -> dict[str, str]:
+    """For a lab's diagnostics bundle: istiod's view of the proxy, what it and Envoy
+    rejected, and the EnvoyFilters whose effect is missing from Envoy's config."""
+    host, _, port = str(extra.get("istiod_http", ":")).rpartition(":")
+    found = debug(host, int(port or 0), str(extra.get("proxy_id", ""))) if host else {}
+    pattern = ("rejected", "nack", "error", "warn")
+    rejected = [f"{log.name}: {line.strip()}" for log in (logs / "istiod.log", logs / "envoy.log")
+                if log.is_file()
+                for line in log.read_text(errors="replace").splitlines()
+                if any(word in line.lower() for word in pattern)]
+    found["istiod-rejections"] = "\n".join(rejected[-200:]) or "(none)"
+    found["istiod-unmatched-envoyfilters"] = "\n".join(
+        extra.get("unmatched_envoyfilters") or []) or "(none)"
+    return found
+
+
 def debug(host: str, http_port: int, proxy_id: str) -> dict[str, str]:
     """istiod's view, for the diagnostics bundle: its config_dump for the proxy, sync state."""
     base = f"http://{host}:{http_port}/debug"
@@ -192,6 +208,19 @@ def debug(host: str, http_port: int, proxy_id: str) -> dict[str, str]:
         except OSError as exc:
             found[name] = f"unreachable: {exc}"
     return found
+
+
+def plan_lines() -> list[str]:
+    """`up --dry-run`'s steps 5 and 6 in istiod mode."""
+    return [
+        "5. a loopback block 127.77.N.0/24 of the lab's own: nodes at .10-.15:6379, mirror "
+        ".30:6379, the redis-cluster VIP .1:6379; write istiod's inputs (ServiceEntries, "
+        "WorkloadEntries, the client's Sidecar, mesh config, the EnvoyFilters) to "
+        "istiod/config/lab.yaml; start the lab's DNS on .53 and pilot-discovery "
+        f"({describe()}) with every port on .50",
+        "6. Envoy with an ADS bootstrap to istiod (node sidecar~<.40>~redis-client.redis~"
+        "redis.svc.cluster.local), envoy --mode validate, start it",
+    ]
 
 
 def require_block(name: str, states: Sequence[Any]) -> Block:

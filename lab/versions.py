@@ -138,10 +138,15 @@ DEFAULT_ISTIO_PROFILE = "modern"
 # the released 1.31.1 (istioctl and images are release assets, not Go modules). Both run
 # Istio 1.31; they differ in the patch level because 1.31.1 cannot be built here.
 # ---------------------------------------------------------------------------------------
+# pilot-discovery of that version panics without Kubernetes (file config, no registries):
+# the krt ServiceEntry controller of 1.30+ (istio/istio#58951) dereferences the multicluster
+# controller that only exists with a Kubernetes client. The lab builds the pinned source with
+# one nil-guard (lab/controlplane/istiod_patch.py); the build says "1.31-dev+redis-mesh-lab.
+# nokube1". Everything that turns EnvoyFilters into Envoy config is upstream code, unchanged.
 ISTIOD_MODULE = "istio.io/istio"
 ISTIOD_MODULE_VERSION = "v0.0.0-20260827124520-eed52ebb66ad"
 ISTIOD_COMMIT = "eed52ebb66ad"
 ISTIOD_RELEASE = "1.31-dev"  # what this build reports (VERSION file 1.31 + "-dev")
 ISTIOD_DESCRIPTION = ("Istio 1.31 (release-1.31 snapshot eed52ebb66ad of 2026-08-27, after "
-                      "1.31.0-rc.0)")
+                      "1.31.0-rc.0, + the lab's no-Kubernetes nil-guard)")
 ISTIOD_PACKAGE = "istio.io/istio/pilot/cmd/pilot-discovery"

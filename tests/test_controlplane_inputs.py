@@ -75,9 +75,12 @@ def test_envoyfilters_are_the_kubernetes_paths_rendered_documents():
 def test_client_sidecar_binds_each_service_port_on_its_vip():
     spec, vips = _spec()
     sidecar_doc = istio_config.client_sidecar(spec, vips)
-    egress = {(e["bind"], e["port"]["number"]): e for e in sidecar_doc["spec"]["egress"]}
-    assert set(egress) == {("127.77.7.1", 6379), ("127.77.7.1", 16379), ("127.77.7.2", 6379)}
+    egress = {(e["bind"], e.get("port", {}).get("number")): e
+              for e in sidecar_doc["spec"]["egress"]}
+    # the catch-all (no port) binds the mirror's VIP on each of its ports: 127.77.7.2_6379
+    assert set(egress) == {("127.77.7.1", 6379), ("127.77.7.1", 16379), ("127.77.7.2", None)}
     assert all(e["captureMode"] == "NONE" for e in egress.values())
+    assert list(egress)[-1] == ("127.77.7.2", None)  # Istio: the catch-all comes last
     assert egress[("127.77.7.1", 6379)]["hosts"] == ["redis/redis-cluster.redis.svc.cluster.local"]
 
 
@@ -182,3 +185,24 @@ def test_real_envoy_accepts_the_ads_bootstrap(tmp_path):
     assert boot["node"]["id"] == "sidecar~127.77.7.40~redis-client.redis~redis.svc.cluster.local"
     assert boot["node"]["metadata"]["INTERCEPTION_MODE"] == "NONE"
     sidecar.validate(sidecar.write(boot, tmp_path / "envoy.json"))
+
+
+def test_the_istiod_patch_applies_to_the_pinned_source(tmp_path):
+    from lab import versions
+    from lab.controlplane import istiod_patch
+
+    original = (Path.home() / "go" / "pkg" / "mod" / "istio.io"
+                / f"istio@{versions.ISTIOD_MODULE_VERSION}" / istiod_patch.FILE)
+    if not original.is_file():
+        pytest.skip("the pinned istio.io/istio source is not in the Go module cache")
+    copy = tmp_path / istiod_patch.FILE
+    copy.parent.mkdir(parents=True)
+    copy.write_text(original.read_text())
+    istiod_patch.apply(tmp_path)
+    patched = copy.read_text()
+    assert "if multiclusterController != nil {" in patched
+    with pytest.raises(Exception, match="already patched"):
+        istiod_patch.apply(tmp_path)
+    copy.write_text("package serviceentry\n")
+    with pytest.raises(Exception, match="not there once"):
+        istiod_patch.apply(tmp_path)  # the source changed: no silent build without the fix

@@ -23,8 +23,9 @@ from typing import Any
 
 import yaml
 
+from lab.errors import ManifestError
 from lab.manifests import Document
-from lab.model import LabSpec
+from lab.model import CLIENT_SERVICE, LabSpec
 
 ROOT_NAMESPACE = "istio-system"
 CLIENT = "redis-client"
@@ -88,15 +89,28 @@ def workload_entries(spec: LabSpec, addresses: Mapping[str, str]) -> list[Docume
 
 
 def client_sidecar(spec: LabSpec, vips: Mapping[str, str]) -> Document:
-    """Egress listeners on `<VIP>:<port>` for every Service port (captureMode NONE)."""
+    """Egress listeners bound on Service VIPs (captureMode NONE): `<VIP>_<port>`.
+
+    Istio wants the ports of port-bound egress listeners unique whatever their bind, so the
+    client Service (redis-cluster) gets one listener per port on its VIP, and the other
+    routed Service (redis-mirror, also on 6379) the catch-all listener bound on its VIP,
+    which binds that VIP on each of its ports.
+    """
     client = next(p for p in pods(spec) if p.name == CLIENT)
-    egress = [
+    routed = [s for s in spec.services if not s.headless]
+    main = next(s for s in routed if s.name == CLIENT_SERVICE)
+    others = [s for s in routed if s is not main]
+    if len(others) > 1:
+        raise ManifestError(f"istiod mode binds one Service besides {CLIENT_SERVICE} on its "
+                            f"VIP; the manifests route {', '.join(s.name for s in others)}")
+    egress: list[dict[str, Any]] = [
         {"port": {"number": port.port, "protocol": "TCP", "name": port.name or f"tcp-{port.port}"},
-         "bind": vips[service.name], "captureMode": "NONE",
-         "hosts": [f"{service.namespace}/{service.fqdn}"]}
-        for service in spec.services if not service.headless
-        for port in service.ports
+         "bind": vips[main.name], "captureMode": "NONE",
+         "hosts": [f"{main.namespace}/{main.fqdn}"]}
+        for port in main.ports
     ]
+    egress += [{"bind": vips[other.name], "captureMode": "NONE",
+                "hosts": [f"{other.namespace}/{other.fqdn}"]} for other in others]
     return {"apiVersion": NETWORKING, "kind": "Sidecar",
             "metadata": {"name": CLIENT, "namespace": client.namespace},
             "spec": {"workloadSelector": {"labels": dict(client.labels)}, "egress": egress}}

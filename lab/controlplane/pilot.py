@@ -1,13 +1,15 @@
 """istiod's binary (pilot-discovery): where it comes from, how it is built, how it is run.
 
-The binary is looked up, in order, at `$REDIS_MESH_LAB_PILOT`, on PATH (only if it is the
-pinned build), and in the project's cache `<cache>/istiod/<module version>/pilot-discovery`.
-`up` never builds it: a missing binary is one line naming `redis-mesh-lab tools install
-istiod`, which runs `go install` into the cache, visibly.
+The binary is looked up, in order, at `$REDIS_MESH_LAB_PILOT`, in the project's cache
+`<cache>/istiod/<module version>+<patch>/pilot-discovery`, and on PATH (only if it says it is
+the lab's build). `up` never builds it: a missing binary is one line naming
+`redis-mesh-lab tools install istiod`, which builds it into the cache, visibly (`go build`
+of the pinned source with the one patch of lab/controlplane/istiod_patch.py).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -17,25 +19,35 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab import versions
+from lab.controlplane import istiod_patch
 from lab.errors import LabError
 
 BINARY = "pilot-discovery"
 INSTALL_HINT = "redis-mesh-lab tools install istiod (or nox -s istiod)"
 
 
+def build_id() -> str:
+    return f"{versions.ISTIOD_MODULE_VERSION}+{istiod_patch.ID}"
+
+
+def version_string() -> str:
+    """What the lab's build says it is (`pilot-discovery version -s`)."""
+    return f"{versions.ISTIOD_RELEASE}+redis-mesh-lab.{istiod_patch.ID}"
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("REDIS_MESH_LAB_CACHE")
+                or Path.home() / ".cache" / "redis-mesh-lab")
+
+
 def cache_dir() -> Path:
-    root = os.environ.get("REDIS_MESH_LAB_CACHE") or Path.home() / ".cache" / "redis-mesh-lab"
-    return Path(root) / "istiod" / versions.ISTIOD_MODULE_VERSION
+    return cache_root() / "istiod" / build_id()
 
 
 def _pinned_build(path: str) -> bool:
-    """`go version -m` names the module version a Go binary was built from."""
-    go = go_binary()
-    if go is None:
-        return False
-    result = subprocess.run([go, "version", "-m", path], capture_output=True, text=True,
+    result = subprocess.run([path, "version", "-s"], capture_output=True, text=True,
                             timeout=30, check=False)
-    return versions.ISTIOD_MODULE_VERSION in result.stdout
+    return result.stdout.strip() == version_string()
 
 
 def find() -> str | None:
@@ -66,20 +78,42 @@ def go_binary() -> str | None:
         (str(p) for p in (Path("/usr/local/go/bin/go"),) if p.is_file()), None)
 
 
+def _run(argv: list[str], cwd: Path | None = None, echo: bool = True) -> str:
+    if echo:
+        print("+ " + " ".join(argv), flush=True)
+    result = subprocess.run(argv, cwd=cwd, stdout=subprocess.PIPE, text=True, check=False)
+    if result.returncode != 0:
+        raise LabError(f"{' '.join(argv[:3])} ... failed (exit {result.returncode})")
+    return result.stdout
+
+
 def install(echo: bool = True) -> tuple[str, float]:
-    """`go install` pilot-discovery at the pinned version into the cache; (path, seconds)."""
+    """Build pilot-discovery at the pinned version, with the lab's patch, into the cache.
+
+    `go mod download` the pinned istio.io/istio (the Go module proxy), copy its source to
+    `<cache>/istiod-src/<version>`, apply lab/controlplane/istiod_patch.py, and `go build`
+    ./pilot/cmd/pilot-discovery into `<cache>/istiod/<version>+<patch>/`. Returns (path, s).
+    """
     go = go_binary()
     if go is None:
-        raise LabError("go not found: istiod is built with `go install` (Go 1.26+)")
+        raise LabError("go not found: istiod is built with Go 1.26+ (the Go module proxy)")
+    started = time.monotonic()
+    module = f"{versions.ISTIOD_MODULE}@{versions.ISTIOD_MODULE_VERSION}"
+    info = json.loads(_run([go, "mod", "download", "-json", module], echo=echo))
+    source = cache_root() / "istiod-src" / versions.ISTIOD_MODULE_VERSION
+    if source.exists():
+        shutil.rmtree(source)
+    source.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(info["Dir"], source)
+    for path in source.rglob("*"):  # the module cache is read-only
+        path.chmod(path.stat().st_mode | 0o200)
+    istiod_patch.apply(source)
     target = cache_dir()
     target.mkdir(parents=True, exist_ok=True)
-    argv = [go, "install", f"{versions.ISTIOD_PACKAGE}@{versions.ISTIOD_MODULE_VERSION}"]
-    if echo:
-        print(f"GOBIN={target} {' '.join(argv)}", flush=True)
-    started = time.monotonic()
-    result = subprocess.run(argv, env=os.environ | {"GOBIN": str(target)}, check=False)
-    if result.returncode != 0:
-        raise LabError(f"go install {versions.ISTIOD_PACKAGE} failed (exit {result.returncode})")
+    ldflags = (f"-X istio.io/istio/pkg/version.buildVersion={version_string()} "
+               f"-X istio.io/istio/pkg/version.buildGitRevision={versions.ISTIOD_COMMIT}")
+    _run([go, "build", "-ldflags", ldflags, "-o", str(target / BINARY),
+          "./pilot/cmd/pilot-discovery"], cwd=source, echo=echo)
     return str(target / BINARY), time.monotonic() - started
 
 

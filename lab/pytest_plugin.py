@@ -349,8 +349,8 @@ def implementation_parameters(implementation: dict[str, Any]) -> dict[str, str]:
     return {
         "backend": str(implementation.get("backend", "")),
         "control plane": str(implementation.get("controlPlane")
-                             or ("builtin patcher" if implementation.get("backend") == "local"
-                                 else f"istio ({implementation.get('istioProfile')})")),
+                             or (f"istio ({implementation['istioProfile']})"
+                                 if implementation.get("istioProfile") else "builtin patcher")),
         "envoy": str(implementation.get("envoyVersion", "")),
         "redis": str(implementation.get("redisVersion", "")),
         "read policy": str(implementation.get("readPolicy", "")),
@@ -426,7 +426,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = EXIT_INCOMPLETE
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
-        reporter.ensure_newline()
+        writer = getattr(reporter, "_tw", None)
+        if writer is not None and writer.width_of_current_line:
+            reporter.write("\n")  # after -q's "[100%]", which ends no line
         reporter.write_sep("-", f"conformance profile {collector.profile}: {collector.overall()}")
         for line in collector.summary():
             reporter.write_line(line)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -18,25 +19,24 @@ REPORTS = Path("reports")
 def e2e(session: nox.Session) -> None:
     """Provision the embedded lab, run the conformance suite, write all three reports.
 
+    Each run gets its own folder `reports/<UTC timestamp>/` (`reports/latest` points at it):
+    conformance.yaml, allure-results/, diagnostics/ and html/index.html.
     Extra arguments go to pytest: `nox -s e2e -- -k Sharding`, `-- -n 2`, `-- --lab-keep`.
     """
-    session.install("-e", ".")
-    results = REPORTS / "allure-results"
-    shutil.rmtree(REPORTS / "diagnostics", ignore_errors=True)
+    session.install("-e", ".", silent=False)
     failed = False
     try:
-        session.run(
-            "pytest", "suites", "-p", "no:cacheprovider",
-            f"--alluredir={results}", "--clean-alluredir",
-            f"--conformance-report={REPORTS / 'conformance.yaml'}",
-            *session.posargs,
-        )
+        session.run("pytest", "suites", "-p", "no:cacheprovider", f"--lab-reports={REPORTS}",
+                    *session.posargs)
     except nox.command.CommandFailed:
         failed = True
-    session.run("python", "-m", "lab.reporting.html", str(results), str(REPORTS / "html"))
-    session.log(f"reports: {REPORTS / 'conformance.yaml'}, {REPORTS / 'html' / 'index.html'}")
+    run = (REPORTS / "latest").resolve()
+    if not (run / "conformance.yaml").is_file():
+        session.error("the suite wrote no conformance report (see the output above)")
+    session.run("python", "-m", "lab.reporting.html", str(run))
+    session.log(f"reports: {run / 'conformance.yaml'}, {run / 'html' / 'index.html'}")
     if failed:
-        session.error("the lab does not conform (see reports/conformance.yaml)")
+        session.error(f"the lab does not conform (see {run / 'conformance.yaml'})")
 
 
 @nox.session
@@ -48,9 +48,18 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    session.install("ruff==0.17.6")  # pinned: lint results must not move under us
+    """ruff, then mypy on the package and on the README's third-party example test."""
+    session.install("-e", ".[dev]", silent=False)  # mypy needs redis-py, pytest... to type-check
     session.run("ruff", "check", "lab", "suites", "tests", "benchmarks", "noxfile.py",
                 "conftest.py")
+    session.run("mypy", "lab")
+    example = Path(session.create_tmp()) / "readme_third_party_example.py"
+    found = re.search(r"<!-- third-party-example -->\s*```python\n(.*?)```",
+                      Path("README.md").read_text(encoding="utf-8"), re.S)
+    if not found:
+        session.error("README.md has no <!-- third-party-example --> python block")
+    example.write_text(found.group(1), encoding="utf-8")
+    session.run("mypy", "--strict", "--follow-imports=silent", str(example))
 
 
 def _redis_benchmark(session: nox.Session) -> None:

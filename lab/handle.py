@@ -1,7 +1,14 @@
-"""The `Lab` handle: what a test gets. It hides the backend behind an `Access`.
+"""The `Lab` handle: what a test gets (the `lab` fixture). It hides the backend behind an `Access`.
 
-A proxy client, a client per node (and for the mirror), the topology, MONITOR capture over
-any set of nodes, the proxy's own view of the cluster, and diagnostics for failure reports.
+- `lab.proxy`: a `redis.Redis` that talks to the cluster through the proxy, as the
+  application does (replies are bytes); `lab.proxy_client(decode_responses=True)` gives one
+  that returns str.
+- `lab.client(node)`: a direct client of one node or of the mirror (`lab.client(lab.mirror)`);
+  `lab.client(node, readonly=True)` sends READONLY first, so a replica serves reads of its
+  slots instead of answering MOVED.
+- `lab.nodes`, `lab.topology` (shards, masters, replicas, slot ranges), `lab.mirror`.
+- `lab.monitor(nodes)`: MONITOR capture over any set of nodes; `lab.proxy_hosts()`: the
+  proxy's view of the cluster from Envoy's admin; `lab.implementation()`: what is under test.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from typing import Any
 
 import redis
 
-from lab.backends.base import Access, RedisLike
+from lab.backends.base import Access
 from lab.envoy.admin import parse_hosts
 from lab.monitor import MonitorCapture
 from lab.state import LabState
@@ -26,8 +33,9 @@ class Lab:
     def __init__(self, state: LabState, access: Access) -> None:
         self.state = state
         self._access = access
-        self._clients: dict[str, redis.Redis] = {}
-        self._proxy: RedisLike | None = None
+        self._clients: dict[tuple[str, bool], redis.Redis] = {}
+        self._proxy: redis.Redis | None = None
+        self._extra: list[redis.Redis] = []
         self.captures: list[MonitorCapture] = []  # this test's, attached on failure
 
     # ---- what the lab is --------------------------------------------------------------------
@@ -58,23 +66,49 @@ class Lab:
             "istioProfile": self.state.istio_profile,
             "readPolicy": self.state.read_policy,
             "mirrorEnabled": self.state.mirror_enabled,
+            "controlPlane": self.state.extra.get("controlPlane")
+            or ("builtin patcher" if self.state.backend == "local"
+                else f"istio ({self.state.istio_profile})"),
+            "envoyfilters": list(getattr(self.state, "envoyfilters", []) or []),
         }
 
     # ---- clients ------------------------------------------------------------------------------
     @property
-    def proxy(self) -> RedisLike:
-        """The application's view: one Redis, reached through Envoy."""
+    def proxy(self) -> redis.Redis:
+        """The application's view: one Redis, reached through Envoy (replies are bytes)."""
         if self._proxy is None:
-            self._proxy = self._access.proxy_client()
+            client = self._access.proxy_client()
+            if not isinstance(client, redis.Redis):
+                raise TypeError(f"{type(client).__name__} is not a redis.Redis")
+            self._proxy = client
         return self._proxy
 
-    def client(self, node: Node | str) -> redis.Redis:
-        """A direct client of one node (or of the mirror: `lab.client(lab.mirror)`)."""
+    def proxy_client(self, *, decode_responses: bool = False) -> redis.Redis:
+        """A new client through the proxy, on its own connections; closed with the lab handle.
+
+        `decode_responses=True` returns str instead of bytes.
+        """
+        pool = self.proxy.connection_pool
+        kwargs = {**pool.connection_kwargs, "decode_responses": decode_responses}
+        client = redis.Redis(connection_pool=redis.ConnectionPool(
+            connection_class=pool.connection_class, **kwargs))
+        self._extra.append(client)
+        return client
+
+    def client(self, node: Node | str, *, readonly: bool = False) -> redis.Redis:
+        """A direct client of one node (or of the mirror: `lab.client(lab.mirror)`).
+
+        `readonly=True` sends READONLY on every new connection, so a replica serves reads of
+        its master's slots (without it a replica answers MOVED).
+        """
         target = node if isinstance(node, Node) else self._node(node)
-        if target.name not in self._clients:
+        key = (target.name, readonly)
+        if key not in self._clients:
             host, port = self._access.address(target)
-            self._clients[target.name] = redis.Redis(host, port, socket_timeout=10, protocol=2)
-        return self._clients[target.name]
+            connect: Any = _readonly_on_connect if readonly else None  # redis-py passes the
+            self._clients[key] = redis.Redis(host, port, socket_timeout=10, protocol=2,
+                                             redis_connect_func=connect)  # connection to it
+        return self._clients[key]
 
     def _node(self, name: str) -> Node:
         return self.mirror if name == self.mirror.name else self.topology.node(name)
@@ -140,8 +174,20 @@ class Lab:
             with contextlib.suppress(Exception):
                 client.close()
         self._clients.clear()
+        for extra in self._extra:
+            with contextlib.suppress(Exception):
+                extra.close()
+        self._extra.clear()
         if self._proxy is not None:
             with contextlib.suppress(Exception):
                 self._proxy.close()
             self._proxy = None
         self._access.close()
+
+
+def _readonly_on_connect(connection: Any) -> None:
+    connection.on_connect()
+    connection.send_command("READONLY")
+    reply = connection.read_response()
+    if reply not in (b"OK", "OK", True):
+        raise redis.ResponseError(f"READONLY refused: {reply!r}")

@@ -1,11 +1,15 @@
 """The pytest plugin (entry point `pytest11`): the `lab` fixture, features, profiles, reports.
 
-Options (all prefixed, so they never collide with other plugins): --lab-backend
-local|kind|existing|attach, --lab-name, --lab-profile, --lab-keep, --lab-istio,
---lab-kubeconfig, --conformance-report. Tests declare `@pytest.mark.feature("Name")`;
-tests whose features are outside the profile are skipped and reported as such. Under
-pytest-xdist every worker provisions its own lab (`<name>-<worker>`); the report is
-written by the controller from the test reports.
+Options (each also an ini key and an environment variable, see lab/conformance/options.py):
+--lab-backend local|kind|existing|attach, --lab-name, --lab-profile, --lab-keep,
+--lab-istio, --lab-kubeconfig, --lab-reports DIR. Tests declare
+`@pytest.mark.feature("Name")`; tests whose features are outside the profile are skipped and
+reported as such. A run with feature tests writes its reports into its own folder
+`<DIR>/<UTC timestamp>/` (conformance.yaml, allure-results/, diagnostics/), and
+`<DIR>/latest` points at it. Under pytest-xdist every worker provisions its own lab
+(`<name>-<worker>`); the controller writes the conformance report from the test reports.
+
+Exit codes of the plugin's own (pytest uses 0-5): see EXIT_* below.
 """
 
 from __future__ import annotations
@@ -15,41 +19,61 @@ import json
 import re
 from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from lab.conformance import options
 from lab.conformance.features import ALL, PROFILES
-from lab.conformance.report import Collector
+from lab.conformance.report import INCOMPLETE, Collector
+from lab.reporting import rundir
+
+if TYPE_CHECKING:
+    from lab.handle import Lab
+
+EXIT_NOT_PROVISIONED = 10  # the lab could not be brought up
+EXIT_NO_SUCH_LAB = 11  # --lab-backend attach: no lab of that name is up
+EXIT_INCOMPLETE = 12  # nothing failed, but the profile is not proven (not covered, skipped)
 
 _COLLECTOR = pytest.StashKey[Collector]()
+_RUN = pytest.StashKey[Path]()
 _FEATURES = "redis_mesh_lab_features"
 _IMPLEMENTATION = "redis_mesh_lab_implementation"
+_TITLE = "redis_mesh_lab_title"
+_WORKER_RUN = "redis_mesh_lab_run"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("redis-mesh-lab", "redis-mesh-lab conformance")
-    group.addoption("--lab-backend", default="local",
-                    choices=("local", "kind", "existing", "attach"),
-                    help="provision a lab on this backend, or attach to one already up")
-    group.addoption("--lab-name", default=None,
-                    help="attach: the lab to use; otherwise the provisioned lab's name prefix")
-    group.addoption("--lab-profile", default="tutorial", choices=sorted(PROFILES),
-                    help="the features the run must prove (default: tutorial)")
-    group.addoption("--lab-keep", action="store_true",
-                    help="leave a provisioned lab up after the run, for debugging")
-    group.addoption("--lab-istio", default="modern", choices=("modern", "tutorial"),
-                    help="kind/existing: the Istio profile")
-    group.addoption("--lab-kubeconfig", default=None, help="existing: the cluster's kubeconfig")
-    group.addoption("--conformance-report", default="reports/conformance.yaml",
-                    help="where to write the conformance report (YAML)")
+    options.add_options(parser)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "feature(*names): conformance features a test proves")
-    collector = Collector(profile=config.getoption("--lab-profile"))
+    for option in options.OPTIONS:  # a bad value from the environment or ini fails early
+        options.get(config, option.flag)
+    profile = str(options.get(config, "--lab-profile"))
+    collector = Collector(profile=profile)
     config.stash[_COLLECTOR] = collector
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput and _WORKER_RUN in workerinput:
+        config.stash[_RUN] = Path(workerinput[_WORKER_RUN])
+    else:
+        config.stash[_RUN] = rundir.choose(Path(str(options.get(config, "--lab-reports"))))
     config.pluginmanager.register(_Recorder(collector), "redis-mesh-lab-recorder")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist: every worker writes into the controller's run folder."""
+    node.workerinput[_WORKER_RUN] = str(node.config.stash[_RUN])
+
+
+def run_folder(config: pytest.Config) -> Path:
+    """This run's report folder (created, and `latest` pointed at it, on first use)."""
+    run = config.stash[_RUN]
+    if not run.is_dir():
+        rundir.create(run)
+    return run
 
 
 def _features(item: pytest.Item) -> tuple[str, ...]:
@@ -59,21 +83,101 @@ def _features(item: pytest.Item) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def _title(item: pytest.Item) -> str:
+    """The test as a sentence: its docstring's first line, else its name with spaces."""
+    function = getattr(item, "function", None)
+    doc = (getattr(function, "__doc__", None) or "").strip().splitlines()
+    if doc:
+        return doc[0].strip()
+    name = getattr(item, "originalname", item.name).removeprefix("test_").replace("_", " ")
+    return name[:1].upper() + name[1:]
+
+
+def _selection(config: pytest.Config) -> list[str]:
+    """Why this run may not be the whole suite: -k/-m, node ids, only single modules."""
+    why = []
+    if config.getoption("keyword", ""):
+        why.append(f"-k {config.getoption('keyword')}")
+    if config.getoption("markexpr", ""):
+        why.append(f"-m {config.getoption('markexpr')}")
+    pyargs = config.getoption("pyargs", False)
+    modules = []
+    for arg in config.args:
+        if "::" in arg:
+            why.append(f"node id {arg}")
+        elif arg.endswith(".py") or (pyargs and arg.rsplit(".", 1)[-1].startswith("test_")):
+            modules.append(arg)
+    if modules and len(modules) == len(config.args):  # no directory or package given
+        why.append(f"only {', '.join(modules)}")
+    return why
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    profile = config.getoption("--lab-profile")
+    profile = config.stash[_COLLECTOR].profile
     wanted = set(PROFILES[profile])
+    featured = False
     for item in items:
         features = _features(item)
         if not features:
             continue
+        featured = True
         unknown = [f for f in features if f not in ALL]
         if unknown:
-            raise pytest.UsageError(f"{item.nodeid}: unknown feature(s) {', '.join(unknown)}")
+            raise pytest.UsageError(
+                f"{item.nodeid}: unknown feature {', '.join(map(repr, unknown))} in "
+                f"@pytest.mark.feature; valid features: {', '.join(ALL)}")
         item.user_properties.append((_FEATURES, ",".join(features)))
+        item.user_properties.append((_TITLE, _title(item)))
         outside = [f for f in features if f not in wanted]
         if outside:
             item.add_marker(pytest.mark.skip(
                 reason=f"feature {', '.join(outside)} is not in profile {profile}"))
+    if featured:
+        _start_allure(config)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Remember every feature test the suite has (even deselected) and how it was selected."""
+    config = session.config
+    collector = config.stash[_COLLECTOR]
+    for item in session.items:
+        collector.record_collected(item.nodeid, _features(item))
+    collector.selection = _selection(config)
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    if not items:
+        return
+    config = items[0].config
+    collector = config.stash[_COLLECTOR]
+    for item in items:
+        collector.record_collected(item.nodeid, _features(item))
+
+
+def _start_allure(config: pytest.Config) -> None:
+    """Allure results into the run folder, unless the user chose --alluredir."""
+    if getattr(config.option, "allure_report_dir", None) or config.option.collectonly:
+        return
+    if config.pluginmanager.has_plugin("allure_listener"):
+        return
+    import allure_commons
+    from allure_commons.logger import AllureFileLogger
+    from allure_pytest.listener import AllureListener
+
+    results = run_folder(config) / rundir.ALLURE_RESULTS
+    listener = AllureListener(config)
+    config.pluginmanager.register(listener, "allure_listener")
+    allure_commons.plugin_manager.register(listener)
+    logger = AllureFileLogger(str(results))
+    allure_commons.plugin_manager.register(logger)
+
+    def stop() -> None:
+        for plugin in (listener, logger):
+            with contextlib.suppress(Exception):
+                allure_commons.plugin_manager.unregister(plugin)
+
+    config.add_cleanup(stop)
 
 
 def _worker(config: pytest.Config) -> str:
@@ -82,7 +186,7 @@ def _worker(config: pytest.Config) -> str:
 
 
 @pytest.fixture(scope="session")
-def lab(request: pytest.FixtureRequest) -> Iterator[Any]:
+def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     """A running lab (provisioned for this session, or attached), as a `Lab` handle."""
     from lab.backends import UpOptions, get_backend
     from lab.errors import LabError
@@ -91,15 +195,16 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Any]:
     from lab.state import LabState
 
     config = request.config
-    backend_name = config.getoption("--lab-backend")
-    name = config.getoption("--lab-name")
-    keep = config.getoption("--lab-keep")
+    backend_name = str(options.get(config, "--lab-backend"))
+    name = options.text(config, "--lab-name")
+    keep = options.flag(config, "--lab-keep")
     if backend_name == "attach":
         if not name:
             raise pytest.UsageError("--lab-backend attach needs --lab-name")
         state = LabState.load(name)
         if state is None:
-            pytest.exit(f"lab {name!r} is not up (redis-mesh-lab up --name {name})", returncode=4)
+            pytest.exit(f"lab {name!r} is not up (redis-mesh-lab up --name {name})",
+                        returncode=EXIT_NO_SUCH_LAB)
         handle = Lab(state, get_backend(state.backend).access(state))
         yield handle
         handle.close()
@@ -108,17 +213,17 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Any]:
     worker = _worker(config)
     name = re.sub(r"[^a-z0-9-]", "-", f"{name or 'conformance'}{'-' + worker if worker else ''}")
     backend = get_backend(backend_name)
-    options = UpOptions(name=name, istio=config.getoption("--lab-istio"),
-                        kubeconfig=config.getoption("--lab-kubeconfig"), keep=keep)
+    up = UpOptions(name=name, istio=str(options.get(config, "--lab-istio")),
+                   kubeconfig=options.text(config, "--lab-kubeconfig"), keep=keep)
     capture = config.pluginmanager.getplugin("capturemanager")
     shown = capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
     with shown:  # provisioning is long on Kubernetes: show its steps as they happen
         progress = Progress()  # bound to the real stderr, not pytest's capture
         progress.say(f"\nprovisioning lab {name!r} on backend {backend_name}")
         try:
-            state = backend.up(options, progress)
+            state = backend.up(up, progress)
         except LabError as exc:
-            pytest.exit(f"could not provision the lab: {exc}", returncode=3)
+            pytest.exit(f"could not provision the lab: {exc}", returncode=EXIT_NOT_PROVISIONED)
     handle = Lab(state, backend.access(state))
     try:
         yield handle
@@ -133,26 +238,47 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Any]:
             backend.down(name, Progress(quiet=True))
 
 
-@pytest.fixture(autouse=True)
-def _redis_mesh_lab_labels(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Allure labels from the features; the implementation under test for the report."""
-    features = _features(request.node)
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    """Allure title, labels and the implementation under test, before the test body runs.
+
+    Done here rather than in an autouse fixture so that no internal fixture shows in the
+    report's "Set up".
+    """
+    features = _features(item)
     if not features:
-        yield
         return
     import allure
 
+    allure.dynamic.title(_title(item))
     allure.dynamic.epic("redis-mesh-lab conformance")
     for feature in features:
         allure.dynamic.feature(feature)
-    doc = (request.function.__doc__ or "").strip().splitlines()
-    allure.dynamic.story(doc[0] if doc else request.node.name)
-    if "lab" in request.fixturenames:
-        handle = request.getfixturevalue("lab")
-        request.node.user_properties.append(
-            (_IMPLEMENTATION, json.dumps(handle.implementation())))
-        handle.captures = []
-    yield
+    handle: Lab | None = getattr(item, "funcargs", {}).get("lab")
+    if handle is None:
+        return
+    implementation = handle.implementation()
+    item.user_properties.append((_IMPLEMENTATION, json.dumps(implementation)))
+    for key, value in implementation_parameters(implementation).items():
+        allure.dynamic.parameter(key, value)
+        allure.dynamic.label(f"lab.{key}", value)
+    handle.captures = []
+
+
+def implementation_parameters(implementation: dict[str, Any]) -> dict[str, str]:
+    """What a reader needs to know about the system under test, as short strings."""
+    extra = implementation.get("envoyfilters") or []
+    return {
+        "backend": str(implementation.get("backend", "")),
+        "control plane": str(implementation.get("controlPlane")
+                             or ("builtin patcher" if implementation.get("backend") == "local"
+                                 else f"istio ({implementation.get('istioProfile')})")),
+        "envoy": str(implementation.get("envoyVersion", "")),
+        "redis": str(implementation.get("redisVersion", "")),
+        "read policy": str(implementation.get("readPolicy", "")),
+        "mirror": "on" if implementation.get("mirrorEnabled") else "off",
+        "extra EnvoyFilters": ", ".join(map(str, extra)) if extra else "none",
+    }
 
 
 @pytest.hookimpl(wrapper=True)
@@ -180,7 +306,8 @@ def _attach_diagnostics(item: pytest.Item, handle: Any) -> None:
             kind = (allure.attachment_type.JSON if label.endswith(".json")
                     else allure.attachment_type.TEXT)
             allure.attach(text, name=label, attachment_type=kind)
-        out = Path("reports") / "diagnostics" / re.sub(r"[^\w.-]+", "_", item.nodeid)
+        out = (run_folder(item.config) / rundir.DIAGNOSTICS
+               / re.sub(r"[^\w.-]+", "_", item.nodeid))
         out.mkdir(parents=True, exist_ok=True)
         for label, text in bundle.items():
             (out / label).write_text(text, encoding="utf-8")
@@ -205,22 +332,26 @@ class _Recorder:
             crash = getattr(report.longrepr, "reprcrash", None)
             reason = crash.message.splitlines()[0] if crash is not None else "failed"
         features = tuple(str(props[_FEATURES]).split(","))
-        self.collector.record(report.nodeid, features, report.when, report.outcome, reason)
+        self.collector.record(report.nodeid, features, report.when, report.outcome, reason,
+                              title=str(props.get(_TITLE, "")))
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     if hasattr(config, "workerinput"):
         return  # xdist workers: the controller writes the report
     collector = config.stash[_COLLECTOR]
     if not collector.results:
         return
-    path = Path(config.getoption("--conformance-report"))
-    collector.write(path)
+    path = collector.write(run_folder(config) / rundir.CONFORMANCE)
+    if exitstatus == pytest.ExitCode.OK and collector.whole and collector.overall() == INCOMPLETE:
+        session.exitstatus = EXIT_INCOMPLETE
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
-        built = collector.build()["profiles"][0]
-        summary = ", ".join(f"{f}: {v['result']}" for f, v in built["features"].items())
-        reporter.write_sep("-", f"conformance profile {built['name']}: {built['result']}")
-        reporter.write_line(summary)
+        reporter.ensure_newline()
+        reporter.write_sep("-", f"conformance profile {collector.profile}: {collector.overall()}")
+        for line in collector.summary():
+            reporter.write_line(line)
         reporter.write_line(f"conformance report: {path}")
+        if session.exitstatus == EXIT_INCOMPLETE:
+            reporter.write_line(f"exit status {EXIT_INCOMPLETE}: the profile is not proven")

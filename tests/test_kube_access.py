@@ -13,7 +13,10 @@ import pytest
 from lab import procs
 from lab.backends.kube import proxyclient, readiness, redisinfo
 from lab.backends.kube.access import KubeAccess
-from lab.backends.kube.fakes import (
+from lab.errors import LabError
+from lab.state import LabState
+from lab.topology import Node
+from tests.kube_fakes import (
     CLUSTER_NODES,
     CLUSTERS,
     CONFIG_DUMP,
@@ -21,9 +24,6 @@ from lab.backends.kube.fakes import (
     VIP,
     RecordingRunner,
 )
-from lab.errors import LabError
-from lab.state import LabState
-from lab.topology import Node
 
 FAKE_REDIS = textwrap.dedent(r'''
     import sys

@@ -9,10 +9,10 @@ import pytest
 
 from lab.backends import UpOptions
 from lab.backends.kube import KubeBackend, tools
-from lab.backends.kube.fakes import POD_IPS, VIP, FakeApi, RecordingRunner, kinds
 from lab.errors import LabError
 from lab.progress import Progress
 from lab.state import LabState
+from tests.kube_fakes import POD_IPS, VIP, FakeApi, RecordingRunner, kinds
 
 QUIET = Progress(quiet=True)
 

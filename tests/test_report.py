@@ -14,7 +14,7 @@ def _collector(**outcomes):
     return collector
 
 
-def test_feature_results_success_partial_failure():
+def test_feature_results_success_partial_failure_not_covered():
     collector = _collector(
         t1=(("TopologyDiscovery",), "passed"),
         t2=(("Sharding",), "passed"), t3=(("Sharding",), "skipped"),
@@ -23,9 +23,11 @@ def test_feature_results_success_partial_failure():
     report = collector.build()["profiles"][0]
     results = {name: value["result"] for name, value in report["features"].items()}
     assert results == {"TopologyDiscovery": "success", "Sharding": "partial",
-                       "ReadPolicyReplica": "failure", "WriteMirroring": "partial"}
+                       "ReadPolicyReplica": "failure", "WriteMirroring": "notCovered"}
     assert report["result"] == "failure"
-    assert report["statistics"] == {"Passed": 3, "Failed": 1, "Skipped": 1}
+    assert report["notCovered"] == ["WriteMirroring"]
+    assert report["ranWhole"] is True
+    assert report["statistics"] == {"passed": 3, "failed": 1, "skipped": 1}
     assert [t["test"] for t in report["failedTests"]] == ["t4"]
     assert [t["test"] for t in report["skippedTests"]] == ["t3"]
 
@@ -45,3 +47,30 @@ def test_all_success_and_written_as_yaml(tmp_path: Path):
     assert data["kind"] == "ConformanceReport"
     assert data["profiles"][0]["result"] == "success"
     assert data["implementation"]["backend"] == "local"
+
+
+def test_features_without_tests_are_not_covered_never_partial():
+    collector = Collector(profile="extended")
+    report = collector.build()["profiles"][0]
+    assert {v["result"] for v in report["features"].values()} == {"notCovered"}
+    assert report["result"] == "incomplete"
+    assert report["notCovered"] == list(report["features"])
+    assert any("not covered" in line for line in collector.summary())
+
+
+def test_a_partial_selection_says_the_profile_was_not_run_whole():
+    collector = _collector(t1=(("Sharding",), "passed"))
+    collector.record_collected("t2", ("WriteMirroring",))  # deselected
+    collector.selection = ["-k Sharding"]
+    report = collector.build()["profiles"][0]
+    assert report["features"]["Sharding"]["result"] == "success"
+    assert report["features"]["WriteMirroring"]["result"] == "notRun"
+    assert report["features"]["TopologyDiscovery"]["result"] == "notRun"  # may exist elsewhere
+    assert report["result"] == "incomplete"
+    assert report["ranWhole"] is False and report["selection"] == ["-k Sharding"]
+    assert any("NOT run whole" in line for line in collector.summary())
+
+
+def test_every_test_skipped_is_skipped_not_success():
+    collector = _collector(t1=(("Sharding",), "skipped"))
+    assert collector.feature_result("Sharding")[0] == "skipped"

@@ -15,16 +15,15 @@ pytestmark = [needs_binaries]
 
 
 def test_two_workers_two_labs_one_report(no_leaks: Path, tmp_path: Path):
-    report = tmp_path / "conformance.yaml"
     run = subprocess.run(
         [sys.executable, "-m", "pytest", str(ROOT / "suites"), "-p", "no:cacheprovider", "-q",
-         "-n", "2", "--lab-name", "xdist", f"--conformance-report={report}"],
+         "-n", "2", "--lab-name", "xdist", "--lab-reports=reports"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
         env={**os.environ, "REDIS_MESH_LAB_HOME": str(no_leaks), "PYTHONPATH": str(ROOT)},
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    data = yaml.safe_load(report.read_text())
+    data = yaml.safe_load((tmp_path / "reports/latest/conformance.yaml").read_text())
     assert data["labs"] == ["xdist-gw0", "xdist-gw1"]
     assert data["profiles"][0]["result"] == "success"
-    assert data["profiles"][0]["statistics"]["Passed"] == 8
+    assert data["profiles"][0]["statistics"]["passed"] == 8
     assert processes_under(str(no_leaks)) == []

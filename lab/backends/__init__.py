@@ -5,7 +5,7 @@ from __future__ import annotations
 from lab.backends.base import Backend, UpOptions
 from lab.errors import LabError
 
-BACKENDS = ("local", "kind", "existing")
+BACKENDS = ("local", "docker", "kind", "existing")
 
 
 def get_backend(name: str) -> Backend:
@@ -13,6 +13,10 @@ def get_backend(name: str) -> Backend:
         from lab.backends.local import LocalBackend
 
         return LocalBackend()
+    if name == "docker":
+        from lab.backends.docker import DockerBackend
+
+        return DockerBackend()
     if name in ("kind", "existing"):
         from lab.backends.kube import KubeBackend
 

@@ -1,7 +1,16 @@
 """The conformance report, shaped like the Gateway API conformance report.
 
-Per profile, each feature is `success` (every test of it passed), `partial` (nothing
-failed, but a test was skipped or none ran) or `failure` (a test of it failed).
+Per profile, each feature gets one verdict:
+
+- `success`: every selected test of it ran and passed;
+- `failure`: a test of it failed (in setup, call or teardown);
+- `partial`: nothing failed, some tests passed and some were skipped;
+- `skipped`: every selected test of it was skipped;
+- `notRun`: it has tests, but this run did not select any (`-k`, `-m`, node ids);
+- `notCovered`: no test proves it (the suite has none for it).
+
+The profile is `success` only when the whole profile ran (no test deselected, no node ids)
+and every feature is `success`; `failure` when any feature failed; otherwise `incomplete`.
 """
 
 from __future__ import annotations
@@ -15,6 +24,10 @@ import yaml
 
 from lab.conformance.features import PROFILES
 
+SUCCESS, FAILURE, PARTIAL, SKIPPED, NOT_RUN, NOT_COVERED = (
+    "success", "failure", "partial", "skipped", "notRun", "notCovered")
+INCOMPLETE = "incomplete"
+
 
 @dataclass
 class TestResult:
@@ -22,6 +35,7 @@ class TestResult:
     features: tuple[str, ...]
     outcome: str = "passed"  # passed / failed / skipped
     reason: str = ""
+    title: str = ""
 
 
 @dataclass
@@ -30,6 +44,10 @@ class Collector:
     results: dict[str, TestResult] = field(default_factory=dict)
     implementation: dict[str, Any] = field(default_factory=dict)
     labs: set[str] = field(default_factory=set)
+    # Every test the suite has for a feature, selected or not (filled at collection).
+    known: dict[str, set[str]] = field(default_factory=dict)
+    # Why the profile did not run whole ("-k Sharding", "node ids"); empty when it did.
+    selection: list[str] = field(default_factory=list)
 
     def record_implementation(self, implementation: dict[str, Any]) -> None:
         """What was under test; with pytest-xdist, one lab per worker."""
@@ -37,35 +55,60 @@ class Collector:
         self.labs.add(str(implementation.pop("lab", "")))
         self.implementation = implementation
 
+    def record_collected(self, nodeid: str, features: tuple[str, ...]) -> None:
+        for feature in features:
+            self.known.setdefault(feature, set()).add(nodeid)
+
     def record(self, nodeid: str, features: tuple[str, ...], when: str, outcome: str,
-               reason: str = "") -> None:
+               reason: str = "", *, title: str = "") -> None:
         result = self.results.setdefault(nodeid, TestResult(nodeid, features))
+        self.record_collected(nodeid, features)
+        if title:
+            result.title = title
         if outcome == "failed":
             result.outcome = "failed"
             result.reason = reason or f"failed in {when}"
         elif outcome == "skipped" and result.outcome != "failed":
             result.outcome, result.reason = "skipped", reason
 
+    @property
+    def whole(self) -> bool:
+        return not self.selection
+
     def feature_result(self, feature: str) -> tuple[str, list[TestResult]]:
         tests = [r for r in self.results.values() if feature in r.features]
-        if any(t.outcome == "failed" for t in tests):
-            return "failure", tests
-        if tests and all(t.outcome == "passed" for t in tests):
-            return "success", tests
-        return "partial", tests
+        outcomes = {t.outcome for t in tests}
+        if "failed" in outcomes:
+            return FAILURE, tests
+        if outcomes == {"passed"}:
+            return SUCCESS, tests
+        if outcomes == {"passed", "skipped"}:
+            return PARTIAL, tests
+        if outcomes == {"skipped"}:
+            return SKIPPED, tests
+        if self.known.get(feature) or not self.whole:
+            return NOT_RUN, tests  # tests exist (or may: only part of the suite was collected)
+        return NOT_COVERED, tests
+
+    def verdicts(self) -> dict[str, str]:
+        return {f: self.feature_result(f)[0] for f in PROFILES[self.profile]}
+
+    def overall(self) -> str:
+        verdicts = self.verdicts().values()
+        if FAILURE in verdicts:
+            return FAILURE
+        if self.whole and all(v == SUCCESS for v in verdicts):
+            return SUCCESS
+        return INCOMPLETE
 
     def build(self, date: dt.datetime | None = None) -> dict[str, Any]:
         features = PROFILES[self.profile]
         per_feature: dict[str, Any] = {}
-        outcomes = []
         for feature in features:
             result, tests = self.feature_result(feature)
-            outcomes.append(result)
-            per_feature[feature] = {"result": result,
-                                    "tests": [t.nodeid for t in tests]}
+            per_feature[feature] = {"result": result, "tests": [t.nodeid for t in tests]}
+        verdicts = self.verdicts()
         in_profile = [r for r in self.results.values() if set(r.features) & set(features)]
-        overall = ("failure" if "failure" in outcomes
-                   else "success" if all(o == "success" for o in outcomes) else "partial")
         return {
             "apiVersion": "redis-mesh-lab/v1alpha1",
             "kind": "ConformanceReport",
@@ -74,12 +117,16 @@ class Collector:
             "labs": sorted(lab for lab in self.labs if lab),
             "profiles": [{
                 "name": self.profile,
-                "result": overall,
+                "result": self.overall(),
+                "ranWhole": self.whole,
+                **({"selection": list(self.selection)} if self.selection else {}),
+                "notCovered": [f for f, v in verdicts.items() if v == NOT_COVERED],
+                "notRun": [f for f, v in verdicts.items() if v == NOT_RUN],
                 "features": per_feature,
                 "statistics": {
-                    "Passed": sum(r.outcome == "passed" for r in in_profile),
-                    "Failed": sum(r.outcome == "failed" for r in in_profile),
-                    "Skipped": sum(r.outcome == "skipped" for r in in_profile),
+                    "passed": sum(r.outcome == "passed" for r in in_profile),
+                    "failed": sum(r.outcome == "failed" for r in in_profile),
+                    "skipped": sum(r.outcome == "skipped" for r in in_profile),
                 },
                 "failedTests": [{"test": r.nodeid, "features": list(r.features),
                                  "reason": r.reason}
@@ -89,6 +136,19 @@ class Collector:
                                  for r in self.results.values() if r.outcome == "skipped"],
             }],
         }
+
+    def summary(self) -> list[str]:
+        """What the terminal shows at the end of a run: one line per fact a reader needs."""
+        lines = []
+        verdicts = self.verdicts()
+        lines.append(", ".join(f"{f}: {v}" for f, v in verdicts.items()))
+        covered = [f for f, v in verdicts.items() if v == NOT_COVERED]
+        if covered:
+            lines.append(f"not covered (no test proves them): {', '.join(covered)}")
+        if not self.whole:
+            lines.append(f"profile {self.profile} was NOT run whole "
+                         f"({'; '.join(self.selection)}): this run cannot conform")
+        return lines
 
     def write(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)

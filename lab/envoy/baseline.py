@@ -84,3 +84,47 @@ def build(
                 outbound_listener(vips[service.name], port.port, name, bind(service, port.port))
             )
     return {"listeners": listeners, "clusters": clusters}
+
+
+# ---- The sidecar's capture shape (used by the docker backend; `build` is unchanged) ----------
+# With iptables capture, Istio binds one listener, `virtualOutbound` on 15001; it hands each
+# redirected connection to the listener of its original destination (`<VIP>_<port>`, which
+# binds no port of its own), or to PassthroughCluster when there is none.
+
+VIRTUAL_OUTBOUND = "virtualOutbound"
+OUTBOUND_CAPTURE_PORT = 15001
+PASSTHROUGH_CLUSTER = "PassthroughCluster"
+ORIGINAL_DST_FILTER = "envoy.filters.listener.original_dst"
+ORIGINAL_DST_TYPE = ("type.googleapis.com/"
+                     "envoy.extensions.filters.listener.original_dst.v3.OriginalDst")
+
+
+def passthrough_cluster() -> dict[str, Any]:
+    return {"name": PASSTHROUGH_CLUSTER, "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED",
+            "connect_timeout": "10s"}
+
+
+def virtual_outbound_listener(port: int = OUTBOUND_CAPTURE_PORT) -> dict[str, Any]:
+    return {
+        "name": VIRTUAL_OUTBOUND,
+        "address": socket_address("0.0.0.0", port),
+        "use_original_dst": True,
+        "traffic_direction": "OUTBOUND",
+        "listener_filters": [{"name": ORIGINAL_DST_FILTER,
+                              "typed_config": {"@type": ORIGINAL_DST_TYPE}}],
+        "filter_chains": [{
+            "name": "virtualOutbound-catchall-tcp",
+            "filters": [{"name": TCP_PROXY, "typed_config": {
+                "@type": TCP_PROXY_TYPE, "stat_prefix": PASSTHROUGH_CLUSTER,
+                "cluster": PASSTHROUGH_CLUSTER}}],
+        }],
+    }
+
+
+def with_capture(config: dict[str, list[dict[str, Any]]],
+                 port: int = OUTBOUND_CAPTURE_PORT) -> dict[str, list[dict[str, Any]]]:
+    """`build`'s output in the capture shape: outbound listeners keep their `<VIP>_<port>`
+    address but bind no port; `virtualOutbound` and PassthroughCluster are added."""
+    listeners = [dict(listener, bind_to_port=False) for listener in config["listeners"]]
+    return {"listeners": [virtual_outbound_listener(port), *listeners],
+            "clusters": [*config["clusters"], passthrough_cluster()]}

@@ -1,0 +1,111 @@
+"""How the test process reaches a docker lab.
+
+- The proxy: a Unix socket served by the relay inside the client pod's network namespace,
+  so every connection is captured by iptables and handled by the sidecar, as the
+  application's would be.
+- Nodes and the mirror: directly at their pod IPs (the host is on the lab's bridge).
+- Envoy's admin: its Unix socket in the lab dir.
+- Faults act on the containers: kill, stop, start, pause, network disconnect.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from lab.errors import LabError
+from lab.state import LabState
+from lab.topology import Node
+
+from . import admin, engine
+
+FAULTS = ("kill", "stop", "start", "freeze", "unfreeze", "isolate", "reconnect")
+
+
+class DockerAccess:
+    def __init__(self, state: LabState) -> None:
+        self.state = state
+        self._client: Any = None
+
+    @property
+    def docker(self) -> Any:
+        if self._client is None:
+            self._client = engine.connect()
+        return self._client
+
+    @property
+    def relay_socket(self) -> Path:
+        return self.state.directory / str(self.state.extra["relay_socket"])
+
+    @property
+    def admin_socket(self) -> Path:
+        return self.state.directory / str(self.state.extra["admin_socket"])
+
+    def proxy_client(self) -> redis.Redis:
+        return redis.Redis(unix_socket_path=str(self.relay_socket), socket_timeout=10,
+                           decode_responses=False, protocol=2)  # Envoy speaks RESP2 only
+
+    def address(self, node: Node) -> tuple[str, int]:
+        return node.host, node.port
+
+    def admin_get(self, path: str) -> str:
+        return admin.admin_get(self.admin_socket, path)
+
+    def containers(self) -> dict[str, str]:
+        """{pod name: container name}."""
+        return dict(self.state.extra["containers"])
+
+    def logs(self) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for pod, name in self.containers().items():
+            try:
+                container = self.docker.containers.get(name)
+                found[pod] = container.logs(tail=2000).decode(errors="replace")
+                found[f"{pod}.inspect.json"] = json.dumps(container.attrs, indent=2)
+            except Exception as exc:
+                found[pod] = f"unavailable: {exc}"
+        for log in sorted((self.state.directory / "logs").glob("*.log")):
+            found[log.stem] = log.read_text(encoding="utf-8", errors="replace")[-200_000:]
+        return found
+
+    # ---- faults (seam 3) -------------------------------------------------------------------
+    def _container(self, node: Node) -> Any:
+        name = self.containers().get(node.name)
+        if name is None:
+            raise LabError(f"no container for {node.name} in lab {self.state.name!r}")
+        return self.docker.containers.get(name)
+
+    def fault(self, node: Node, action: str) -> None:
+        if action not in FAULTS:
+            raise LabError(f"unknown fault {action!r}; valid: {', '.join(FAULTS)}")
+        container = self._container(node)
+        if action == "kill":
+            container.kill()
+        elif action == "stop":
+            container.stop(timeout=10)
+        elif action == "start":
+            container.start()
+        elif action == "freeze":
+            container.pause()
+        elif action == "unfreeze":
+            container.unpause()
+        else:
+            self._network_fault(container, node, action)
+
+    def _network_fault(self, container: Any, node: Node, action: str) -> None:
+        network = self.docker.networks.get(str(self.state.extra["network"]))
+        if action == "isolate":
+            network.disconnect(container)
+            return
+        aliases = list(self.state.extra["aliases"].get(node.name, []))
+        network.connect(container, ipv4_address=node.host, aliases=aliases)
+
+    def close(self) -> None:
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
+            self._client = None

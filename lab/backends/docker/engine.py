@@ -1,0 +1,88 @@
+"""The Docker engine: connecting to it, naming and labelling what a lab creates.
+
+Every container and network of a lab carries the labels `redis-mesh-lab.lab=<name>` and
+`redis-mesh-lab.home=<hash of the lab home>`, so `down` finds everything even when the
+state directory is gone, and two lab homes using the same lab name never touch each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+from lab import paths
+from lab.errors import LabError
+
+LABEL_LAB = "redis-mesh-lab.lab"
+LABEL_HOME = "redis-mesh-lab.home"
+LABEL_ROLE = "redis-mesh-lab.role"
+LABEL_INPUTS = "redis-mesh-lab.inputs"  # on images: the hash of what they were built from
+
+HOW_TO_START = ("no Docker engine answers ({where}): start one with `dockerd &` (as root) "
+                "or Docker Desktop, or point DOCKER_HOST at one")
+
+
+def home_id() -> str:
+    """A short, stable id of the lab home (REDIS_MESH_LAB_HOME)."""
+    return hashlib.sha256(str(paths.home().resolve()).encode()).hexdigest()[:6]
+
+
+def prefix(lab: str) -> str:
+    """Container and network names of a lab start with this."""
+    return f"rml-{home_id()}-{lab}"
+
+
+def container_name(lab: str, pod: str) -> str:
+    return f"{prefix(lab)}-{pod}"
+
+
+def labels(lab: str, role: str) -> dict[str, str]:
+    return {LABEL_LAB: lab, LABEL_HOME: home_id(), LABEL_ROLE: role}
+
+
+def label_filter(lab: str) -> list[str]:
+    return [f"{LABEL_LAB}={lab}", f"{LABEL_HOME}={home_id()}"]
+
+
+def configure_reaper(client: Any) -> bool:
+    """testcontainers' reaper (ryuk) removes a session's containers when the session ends.
+
+    A lab outlives the process that brought it up (`up`, then `pytest --lab-backend attach`),
+    so the reaper must not own its containers; and its image cannot be pulled without a
+    registry. It is disabled; the lab's labels are what `down` relies on. Returns whether
+    the reaper's image is present (reported by `status`-like diagnostics only).
+    """
+    from testcontainers.core.config import testcontainers_config
+
+    os.environ["TESTCONTAINERS_RYUK_DISABLED"] = "true"
+    testcontainers_config.ryuk_disabled = True
+    try:
+        client.images.get(testcontainers_config.ryuk_image)
+    except Exception:
+        return False
+    return True
+
+
+def connect() -> Any:
+    """A docker-py client of a live engine, or a one-line LabError saying how to start one."""
+    import docker
+    from docker.errors import DockerException
+
+    where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    try:
+        client = docker.from_env(timeout=30)
+        client.ping()
+    except (DockerException, OSError) as exc:
+        raise LabError(HOW_TO_START.format(where=where)) from exc
+    configure_reaper(client)
+    return client
+
+
+def available() -> str | None:
+    """None if an engine answers, else the reason (for skipping tests)."""
+    try:
+        connect().close()
+    except LabError as exc:
+        return str(exc)
+    return None

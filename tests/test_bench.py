@@ -155,7 +155,8 @@ def test_bench_script_end_to_end_quick(no_leaks: Path, tmp_path: Path):
 
     done = subprocess.run(
         [sys.executable, "benchmarks/run.py", "--reps", "1", "--seconds", "0.2",
-         "--configs", "off:1", "--ups", "1", "--no-suite", "--out", str(tmp_path)],
+         "--configs", "off:1", "--ups", "1", "--ready-backends", "local", "--no-suite",
+         "--out", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     figures = json.loads((tmp_path / "benchmarks.json").read_text())

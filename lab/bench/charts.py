@@ -116,13 +116,14 @@ def samples_chart(out: Path, stem: str, title: str, unit: str,
             ordered[len(ordered) // 2 - 1] + ordered[len(ordered) // 2]) / 2
         ax.bar(position, median, 0.5, color="#aec7e8")
         ax.scatter([position] * len(values), values, color="#1f77b4", s=14, zorder=3)
-        ax.text(position, median, f"{median:.2f} {unit}", ha="center", va="bottom", fontsize=8)
+        ax.text(position + 0.28, median, f"median {median:.2f} {unit}", ha="left",
+                va="center", fontsize=8)
     if target is not None:
         ax.axhline(target, color="#d62728", linewidth=0.8, linestyle="--")
         ax.text(len(samples) - 0.6, target, f"target {target:g} {unit}", fontsize=7,
                 color="#d62728", va="bottom", ha="right")
     ax.set_xticks(range(len(samples)), list(samples))
-    ax.set_xlim(-0.6, len(samples) - 0.4)
+    ax.set_xlim(-0.6, len(samples) - 0.1)
     ax.set_ylabel(unit)
     ax.set_ylim(0, max(ax.get_ylim()[1], (target or 0) * 1.15))
     ax.set_title(title)

@@ -130,7 +130,8 @@ def charts(meta: dict[str, Any], columns: list[dict[str, Any]], out: Path
     if ready:
         drawn.append(("TimeToReady per backend and Redis (one dot per Envoy version)",
                       charts_mod.samples_chart(where, "matrix-time-to-ready",
-                                               "TimeToReady (one dot per Envoy version)", "s",
+                                               "TimeToReady: python -m lab up "
+                                               "(one dot per Envoy)", "s",
                                                ready, target=5.0)))
     failover: dict[str, list[float]] = {}
     for column in columns:

@@ -74,7 +74,8 @@ def charts(figures: dict[str, Any], out: Path) -> list[tuple[str, str]]:
                       charts_mod.latency_bars(where, "bench-latency",
                                               f"Latency, {_config_label(main)}",
                                               categories, latency)))
-    ready = {entry["backend"]: entry["samples_s"] for entry in figures.get("TimeToReady", [])}
+    ready = {entry["backend"]: entry["samples_s"] for entry in figures.get("TimeToReady", [])
+             if entry["samples_s"]}
     if ready:
         drawn.append(("TimeToReady per backend",
                       charts_mod.samples_chart(where, "bench-time-to-ready",
@@ -104,6 +105,10 @@ def markdown(figures: dict[str, Any], drawn: list[tuple[str, str]], out: Path) -
         "the same run, not absolute rps across runs.", "",
     ]
     for entry in figures.get("TimeToReady", []):
+        if not entry["samples_s"]:
+            lines += [f"**TimeToReady** ({entry['backend']} backend): `up` failed: "
+                      f"{entry.get('error', '?')}", ""]
+            continue
         lines += [f"**TimeToReady** ({entry['backend']} backend): median {entry['median_s']} s, "
                   f"min {entry['min_s']} s, max {entry['max_s']} s over "
                   f"{len(entry['samples_s'])} runs (target <= {entry['target_s']:g} s).", ""]

@@ -75,6 +75,20 @@ def test_page_shows_a_rejected_version_as_a_column(tmp_path: Path):
         "WriteMirroring"]
 
 
+def test_command_coverage_table_from_the_extended_suite(tmp_path: Path):
+    column = _column("1.40.0")
+    column["CommandCoverage"] = {"envoyVersion": "1.40.0", "probes": [
+        {"family": "strings", "command": "SET", "outcome": "served", "reply": "OK"},
+        {"family": "connection", "command": "HELLO", "outcome": "error", "reply": "unsupp"},
+        {"family": "connection", "command": "HELLO", "outcome": "error", "reply": "unsupp"}]}
+    meta = {"date": "today", "cores": 2, "load_before": "1", "profiles": ["tutorial"]}
+    matrix_report.write(meta, [column], tmp_path)
+    text = (tmp_path / "matrix.md").read_text()
+    assert "| strings SET | served |" in text
+    assert "| connection HELLO (2) | error |" in text
+    assert "<h2>CommandCoverage</h2>" in (tmp_path / "matrix.html").read_text()
+
+
 def test_envoy_selection():
     assert implementations.select_envoys("ends") == ["1.36.2", "1.40.0"]
     assert implementations.select_envoys("all") == list(implementations.ENVOY_SERVER_VERSIONS)

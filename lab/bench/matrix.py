@@ -12,6 +12,7 @@ rejects, or any other failed `up`, becomes a column that says so.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -138,8 +139,12 @@ def run_column(impl: Implementation, profiles: list[str], out: Path, *, overhead
                 "report": str(path.relative_to(out)),
                 "features": {f: cell(f, report) for f in PROFILES[profile]},
             }
-            for measurement in ("CommandCoverage", "FailoverRecovery"):
+            for measurement, filename in (("CommandCoverage", "command-coverage.json"),
+                                          ("FailoverRecovery", "failover-recovery.json")):
+                # written into the run folder by the extended suite (or carried in the report)
                 found = _find(report, measurement)
+                if (path.parent / filename).exists():
+                    found = json.loads((path.parent / filename).read_text())
                 if found is not None:
                     column[measurement] = found
             say(f"  {impl.ident} {profile}: {report['profiles'][0]['result']} ({seconds} s)")

@@ -94,17 +94,26 @@ def _overhead(column: dict[str, Any], test: str) -> tuple[float, float, float] |
 
 
 def _coverage(column: dict[str, Any]) -> dict[str, str]:
+    """CommandCoverage as {probe: outcome}; the extended suite writes
+    {"envoyVersion": ..., "probes": [{"family", "command", "outcome", "reply"}]}."""
     data = column.get("CommandCoverage")
     if isinstance(data, dict):
-        data = data.get("commands", data)
+        data = data.get("probes", data.get("commands", data))
+    table: dict[str, str] = {}
     if isinstance(data, dict):
-        return {str(k): str(v.get("result", v) if isinstance(v, dict) else v)
-                for k, v in data.items()}
-    if isinstance(data, list):
-        return {str(row.get("command") or row.get("family")):
-                str(row.get("result") or row.get("status")) for row in data
-                if isinstance(row, dict)}
-    return {}
+        table = {str(k): str(v.get("outcome", v) if isinstance(v, dict) else v)
+                 for k, v in data.items()}
+    elif isinstance(data, list):
+        for row in data:
+            if not isinstance(row, dict):
+                continue
+            probe = " ".join(str(row[k]) for k in ("family", "command") if row.get(k))
+            name, index = probe, 1
+            while name in table:
+                index += 1
+                name = f"{probe} ({index})"
+            table[name] = str(row.get("outcome") or row.get("result") or row.get("status"))
+    return table
 
 
 def charts(meta: dict[str, Any], columns: list[dict[str, Any]], out: Path
@@ -225,10 +234,13 @@ def markdown(meta: dict[str, Any], columns: list[dict[str, Any]],
         lines.append("")
     coverage = {c["id"]: _coverage(c) for c in columns if _coverage(c)}
     if coverage:
-        commands = sorted({cmd for table in coverage.values() for cmd in table})
+        commands = list(dict.fromkeys(cmd for table in coverage.values() for cmd in table))
         ids = list(coverage)
-        lines += ["## CommandCoverage", "", "| command | " + " | ".join(ids) + " |",
-                  "|---|" + "---|" * len(ids)]
+        lines += ["## CommandCoverage", "",
+                  "Each probe through the proxy (the extended profile's "
+                  "`test_command_coverage_table`): served, error (Envoy's or Redis's reply), "
+                  "no reply, connection closed.", "",
+                  "| probe | " + " | ".join(ids) + " |", "|---|" + "---|" * len(ids)]
         lines += [f"| {cmd} | " + " | ".join(coverage[i].get(cmd, "-") for i in ids) + " |"
                   for cmd in commands]
         lines.append("")
@@ -261,6 +273,19 @@ def page(meta: dict[str, Any], columns: list[dict[str, Any]], drawn: list[tuple[
                               if reason and result in ("fail", "xfail", "not run") else "")
             + "</td>" for text, result, reason in row)
         body.append(f"<tr><th>{esc(label)}</th>{tds}</tr>")
+    coverage = {c["id"]: _coverage(c) for c in columns if _coverage(c)}
+    coverage_html = ""
+    if coverage:
+        probes = list(dict.fromkeys(p for table in coverage.values() for p in table))
+        rows_html = "".join(
+            f"<tr><th>{esc(probe)}</th>" + "".join(
+                f'<td style="background:'
+                f'{"#d4f4d4" if t.get(probe) == "served" else "#fde9b8"}">'
+                f"{esc(t.get(probe, '-'))}</td>" for t in coverage.values()) + "</tr>"
+            for probe in probes)
+        coverage_html = ("<h2>CommandCoverage</h2><table><thead><tr><th>probe</th>"
+                         + "".join(f"<th>{esc(i)}</th>" for i in coverage)
+                         + f"</tr></thead><tbody>{rows_html}</tbody></table>")
     images = list(drawn) + [(title, stem) for stem, title in BENCH_CHARTS
                             if (out / CHARTS_DIR / f"{stem}.png").exists()]
     figures = "".join(
@@ -284,6 +309,7 @@ Control plane: builtin; backend: local. Shared, noisy machine: timings are indic
 <table><thead><tr><th>feature</th>{head}</tr></thead><tbody>
 {''.join(body)}
 </tbody></table>
+{coverage_html}
 {figures}
 </body></html>
 """

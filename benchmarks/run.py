@@ -23,7 +23,7 @@ from typing import Any
 from lab.backends import get_backend
 from lab.backends.base import UpOptions
 from lab.backends.local import LocalBackend
-from lab.bench import overhead, redisbench, report
+from lab.bench import compare, overhead, redisbench, report
 from lab.bench.redisbench import Target
 from lab.errors import LabError
 from lab.progress import Progress
@@ -128,6 +128,9 @@ def main() -> int:
                              "reported, not fatal)")
     parser.add_argument("--no-suite", action="store_true", help="skip the suite timing")
     parser.add_argument("--out", type=Path, default=REPORTS)
+    parser.add_argument("--compare", type=Path, default=None, metavar="BENCHMARKS_JSON",
+                        help="a previous run's benchmarks.json: report how far each median "
+                             "ratio moved (goal: within +-10%%)")
     args = parser.parse_args()
     progress = Progress()
     try:
@@ -162,6 +165,10 @@ def main() -> int:
     except LabError as error:
         print(f"redis-mesh-lab bench: {error}", file=sys.stderr)
         return 2
+    if args.compare:
+        other = json.loads(args.compare.read_text())
+        figures["Reproducibility"] = {"other_date": other.get("date", "?"),
+                                      "rows": compare.compare(figures, other)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "benchmarks.json").write_text(json.dumps(figures, indent=2) + "\n")
     charts = report.charts(figures, args.out)

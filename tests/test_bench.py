@@ -165,3 +165,19 @@ def test_bench_script_end_to_end_quick(no_leaks: Path, tmp_path: Path):
     assert [c["test"] for c in config["cases"]][:4] == ["SET", "GET", "INCR", "MSET (10 keys)"]
     assert all(c["ratio_median"] > 0 for c in config["cases"])
     assert "| MSET P16 |" in (tmp_path / "benchmarks.md").read_text()
+
+
+def test_reproducibility_compares_median_ratios_case_by_case():
+    from lab.bench import compare
+
+    def figures(set_ratio: float, get_ratio: float) -> dict:
+        cases = [{"test": "SET", "pipeline": 1, "ratio_median": set_ratio},
+                 {"test": "GET", "pipeline": 16, "ratio_median": get_ratio}]
+        return {"ProxyOverhead": [{"mirror": True, "envoy_concurrency": 2, "cases": cases}]}
+
+    rows = compare.compare(figures(0.55, 0.30), figures(0.50, 0.40))
+    assert [(r["test"], r["change_pct"], r["within"]) for r in rows] == [
+        ("SET", 10.0, True), ("GET", -25.0, False)]
+    text = compare.markdown(rows, "now", "then")
+    assert "1 of 2 median ratios within +-10%" in text
+    assert "| mirror on, --concurrency 2 | GET P16 | 0.30 | 0.40 | -25.0% **(outside)** |" in text

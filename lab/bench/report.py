@@ -140,6 +140,11 @@ def markdown(figures: dict[str, Any], drawn: list[tuple[str, str]], out: Path) -
         lines.append("")
     if configs:
         lines += [LIMITS, ""]
+    if figures.get("Reproducibility"):
+        from lab.bench import compare
+
+        again = figures["Reproducibility"]
+        lines += [compare.markdown(again["rows"], figures["date"], again["other_date"])]
     if drawn:
         lines += ["## Charts", ""]
         for title, stem in drawn:

@@ -21,7 +21,7 @@ from typing import Any
 import redis
 
 from lab.backends.base import Access
-from lab.envoy.admin import parse_hosts
+from lab.envoy.admin import CLUSTERS_JSON, parse_hosts
 from lab.monitor import MonitorCapture
 from lab.state import LabState
 from lab.topology import Node, Topology, from_cluster_slots
@@ -66,9 +66,11 @@ class Lab:
             "istioProfile": self.state.istio_profile,
             "readPolicy": self.state.read_policy,
             "mirrorEnabled": self.state.mirror_enabled,
+            # Who turned the EnvoyFilters into Envoy config: a backend may say (istiod);
+            # else Istio on Kubernetes, else our builtin patcher (local, docker).
             "controlPlane": self.state.extra.get("controlPlane")
-            or ("builtin patcher" if self.state.backend == "local"
-                else f"istio ({self.state.istio_profile})"),
+            or (f"istio ({self.state.istio_profile})" if self.state.istio_profile
+                else "builtin patcher"),
             "envoyfilters": list(getattr(self.state, "envoyfilters", []) or []),
         }
 
@@ -105,10 +107,20 @@ class Lab:
         key = (target.name, readonly)
         if key not in self._clients:
             host, port = self._access.address(target)
+            credentials = getattr(self._access, "credentials", None)  # the lab's admin user
+            auth = credentials() if credentials is not None else {}
             connect: Any = _readonly_on_connect if readonly else None  # redis-py passes the
             self._clients[key] = redis.Redis(host, port, socket_timeout=10, protocol=2,
-                                             redis_connect_func=connect)  # connection to it
+                                             redis_connect_func=connect,  # connection to it
+                                             username=auth.get("username"),
+                                             password=auth.get("password"))
         return self._clients[key]
+
+    def address(self, node: Node | str) -> str:
+        """Where this process reaches a node ("host:port"; a port-forward on Kubernetes)."""
+        target = node if isinstance(node, Node) else self._node(node)
+        host, port = self._access.address(target)
+        return f"{host}:{port}"
 
     def _node(self, name: str) -> Node:
         return self.mirror if name == self.mirror.name else self.topology.node(name)
@@ -134,7 +146,7 @@ class Lab:
 
     def proxy_hosts(self) -> dict[str, str]:
         """The proxy's view: {"ip:port": health} of the redis cluster, from Envoy's admin."""
-        return parse_hosts(self.admin("/clusters"), PROXY_CLUSTER)
+        return parse_hosts(self.admin(CLUSTERS_JSON), PROXY_CLUSTER)
 
     def admin(self, path: str) -> str:
         return self._access.admin_get(path)

@@ -51,6 +51,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "feature(*names): conformance features a test proves")
     for option in options.OPTIONS:  # a bad value from the environment or ini fails early
         options.get(config, option.flag)
+    if options.get(config, "--lab-backend") == "attach" and not options.text(config,
+                                                                              "--lab-name"):
+        raise pytest.UsageError("--lab-backend attach needs --lab-name")
     profile = str(options.get(config, "--lab-profile"))
     collector = Collector(profile=profile)
     config.stash[_COLLECTOR] = collector
@@ -185,6 +188,30 @@ def _worker(config: pytest.Config) -> str:
     return str(workerinput["workerid"]) if workerinput else ""
 
 
+def _attach(name: str) -> Any:
+    """The Lab handle of a running lab, after a health check (one line if something is down)."""
+    from lab import health
+    from lab.backends import get_backend
+    from lab.errors import LabError
+    from lab.handle import Lab
+    from lab.state import LabState
+
+    try:
+        state = LabState.load(name)
+    except LabError as exc:
+        pytest.exit(f"cannot attach to lab {name!r}: {exc}", returncode=EXIT_NO_SUCH_LAB)
+    if state is None:
+        pytest.exit(f"lab {name!r} is not up (redis-mesh-lab up --name {name})",
+                    returncode=EXIT_NO_SUCH_LAB)
+    access = get_backend(state.backend).access(state)
+    problems = health.check(state, access).problems
+    if problems:
+        access.close()
+        pytest.exit(f"lab {name!r} is not healthy: {'; '.join(problems)}",
+                    returncode=EXIT_NO_SUCH_LAB)
+    return Lab(state, access)
+
+
 @pytest.fixture(scope="session")
 def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     """A running lab (provisioned for this session, or attached), as a `Lab` handle."""
@@ -192,7 +219,6 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     from lab.errors import LabError
     from lab.handle import Lab
     from lab.progress import Progress
-    from lab.state import LabState
 
     config = request.config
     backend_name = str(options.get(config, "--lab-backend"))
@@ -201,11 +227,7 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     if backend_name == "attach":
         if not name:
             raise pytest.UsageError("--lab-backend attach needs --lab-name")
-        state = LabState.load(name)
-        if state is None:
-            pytest.exit(f"lab {name!r} is not up (redis-mesh-lab up --name {name})",
-                        returncode=EXIT_NO_SUCH_LAB)
-        handle = Lab(state, get_backend(state.backend).access(state))
+        handle = _attach(name)
         yield handle
         handle.close()
         return
@@ -220,22 +242,68 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     with shown:  # provisioning is long on Kubernetes: show its steps as they happen
         progress = Progress()  # bound to the real stderr, not pytest's capture
         progress.say(f"\nprovisioning lab {name!r} on backend {backend_name}")
+        from lab.procs import interruptible
+
+        signals = contextlib.ExitStack()  # SIGTERM/SIGHUP, while provisioning and after,
+        signals.enter_context(interruptible())  # stop the run like Ctrl-C: the lab goes down
         try:
             state = backend.up(up, progress)
         except LabError as exc:
+            signals.close()
             pytest.exit(f"could not provision the lab: {exc}", returncode=EXIT_NOT_PROVISIONED)
+        except BaseException:
+            signals.close()
+            raise
     handle = Lab(state, backend.access(state))
     try:
         yield handle
     finally:
-        handle.close()
-        if keep:
-            shown = capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
-            with shown:
-                Progress().say(f"\n--lab-keep: lab {name!r} left up; "
-                               f"redis-mesh-lab down --name {name} removes it")
-        else:
-            backend.down(name, Progress(quiet=True))
+        with signals:  # released once the lab is down
+            handle.close()
+            if keep:
+                shown = (capture.global_and_fixture_disabled() if capture
+                         else contextlib.nullcontext())
+                with shown:
+                    Progress().say(f"\n--lab-keep: lab {name!r} left up; "
+                                   f"redis-mesh-lab down --name {name} removes it")
+            else:
+                backend.down(name, Progress(quiet=True))
+
+
+# ---- seam 6: variant labs (owner: extended; logic in lab/conformance/variants.py) -----------
+@pytest.fixture(scope="session")
+def lab_variant(request: pytest.FixtureRequest, lab: Lab) -> Iterator[Any]:
+    """`lab_variant(Variant(...)) -> Lab`: a second lab on the session lab's backend, with
+    another read policy / mirror / extra EnvoyFilters; one per distinct variant, down at the end.
+    """
+    import dataclasses as _dc
+
+    from lab.backends import UpOptions
+    from lab.conformance.variants import Variant, VariantLabs
+    from lab.errors import LabError
+    from lab.progress import Progress
+
+    config = request.config
+    base = UpOptions(istio=str(options.get(config, "--lab-istio")),
+                     kubeconfig=options.text(config, "--lab-kubeconfig"))
+    capture = config.pluginmanager.getplugin("capturemanager")
+    labs = VariantLabs(lab, lambda name: _dc.replace(base, name=name), Progress)
+
+    def provide(variant: Variant) -> Lab:
+        shown = capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
+        with shown:
+            try:
+                return labs.get(variant)
+            except NotImplementedError as exc:
+                pytest.skip(f"variant {variant.label}: {exc}")
+            except LabError as exc:
+                pytest.fail(f"could not provision variant lab {variant.label}: {exc}",
+                            pytrace=False)
+
+    try:
+        yield provide
+    finally:
+        labs.close()
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -260,9 +328,19 @@ def pytest_runtest_call(item: pytest.Item) -> None:
     implementation = handle.implementation()
     item.user_properties.append((_IMPLEMENTATION, json.dumps(implementation)))
     for key, value in implementation_parameters(implementation).items():
-        allure.dynamic.parameter(key, value)
+        allure.dynamic.parameter(key, _Shown(value))
         allure.dynamic.label(f"lab.{key}", value)
     handle.captures = []
+
+
+class _Shown:
+    """A parameter value Allure shows as it is (it quotes plain strings: 'local')."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
 
 
 def implementation_parameters(implementation: dict[str, Any]) -> dict[str, str]:
@@ -271,8 +349,8 @@ def implementation_parameters(implementation: dict[str, Any]) -> dict[str, str]:
     return {
         "backend": str(implementation.get("backend", "")),
         "control plane": str(implementation.get("controlPlane")
-                             or ("builtin patcher" if implementation.get("backend") == "local"
-                                 else f"istio ({implementation.get('istioProfile')})")),
+                             or (f"istio ({implementation['istioProfile']})"
+                                 if implementation.get("istioProfile") else "builtin patcher")),
         "envoy": str(implementation.get("envoyVersion", "")),
         "redis": str(implementation.get("redisVersion", "")),
         "read policy": str(implementation.get("readPolicy", "")),
@@ -348,7 +426,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = EXIT_INCOMPLETE
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
-        reporter.ensure_newline()
+        writer = getattr(reporter, "_tw", None)
+        if writer is not None and writer.width_of_current_line:
+            reporter.write("\n")  # after -q's "[100%]", which ends no line
         reporter.write_sep("-", f"conformance profile {collector.profile}: {collector.overall()}")
         for line in collector.summary():
             reporter.write_line(line)

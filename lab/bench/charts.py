@@ -66,8 +66,10 @@ def ratio_bars(out: Path, stem: str, title: str, categories: Sequence[str],
             highs.append(high - median)
         bars = ax.bar(xs, heights, width * 0.92, label=name, yerr=[lows, highs], capsize=2,
                       error_kw={"elinewidth": 0.8})
-        if len(series) <= 4:
-            ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=2)
+        # the median, on a white patch so the whisker through it does not hide it
+        for label in ax.bar_label(bars, fmt="%.2f", fontsize=6 if len(series) > 2 else 7,
+                                  label_type="center"):
+            label.set_bbox({"facecolor": "white", "edgecolor": "none", "pad": 0.6})
     ax.axhline(1.0, color="0.3", linewidth=0.8, linestyle="--")
     ax.text(len(categories) - 0.45, 1.0, "direct = 1.0", fontsize=7, va="bottom", ha="right",
             color="0.3")

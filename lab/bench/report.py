@@ -63,7 +63,9 @@ def charts(figures: dict[str, Any], out: Path) -> list[tuple[str, str]]:
         drawn.append(("Throughput ratio, proxy / direct, per command and pipeline depth",
                       charts_mod.ratio_bars(where, "bench-overhead-ratios", title, categories,
                                             series)))
-        main = configs[0]
+        # the tutorial's sidecar: mirror on, Envoy's default concurrency (2 on this machine)
+        main = next((c for c in configs if c["mirror"] and c["envoy_concurrency"] == 2),
+                    configs[0])
         latency = {
             "proxy p50": [c["proxy"]["p50_ms_median"] for c in main["cases"]],
             "direct p50": [c["direct"]["p50_ms_median"] for c in main["cases"]],

@@ -180,9 +180,23 @@ class _Patcher:
         return len(positions)
 
 
+ROOT_NAMESPACE = "istio-system"
+
+
+def istio_order(envoyfilters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Istio's order: `spec.priority` ascending, then the root namespace's filters first,
+    then creation order (the order given here, as `kubectl apply` would create them)."""
+    def key(item: tuple[int, dict[str, Any]]) -> tuple[int, int, int]:
+        index, doc = item
+        namespace = doc.get("metadata", {}).get("namespace", "default")
+        return int(doc.get("spec", {}).get("priority", 0)), int(namespace != ROOT_NAMESPACE), index
+
+    return [doc for _, doc in sorted(enumerate(envoyfilters), key=key)]
+
+
 def apply_envoyfilters(config: Config, envoyfilters: list[dict[str, Any]]) -> Config:
-    """Apply the EnvoyFilters in order (as Istio does for one namespace) to a copy of config."""
+    """Apply the EnvoyFilters in Istio's order (istio_order) to a copy of config."""
     patcher = _Patcher(config)
-    for envoyfilter in envoyfilters:
+    for envoyfilter in istio_order(envoyfilters):
         patcher.apply(envoyfilter)
     return patcher.config

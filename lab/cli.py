@@ -318,7 +318,7 @@ def _tools(args: argparse.Namespace) -> int:
     if existing:
         print(f"istiod is installed: {existing} ({versions.ISTIOD_DESCRIPTION})")
         return 0
-    print(f"building istiod ({versions.ISTIOD_DESCRIPTION}) with go install into "
+    print(f"building istiod ({versions.ISTIOD_DESCRIPTION}) with go build into "
           f"{pilot.cache_dir()}; a cold build takes many minutes", flush=True)
     path, seconds = pilot.install()
     print(f"istiod installed: {path} (built in {seconds:.0f} s)")

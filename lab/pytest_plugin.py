@@ -404,7 +404,9 @@ class _Recorder:
         if _IMPLEMENTATION in props:
             self.collector.record_implementation(json.loads(str(props[_IMPLEMENTATION])))
         reason = ""
-        if report.skipped and isinstance(report.longrepr, tuple):
+        if getattr(report, "wasxfail", None) is not None:  # expected failure: keep why
+            reason = f"xfail: {report.wasxfail}" if report.wasxfail else "xfail"
+        elif report.skipped and isinstance(report.longrepr, tuple):
             reason = str(report.longrepr[2]).removeprefix("Skipped: ")
         elif report.failed:
             crash = getattr(report.longrepr, "reprcrash", None)

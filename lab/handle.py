@@ -115,13 +115,19 @@ class Lab:
 
     # ---- observing ----------------------------------------------------------------------------
     def monitor(self, nodes: Iterable[Node] | None = None) -> MonitorCapture:
-        """MONITOR on the given nodes (default: all six and the mirror)."""
-        targets = list(nodes) if nodes is not None else [*self.nodes, self.mirror]
+        """MONITOR on exactly the given nodes (default: the six cluster nodes, not the mirror).
+
+        Each MONITOR has answered +OK before the window opens; a node that is down makes
+        the capture fail, so a test that stops a node captures only the others.
+        """
+        targets = list(nodes) if nodes is not None else list(self.nodes)
+        prelude = getattr(self._access, "monitor_prelude", None)
         capture = MonitorCapture(
             targets,
             address=self._access.address,
             replication_sources={n.address for n in self.nodes},
             send=lambda node, marker: self.client(node).echo(marker),
+            prelude=prelude() if callable(prelude) else (),
         )
         self.captures.append(capture)
         return capture

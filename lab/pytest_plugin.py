@@ -112,9 +112,19 @@ def _selection(config: pytest.Config) -> list[str]:
     return why
 
 
+def _also(config: pytest.Config) -> set[str]:
+    """--lab-also: features run besides the profile's (`nox -s e2e` adds Resharding)."""
+    names = {f.strip() for f in (options.text(config, "--lab-also") or "").split(",") if f.strip()}
+    unknown = sorted(names - set(ALL))
+    if unknown:
+        raise pytest.UsageError(f"--lab-also: unknown feature {', '.join(unknown)}; "
+                                f"valid features: {', '.join(ALL)}")
+    return names
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     profile = config.stash[_COLLECTOR].profile
-    wanted = set(PROFILES[profile])
+    wanted = set(PROFILES[profile]) | _also(config)
     featured = False
     for item in items:
         features = _features(item)

@@ -146,7 +146,7 @@ def through_proxy(lab: Lab, commands: Iterable[tuple[object, ...]]) -> list[obje
 
 
 def errors(replies: Iterable[object]) -> list[str]:
-    return [str(r) for r in replies if isinstance(r, Exception)]
+    return [f"{type(r).__name__}: {r}" for r in replies if isinstance(r, Exception)]
 
 
 def redirections(lab: Lab) -> dict[str, int]:

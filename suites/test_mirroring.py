@@ -11,7 +11,7 @@ from collections import Counter
 import allure
 import pytest
 
-from .keys import errors, run_keys, through_proxy
+from .keys import errors, run_keys, through_proxy, wait_all_replicated
 
 WRITES = ("SET", "APPEND", "INCRBY", "DEL", "EXPIRE", "HSET", "LPUSH", "MSET")
 READS = ("GET", "MGET", "EXISTS", "TTL", "HGET", "LRANGE")
@@ -57,12 +57,15 @@ def test_writes_are_mirrored_verbatim_and_reads_are_not(lab):
         with lab.monitor([lab.mirror]) as capture:
             with allure.step(f"{len(writes)} writes through the proxy, pipelined"):
                 replies = through_proxy(lab, writes)
+            wait_all_replicated(lab)  # reads go to replicas: they must have every write
             with allure.step(f"{len(reads)} reads through the proxy"):
                 answers = through_proxy(lab, reads)
             with allure.step("MONITOR on redis-mirror: wait for the mirrored writes"):
                 # Mirroring is fire-and-forget: the client's reply does not wait for it.
+                # Envoy sends each mirror request when it routes the write, so once the
+                # mirror has been quiet for 2 s nothing more is coming.
                 capture.wait_until(lambda entries: len(on_mirror(entries)) >= sum(
-                    expected.values()), timeout=30)
+                    expected.values()), timeout=30, quiet=2.0)
         assert not errors(replies), f"writes failed: {errors(replies)[:3]}"
         for g, start in zip(groups, range(0, len(answers), 6), strict=True):
             get, mget, exists, ttl, hget, lrange = answers[start:start + 6]

@@ -109,21 +109,24 @@ def test_replica_down_reads_are_not_served_by_the_master(lab):
         values = {k: keys.value() for k, s in keys.per_shard(topology, 6).items() if s == shard}
         assert not errors(through_proxy(lab, [("SET", k, v) for k, v in values.items()]))
         wait_all_replicated(lab)
-        with allure.step(f"stop {replica.name}; wait until the proxy's topology drops it"):
-            lab.faults.stop(replica)
-            _wait_proxy_sees(lab, replica, present=False)
-        with lab.monitor(others) as capture, \
-                allure.step("get the shard's keys through the proxy"):
-            down = through_proxy(lab, [("GET", k) for k in values])
+        try:
+            with allure.step(f"stop {replica.name}; wait until the proxy's topology drops it"):
+                lab.faults.stop(replica)
+                _wait_proxy_sees(lab, replica, present=False)
+            with lab.monitor(others) as capture, \
+                    allure.step("get the shard's keys through the proxy"):
+                down = through_proxy(lab, [("GET", k) for k in values])
+        finally:  # whatever happened, the next test gets the whole cluster back
+            with allure.step(f"start {replica.name}; wait until the proxy has it again"):
+                if lab.faults.active:
+                    lab.faults.start(replica)
+                _wait_proxy_sees(lab, replica, present=True)
+                assert lab.wait_replicated(shard.master) >= 1, "WAIT 1: no resync"
         served = [show(k) for k, r in zip(values, down, strict=True)
                   if not isinstance(r, Exception)]
         reads = _executed(capture, "GET", values)
         assert not reads, f"with {replica.name} down, reads were served by {reads}"
         assert not served, f"with {replica.name} down, the proxy answered {served[:3]}"
-        with allure.step(f"start {replica.name}; wait until the proxy has it again"):
-            lab.faults.start(replica)
-            _wait_proxy_sees(lab, replica, present=True)
-            assert lab.wait_replicated(shard.master) >= 1, "WAIT 1: the replica did not resync"
         with lab.monitor(lab.nodes) as capture:
             back = through_proxy(lab, [("GET", k) for k in values])
         assert back == list(values.values())

@@ -7,7 +7,7 @@ import allure
 import pytest
 from redis.crc import key_slot
 
-from .keys import errors, redirections, run_keys, show, text, through_proxy
+from .keys import errors, redirections, run_keys, show, text, through_proxy, wait_all_replicated
 
 
 @pytest.mark.feature("TopologyDiscovery")
@@ -40,6 +40,7 @@ def test_each_key_is_executed_by_the_node_owning_its_slot(lab):
         with lab.monitor(lab.nodes) as capture:
             with allure.step(f"set {len(written)} random binary keys through the proxy"):
                 replies = through_proxy(lab, [("SET", k, v) for k, v in values.items()])
+            wait_all_replicated(lab)  # reads may go to replicas
             with allure.step("get them back through the proxy"):
                 got = through_proxy(lab, [("GET", k) for k in written])
         after = redirections(lab)

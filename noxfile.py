@@ -12,6 +12,9 @@ import nox
 
 nox.options.sessions = ["lint", "tests", "e2e"]
 nox.options.reuse_venv = "yes"
+# uv when nox was installed with it (`pip install "nox[uv]"`: fast installs, and no
+# "uv binary not found" line), else virtualenv.
+nox.options.default_venv_backend = "uv|virtualenv"
 
 REPORTS = Path("reports")
 

@@ -51,6 +51,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "feature(*names): conformance features a test proves")
     for option in options.OPTIONS:  # a bad value from the environment or ini fails early
         options.get(config, option.flag)
+    if options.get(config, "--lab-backend") == "attach" and not options.text(config,
+                                                                              "--lab-name"):
+        raise pytest.UsageError("--lab-backend attach needs --lab-name")
     profile = str(options.get(config, "--lab-profile"))
     collector = Collector(profile=profile)
     config.stash[_COLLECTOR] = collector
@@ -195,6 +198,30 @@ def _worker(config: pytest.Config) -> str:
     return str(workerinput["workerid"]) if workerinput else ""
 
 
+def _attach(name: str) -> Any:
+    """The Lab handle of a running lab, after a health check (one line if something is down)."""
+    from lab import health
+    from lab.backends import get_backend
+    from lab.errors import LabError
+    from lab.handle import Lab
+    from lab.state import LabState
+
+    try:
+        state = LabState.load(name)
+    except LabError as exc:
+        pytest.exit(f"cannot attach to lab {name!r}: {exc}", returncode=EXIT_NO_SUCH_LAB)
+    if state is None:
+        pytest.exit(f"lab {name!r} is not up (redis-mesh-lab up --name {name})",
+                    returncode=EXIT_NO_SUCH_LAB)
+    access = get_backend(state.backend).access(state)
+    problems = health.check(state, access).problems
+    if problems:
+        access.close()
+        pytest.exit(f"lab {name!r} is not healthy: {'; '.join(problems)}",
+                    returncode=EXIT_NO_SUCH_LAB)
+    return Lab(state, access)
+
+
 @pytest.fixture(scope="session")
 def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     """A running lab (provisioned for this session, or attached), as a `Lab` handle."""
@@ -202,7 +229,6 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     from lab.errors import LabError
     from lab.handle import Lab
     from lab.progress import Progress
-    from lab.state import LabState
 
     config = request.config
     backend_name = str(options.get(config, "--lab-backend"))
@@ -211,11 +237,7 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     if backend_name == "attach":
         if not name:
             raise pytest.UsageError("--lab-backend attach needs --lab-name")
-        state = LabState.load(name)
-        if state is None:
-            pytest.exit(f"lab {name!r} is not up (redis-mesh-lab up --name {name})",
-                        returncode=EXIT_NO_SUCH_LAB)
-        handle = Lab(state, get_backend(state.backend).access(state))
+        handle = _attach(name)
         yield handle
         handle.close()
         return
@@ -231,7 +253,10 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
         progress = Progress()  # bound to the real stderr, not pytest's capture
         progress.say(f"\nprovisioning lab {name!r} on backend {backend_name}")
         try:
-            state = backend.up(up, progress)
+            from lab.procs import interruptible
+
+            with interruptible():  # SIGTERM/SIGHUP clean up like Ctrl-C
+                state = backend.up(up, progress)
         except LabError as exc:
             pytest.exit(f"could not provision the lab: {exc}", returncode=EXIT_NOT_PROVISIONED)
     handle = Lab(state, backend.access(state))
@@ -246,6 +271,42 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
                                f"redis-mesh-lab down --name {name} removes it")
         else:
             backend.down(name, Progress(quiet=True))
+
+
+# ---- seam 6: variant labs (owner: extended; logic in lab/conformance/variants.py) -----------
+@pytest.fixture(scope="session")
+def lab_variant(request: pytest.FixtureRequest, lab: Lab) -> Iterator[Any]:
+    """`lab_variant(Variant(...)) -> Lab`: a second lab on the session lab's backend, with
+    another read policy / mirror / extra EnvoyFilters; one per distinct variant, down at the end.
+    """
+    import dataclasses as _dc
+
+    from lab.backends import UpOptions
+    from lab.conformance.variants import Variant, VariantLabs
+    from lab.errors import LabError
+    from lab.progress import Progress
+
+    config = request.config
+    base = UpOptions(istio=str(options.get(config, "--lab-istio")),
+                     kubeconfig=options.text(config, "--lab-kubeconfig"))
+    capture = config.pluginmanager.getplugin("capturemanager")
+    labs = VariantLabs(lab, lambda name: _dc.replace(base, name=name), Progress)
+
+    def provide(variant: Variant) -> Lab:
+        shown = capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
+        with shown:
+            try:
+                return labs.get(variant)
+            except NotImplementedError as exc:
+                pytest.skip(f"variant {variant.label}: {exc}")
+            except LabError as exc:
+                pytest.fail(f"could not provision variant lab {variant.label}: {exc}",
+                            pytrace=False)
+
+    try:
+        yield provide
+    finally:
+        labs.close()
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -270,7 +331,7 @@ def pytest_runtest_call(item: pytest.Item) -> None:
     implementation = handle.implementation()
     item.user_properties.append((_IMPLEMENTATION, json.dumps(implementation)))
     for key, value in implementation_parameters(implementation).items():
-        allure.dynamic.parameter(key, value)
+        allure.dynamic.parameter(key, _Shown(value))
         allure.dynamic.label(f"lab.{key}", value)
     handle.captures = []
 
@@ -282,6 +343,16 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
     faults = getattr(handle, "faults", None)
     if faults is not None and faults.active:
         faults.undo_all()
+
+
+class _Shown:
+    """A parameter value Allure shows as it is (it quotes plain strings: 'local')."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
 
 
 def implementation_parameters(implementation: dict[str, Any]) -> dict[str, str]:

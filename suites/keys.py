@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import uuid
 from collections.abc import Iterable, Iterator
 
 from redis.crc import key_slot
@@ -119,6 +120,28 @@ def run_keys(lab: Lab) -> Iterator[RunKeys]:
         yield keys
     finally:
         keys.cleanup(lab)
+
+
+# ---- readable keys, for the extended profile's tests (suites/test_ext_*.py) -------------
+def token() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+def per_shard(topology: Topology, prefix: str, count: int) -> dict[str, Shard]:
+    """`count` fresh readable keys (`<prefix>-<token>-<n>`) for every shard, mapped to it.
+
+    The tutorial profile uses `RunKeys` (binary, no prefix) instead."""
+    wanted = {shard.master.name: count for shard in topology.shards}
+    keys: dict[str, Shard] = {}
+    index = 0
+    while any(wanted.values()):
+        key = f"{prefix}-{token()}-{index}"
+        index += 1
+        shard = topology.shard_for_key(key)
+        if wanted[shard.master.name]:
+            wanted[shard.master.name] -= 1
+            keys[key] = shard
+    return keys
 
 
 def show(key: bytes) -> str:

@@ -45,7 +45,7 @@ def test_tutorial_keys_land_as_the_tutorial_shows(lab):
             expected = sorted(k for k in names if (*TUTORIAL_KEYS[k.decode()],) in shard.slots)
             assert expected, f"no shard with the tutorial's ranges: {shard.slots}"
             for node in shard.nodes:
-                with allure.step(f"kubectl exec {node.name} -- redis-cli get ..."):
+                with allure.step(f"GET on {node.name} at {lab.address(node)}"):
                     got = _values(lab, node, expected)
                 assert got == [values[k] for k in expected], \
                     f"{node.name} does not hold this run's values of {expected}"
@@ -71,7 +71,7 @@ def test_random_keys_land_on_their_slot_owner_only(lab):
             owned = sorted(k for k in written if shard.owns(key_slot(k)))
             assert owned, f"no key fell on shard {shard.slots}"
             for node in shard.nodes:
-                with allure.step(f"redis-cli --scan on {node.name}"):
+                with allure.step(f"SCAN on {node.name} at {lab.address(node)}"):
                     held = _held(lab, node, wanted)
                 assert held == set(owned), \
                     f"{node.name}: {len(held - set(owned))} keys it does not own, " \

@@ -13,7 +13,8 @@ from .keys import errors, redirections, run_keys, show, text, through_proxy, wai
 @pytest.mark.feature("TopologyDiscovery")
 def test_proxy_hosts_equal_cluster_slots(lab):
     """The proxy's hosts are exactly the nodes CLUSTER SLOTS reports, all healthy"""
-    with allure.step("redis-cli cluster info: cluster_state:ok, 3 shards"):
+    with allure.step(f"CLUSTER INFO on {lab.nodes[0].name} at {lab.address(lab.nodes[0])}: "
+                     "cluster_state:ok, 3 shards"):
         info = text(lab.client(lab.nodes[0]).execute_command("CLUSTER", "INFO")) or ""
         assert "cluster_state:ok" in info
         assert "cluster_size:3" in info

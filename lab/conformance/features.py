@@ -6,8 +6,10 @@ TUTORIAL = ("TopologyDiscovery", "Sharding", "ReadPolicyReplica", "WriteMirrorin
 EXTENDED = (
     "ReadPolicyMaster", "ReadPolicyPreferMaster", "ReadPolicyPreferReplica", "ReadPolicyAny",
     "Failover", "Resharding", "ScaleOut", "MirrorFraction", "MirrorIsolation", "MultiKey",
-    "DownstreamAuth",
+    "DownstreamAuth", "Transactions", "ModernClients",
 )
+# Measurements: reported, not pass/fail (a test of one records a table, it never fails on it).
+MEASUREMENTS = ("ProxyOverhead", "TimeToReady", "FailoverRecovery", "CommandCoverage")
 ALL = TUTORIAL + EXTENDED
 
 PROFILES: dict[str, tuple[str, ...]] = {

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 import pytest
 
+from lab.backends import BACKENDS as PROVISIONERS
 from lab.conformance.features import PROFILES
 
-BACKENDS = ("local", "kind", "existing", "attach")
+BACKENDS = (*PROVISIONERS, "attach")
 ISTIO_PROFILES = ("modern", "tutorial")
 
 

@@ -1,0 +1,108 @@
+"""Variant labs (seam 6): a second lab, on the session lab's backend, with another configuration.
+
+A test that needs a configuration other than the session lab's (another read policy, a 50%
+mirror, downstream AUTH, a health check) asks the `lab_variant` fixture for a `Variant`; each
+distinct variant is brought up once per session and taken down at its end.
+
+A variant starts from the session lab and changes only what it names: the session lab's mirror
+setting and its extra EnvoyFilters (a mutant's) are kept, the mutant's filters applied AFTER
+the variant's own, so a broken proxy stays broken in every variant of it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lab import paths
+
+if TYPE_CHECKING:
+    from lab.backends import UpOptions
+    from lab.handle import Lab
+    from lab.progress import Progress
+
+MAX_NAME = 42  # lab.paths.check_name
+
+
+@dataclass(frozen=True)
+class Variant:
+    label: str  # short, readable: part of the lab's name (e.g. "any", "auth")
+    read_policy: str | None = None  # None: the session lab's
+    mirror: bool | None = None  # None: the session lab's
+    envoyfilters: tuple[str, ...] = ()  # files under manifests/variants/, or paths
+
+    def filter_paths(self) -> tuple[Path, ...]:
+        found = []
+        for name in self.envoyfilters:
+            path = Path(name)
+            if not path.is_absolute():
+                path = paths.manifests_dir() / "variants" / name
+            found.append(path)
+        return tuple(found)
+
+
+def supports_envoyfilters() -> bool:
+    """Whether this build's `UpOptions` takes extra EnvoyFilters (seam 1)."""
+    from lab.backends import UpOptions
+
+    return any(f.name == "envoyfilters" for f in dataclasses.fields(UpOptions))
+
+
+def variant_name(base: str, variant: Variant) -> str:
+    digest = hashlib.sha1(repr(variant).encode()).hexdigest()[:6]
+    label = "".join(c if c.isalnum() else "-" for c in variant.label.lower())[:12]
+    return f"{base[: MAX_NAME - len(label) - 9]}-v-{label}-{digest}".replace("--", "-")
+
+
+class VariantLabs:
+    """The variants of one session lab, brought up on demand and all taken down by `close`."""
+
+    def __init__(self, base: Lab, options: Callable[[str], UpOptions],
+                 progress: Callable[[], Progress]) -> None:
+        self.base = base
+        self._options = options  # UpOptions for a lab name (backend-specific fields filled)
+        self._progress = progress
+        self._labs: dict[Variant, Lab] = {}
+        self._backend_name = base.state.backend
+
+    def get(self, variant: Variant) -> Lab:
+        from lab.backends import get_backend
+        from lab.handle import Lab
+
+        if variant in self._labs:
+            return self._labs[variant]
+        inherited = [str(p) for p in (getattr(self.base.state, "envoyfilters", None)
+                                      or self.base.state.extra.get("envoyfilters") or [])]
+        extra = [str(p) for p in variant.filter_paths()] + inherited
+        if extra and not supports_envoyfilters():
+            raise NotImplementedError("extra EnvoyFilters (UpOptions.envoyfilters) are not "
+                                      "in this build")
+        name = variant_name(self.base.name, variant)
+        fields: dict[str, Any] = {
+            "read_policy": variant.read_policy or self.base.state.read_policy,
+            "mirror": self.base.state.mirror_enabled if variant.mirror is None else variant.mirror,
+        }
+        if extra:
+            fields["envoyfilters"] = tuple(Path(p) for p in extra)
+        options = dataclasses.replace(self._options(name), **fields)
+        backend = get_backend(self._backend_name)
+        progress = self._progress()
+        progress.say(f"\nprovisioning variant lab {name!r} ({variant.label}) "
+                     f"on backend {self._backend_name}")
+        state = backend.up(options, progress)
+        handle = Lab(state, backend.access(state))
+        self._labs[variant] = handle
+        return handle
+
+    def close(self) -> None:
+        from lab.backends import get_backend
+        from lab.progress import Progress
+
+        for handle in self._labs.values():
+            handle.close()
+            get_backend(self._backend_name).down(handle.name, Progress(quiet=True))
+        self._labs.clear()

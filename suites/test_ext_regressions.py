@@ -1,0 +1,96 @@
+"""Regression tests for Redis-proxy problems users reported upstream, each named by its issue.
+
+Where Envoy is still wrong the test is a strict expected failure naming the issue, so that a
+fix upstream turns it into an unexpected pass.
+"""
+
+from __future__ import annotations
+
+import allure
+import pytest
+from tenacity import retry, stop_after_delay, wait_fixed
+
+from lab.conformance.variants import Variant
+
+from .keys import ok, per_shard, text, token
+from .profile import only_in
+
+NO_MIRROR = Variant("no-mirror", mirror=False)
+
+
+def _one_xadd(lab) -> None:
+    stream = f"xadd-{token()}"
+    shard = lab.topology.shard_for_key(stream)
+    try:
+        with allure.step(f"xadd {stream} * name alex age 20"):
+            entry = text(lab.proxy.execute_command("XADD", stream, "*", "name", "alex",
+                                                   "age", "20"))
+        assert entry and "-" in entry
+        assert lab.wait_replicated(shard.master) >= 1
+        with allure.step(f"xlen {stream} == 1, on the master and through the proxy"):
+            assert lab.client(shard.master).execute_command("XLEN", stream) == 1
+            assert lab.proxy.execute_command("XLEN", stream) == 1
+            ids = [text(e[0]) for e in lab.proxy.execute_command("XRANGE", stream, "-", "+")]
+            assert ids == [entry]
+        if lab.state.mirror_enabled:
+            mirror = lab.client(lab.mirror)
+
+            @retry(stop=stop_after_delay(10), wait=wait_fixed(0.05), reraise=True)
+            def mirrored() -> None:
+                assert mirror.execute_command("XLEN", stream) == 1
+
+            with allure.step("the mirror got exactly one entry too"):
+                mirrored()
+    finally:
+        lab.proxy.execute_command("DEL", stream)
+        if lab.state.mirror_enabled:
+            lab.client(lab.mirror).delete(stream)
+
+
+def test_xadd_star_writes_one_entry_with_the_mirror(lab, request):
+    """envoyproxy/envoy#27273: XADD * through the proxy writes one entry (mirror on)"""
+    only_in(request, "extended")
+    _one_xadd(lab)
+
+
+def test_xadd_star_writes_one_entry_without_the_mirror(lab_variant, request):
+    """envoyproxy/envoy#27273: XADD * through the proxy writes one entry (mirror off)"""
+    only_in(request, "extended")
+    _one_xadd(lab_variant(NO_MIRROR))
+
+
+READ_COMMANDS = (
+    ("GET", ()), ("STRLEN", ()), ("EXISTS", ()), ("TTL", ()), ("TYPE", ()),
+    ("GETRANGE", ("0", "1")),
+)
+
+
+def test_read_commands_under_replica_never_reach_the_master(lab, request):
+    """envoyproxy/envoy#27006: under REPLICA, no read command of any kind reaches the master
+
+    The issue reports GETs counted on masters under REPLICA; the maintainers found no bug.
+    Here every read command family the proxy treats as a read is sent for keys of every shard,
+    and MONITOR on all six nodes shows where each was executed.
+    """
+    only_in(request, "extended")
+    if lab.state.read_policy != "REPLICA":
+        pytest.skip("the tutorial's REPLICA lab is what the issue is about")
+    keys = per_shard(lab.topology, "r27006", 1)
+    for key in keys:
+        assert ok(lab.proxy.execute_command("SET", key, key))
+    for shard in lab.topology.shards:
+        assert lab.wait_replicated(shard.master) >= 1
+    try:
+        with lab.monitor(lab.nodes) as capture:
+            for key in keys:
+                for command, extra in READ_COMMANDS:
+                    lab.proxy.execute_command(command, key, *extra)
+        for key, shard in keys.items():
+            for command, _ in READ_COMMANDS:
+                on_master = capture.on(shard.master, command=command, key=key)
+                on_replica = sum(len(capture.on(r, command=command, key=key))
+                                 for r in shard.replicas)
+                assert not on_master, f"{command} {key} reached master {shard.master.name}"
+                assert on_replica == 1, f"{command} {key}: {on_replica} on the replica"
+    finally:
+        lab.proxy.execute_command("DEL", *keys)

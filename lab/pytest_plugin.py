@@ -115,9 +115,19 @@ def _selection(config: pytest.Config) -> list[str]:
     return why
 
 
+def _also(config: pytest.Config) -> set[str]:
+    """--lab-also: features run besides the profile's (`nox -s e2e` adds Resharding)."""
+    names = {f.strip() for f in (options.text(config, "--lab-also") or "").split(",") if f.strip()}
+    unknown = sorted(names - set(ALL))
+    if unknown:
+        raise pytest.UsageError(f"--lab-also: unknown feature {', '.join(unknown)}; "
+                                f"valid features: {', '.join(ALL)}")
+    return names
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     profile = config.stash[_COLLECTOR].profile
-    wanted = set(PROFILES[profile])
+    wanted = set(PROFILES[profile]) | _also(config)
     featured = False
     for item in items:
         features = _features(item)
@@ -331,6 +341,15 @@ def pytest_runtest_call(item: pytest.Item) -> None:
         allure.dynamic.parameter(key, _Shown(value))
         allure.dynamic.label(f"lab.{key}", value)
     handle.captures = []
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """Seam 3: revert the faults a test left in place (a stopped node is started again)."""
+    handle = getattr(item, "funcargs", {}).get("lab")
+    faults = getattr(handle, "faults", None)
+    if faults is not None and faults.active:
+        faults.undo_all()
 
 
 class _Shown:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 import yaml
 
 from lab import mutants
+from lab.paths import manifests_dir
 from lab.mutations import evaluate
 from tests.conftest import ROOT, cli, needs_binaries
 

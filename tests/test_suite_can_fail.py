@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from lab import mutants
-from lab.paths import manifests_dir
 from lab.mutations import evaluate
+from lab.paths import manifests_dir
 from tests.conftest import ROOT, cli, needs_binaries
 
 pytestmark = [needs_binaries]

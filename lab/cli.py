@@ -1,4 +1,4 @@
-"""The command line: `redis-mesh-lab up | status | down | list | cli`.
+"""The command line: `redis-mesh-lab up | status | down | list | cli | tools install`.
 
 Labs live in one registry per user (see lab/paths.py), so every command works from any
 directory. A user error is one line on stderr and exit status 2.
@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from lab import __version__, acl, binaries, health, locks, model, paths, procs
+from lab import __version__, acl, binaries, health, locks, model, paths, procs, versions
 from lab.backends import BACKENDS, UpOptions, get_backend
+from lab.controlplane import CONTROL_PLANES
 from lab.errors import LabError
 from lab.progress import Progress
 from lab.state import CorruptState, LabState, camel, registry
@@ -61,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="local: the proxy's loopback port (default: a free one)")
     up.add_argument("--envoy-concurrency", type=int, default=None, metavar="N",
                     help="local: Envoy worker threads (default: Envoy's, one per core)")
+    up.add_argument("--control-plane", default="builtin", choices=CONTROL_PLANES,
+                    help="local: builtin (our EnvoyFilter patcher, default) or istiod (real "
+                         f"Istio; install it once with `{PROG} tools install istiod`)")
     up.add_argument("--istio", default="modern", choices=("modern", "tutorial"),
                     help="kind/existing: Istio profile (default: modern)")
     up.add_argument("--kubeconfig", default=None, help="existing: the cluster's kubeconfig")
@@ -89,6 +93,11 @@ def _parser() -> argparse.ArgumentParser:
     cli.add_argument("--node", default=None,
                      help="a node (redis-cluster-N) or redis-mirror, as the lab's admin user")
     cli.add_argument("args", nargs=argparse.REMAINDER, help="redis-cli arguments")
+
+    tools = sub.add_parser("tools", help="install the optional tools a lab can use")
+    tools_sub = tools.add_subparsers(dest="tools_command", required=True, parser_class=_Parser)
+    install = tools_sub.add_parser("install", help="build a tool into the project's cache")
+    install.add_argument("tool", choices=("istiod",))
     return parser
 
 
@@ -116,7 +125,13 @@ def _up(args: argparse.Namespace) -> int:
                         preload_images=args.preload_images, dry_run=args.dry_run,
                         keep=args.keep_on_failure,
                         envoy_concurrency=args.envoy_concurrency,
+                        control_plane=args.control_plane,
                         envoyfilters=_envoyfilter_files(args.envoyfilter))
+    if args.control_plane != "builtin" and args.backend != "local":
+        raise LabError(f"--control-plane {args.control_plane} is for --backend local")
+    if args.control_plane == "istiod" and args.proxy_port is not None:
+        raise LabError("--proxy-port does not apply to --control-plane istiod: the proxy "
+                       "listens on the redis-cluster VIP at 6379, where the client connects")
     if args.dry_run:
         print(backend.dry_run(options))
         return 0
@@ -148,6 +163,9 @@ def _describe(state: LabState, topology_lines: list[str] | None = None) -> str:
         f"  mirror  {_where(state.mirror)}  mirroring {'on' if state.mirror_enabled else 'off'}",
         f"  read_policy {state.read_policy}",
     ]
+    if state.extra.get("control_plane") == "istiod":
+        lines.append(f"  control plane: {state.extra.get('istio_build')}, istiod http "
+                     f"{state.extra.get('istiod_http')}")
     extra_filters = getattr(state, "envoyfilters", None) or state.extra.get("envoyfilters")
     if extra_filters:
         lines.append(f"  mutant lab: extra EnvoyFilters {', '.join(extra_filters)}")
@@ -212,6 +230,11 @@ def _down(args: argparse.Namespace) -> int:
     except CorruptState:
         state = None  # the local backend finds the processes by their label
     backend = get_backend(state.backend if state else "local")
+    if state is None:  # no state dir: a docker lab is still found by its labels
+        from lab.backends.docker.engine import leftovers
+
+        if leftovers(name):
+            backend = get_backend("docker")
     progress = Progress(quiet=args.quiet)
     if backend.down(name, progress):
         progress.say(f"lab {name!r} is down")
@@ -251,6 +274,16 @@ def _list(args: argparse.Namespace) -> int:
 
 def _cli(args: argparse.Namespace) -> int:
     state = _load(args.name)
+    if state.phase != "ready":
+        raise LabError(f"lab {state.name!r} is not ready (phase {state.phase}); "
+                       f"{PROG} status --name {state.name}")
+    if state.backend == "docker":  # redis-cli inside the lab, through the sidecar
+        from lab.backends.docker.shell import redis_cli_argv
+
+        argv = redis_cli_argv(state, args.node, list(args.args))
+        env = {**os.environ, **acl.load(state.directory).cli_env()} if args.node else None
+        sys.stdout.flush()
+        os.execve(argv[0], argv, env if env is not None else dict(os.environ))
     if state.backend != "local":
         raise LabError(f"`{PROG} cli` runs redis-cli on this machine; lab {state.name!r} is on "
                        f"backend {state.backend}")
@@ -292,8 +325,24 @@ def _split_cli(argv: list[str]) -> tuple[list[str], list[str]]:
     return ours, rest[1:] if rest[:1] == ["--"] else rest
 
 
+def _tools(args: argparse.Namespace) -> int:
+    """`tools install istiod`: go install pilot-discovery at the pinned version, visibly."""
+    from lab.controlplane import pilot
+
+    existing = pilot.find()
+    if existing:
+        print(f"istiod is installed: {existing} ({versions.ISTIOD_DESCRIPTION})")
+        return 0
+    print(f"building istiod ({versions.ISTIOD_DESCRIPTION}) with go build into "
+          f"{pilot.cache_dir()}; a cold build takes many minutes", flush=True)
+    path, seconds = pilot.install()
+    print(f"istiod installed: {path} (built in {seconds:.0f} s)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    commands = {"up": _up, "status": _status, "down": _down, "list": _list, "cli": _cli}
+    commands = {"up": _up, "status": _status, "down": _down, "list": _list, "cli": _cli,
+                "tools": _tools}
     try:
         argv = list(sys.argv[1:] if argv is None else argv)
         passthrough: list[str] | None = None

@@ -73,9 +73,11 @@ class Lab:
             "istioProfile": self.state.istio_profile,
             "readPolicy": self.state.read_policy,
             "mirrorEnabled": self.state.mirror_enabled,
+            # Who turned the EnvoyFilters into Envoy config: a backend may say (istiod);
+            # else Istio on Kubernetes, else our builtin patcher (local, docker).
             "controlPlane": self.state.extra.get("controlPlane")
-            or ("builtin patcher" if self.state.backend == "local"
-                else f"istio ({self.state.istio_profile})"),
+            or (f"istio ({self.state.istio_profile})" if self.state.istio_profile
+                else "builtin patcher"),
             "envoyfilters": list(getattr(self.state, "envoyfilters", []) or []),
         }
 

@@ -252,25 +252,32 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     with shown:  # provisioning is long on Kubernetes: show its steps as they happen
         progress = Progress()  # bound to the real stderr, not pytest's capture
         progress.say(f"\nprovisioning lab {name!r} on backend {backend_name}")
-        try:
-            from lab.procs import interruptible
+        from lab.procs import interruptible
 
-            with interruptible():  # SIGTERM/SIGHUP clean up like Ctrl-C
-                state = backend.up(up, progress)
+        signals = contextlib.ExitStack()  # SIGTERM/SIGHUP, while provisioning and after,
+        signals.enter_context(interruptible())  # stop the run like Ctrl-C: the lab goes down
+        try:
+            state = backend.up(up, progress)
         except LabError as exc:
+            signals.close()
             pytest.exit(f"could not provision the lab: {exc}", returncode=EXIT_NOT_PROVISIONED)
+        except BaseException:
+            signals.close()
+            raise
     handle = Lab(state, backend.access(state))
     try:
         yield handle
     finally:
-        handle.close()
-        if keep:
-            shown = capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
-            with shown:
-                Progress().say(f"\n--lab-keep: lab {name!r} left up; "
-                               f"redis-mesh-lab down --name {name} removes it")
-        else:
-            backend.down(name, Progress(quiet=True))
+        with signals:  # released once the lab is down
+            handle.close()
+            if keep:
+                shown = (capture.global_and_fixture_disabled() if capture
+                         else contextlib.nullcontext())
+                with shown:
+                    Progress().say(f"\n--lab-keep: lab {name!r} left up; "
+                                   f"redis-mesh-lab down --name {name} removes it")
+            else:
+                backend.down(name, Progress(quiet=True))
 
 
 # ---- seam 6: variant labs (owner: extended; logic in lab/conformance/variants.py) -----------
@@ -361,8 +368,8 @@ def implementation_parameters(implementation: dict[str, Any]) -> dict[str, str]:
     return {
         "backend": str(implementation.get("backend", "")),
         "control plane": str(implementation.get("controlPlane")
-                             or ("builtin patcher" if implementation.get("backend") == "local"
-                                 else f"istio ({implementation.get('istioProfile')})")),
+                             or (f"istio ({implementation['istioProfile']})"
+                                 if implementation.get("istioProfile") else "builtin patcher")),
         "envoy": str(implementation.get("envoyVersion", "")),
         "redis": str(implementation.get("redisVersion", "")),
         "read policy": str(implementation.get("readPolicy", "")),
@@ -416,7 +423,9 @@ class _Recorder:
         if _IMPLEMENTATION in props:
             self.collector.record_implementation(json.loads(str(props[_IMPLEMENTATION])))
         reason = ""
-        if report.skipped and isinstance(report.longrepr, tuple):
+        if getattr(report, "wasxfail", None) is not None:  # expected failure: keep why
+            reason = f"xfail: {report.wasxfail}" if report.wasxfail else "xfail"
+        elif report.skipped and isinstance(report.longrepr, tuple):
             reason = str(report.longrepr[2]).removeprefix("Skipped: ")
         elif report.failed:
             crash = getattr(report.longrepr, "reprcrash", None)
@@ -438,7 +447,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = EXIT_INCOMPLETE
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
-        reporter.ensure_newline()
+        writer = getattr(reporter, "_tw", None)
+        if writer is not None and writer.width_of_current_line:
+            reporter.write("\n")  # after -q's "[100%]", which ends no line
         reporter.write_sep("-", f"conformance profile {collector.profile}: {collector.overall()}")
         for line in collector.summary():
             reporter.write_line(line)

@@ -27,7 +27,7 @@ def test_hosts_and_health_from_json():
     assert parse_hosts(CLUSTERS, "missing") == {}
 
 
-def test_the_text_form_still_parses_for_callers_not_switched_yet():
+def test_the_text_form_still_parses():
     text = ("custom-redis-cluster::127.0.0.1:7001::health_flags::healthy\n"
             "custom-redis-cluster::127.0.0.1:7001::cx_active::0\n")
     assert parse_hosts(text, "custom-redis-cluster") == {"127.0.0.1:7001": "healthy"}

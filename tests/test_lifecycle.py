@@ -109,12 +109,15 @@ def start_up(*args: str, cwd: Path = ROOT,
                             env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
 
 
-def read_until(process: subprocess.Popen[bytes], needle: str, timeout: float = 120) -> str:
-    """Read the process's stderr as it comes (progress lines end only when a step ends)."""
-    assert process.stderr is not None
+def read_until(process: subprocess.Popen[bytes], needle: str, timeout: float = 120,
+               stdout: bool = False) -> str:
+    """Read the process's stderr (or stdout) as it comes (progress lines end only when a
+    step ends)."""
+    stream = process.stdout if stdout else process.stderr
+    assert stream is not None
     seen = b""
     deadline = time.monotonic() + timeout
-    fd = process.stderr.fileno()
+    fd = stream.fileno()
     while needle.encode() not in seen:
         left = deadline - time.monotonic()
         if left <= 0 or (process.poll() is not None and not select.select([fd], [], [], 0)[0]):
@@ -205,6 +208,22 @@ def test_corrupt_state_is_named_and_down_still_cleans(home: Path):
     assert_nothing_left(home, "broken")
 
 
+@needs_binaries
+def test_a_corrupt_lab_does_not_break_other_labs(home: Path):
+    broken = home / "broken"
+    broken.mkdir(parents=True)
+    (broken / "state.json").write_text("[1, 2")
+    up = cli("up", "--name", "healthy")
+    assert up.returncode == 0, up.stderr
+    listing = cli("list")
+    assert "healthy" in listing.stdout and "broken" in listing.stdout
+    lab_ports = journal_ports(home, "healthy")
+    assert cli("down", "--name", "healthy").returncode == 0
+    assert cli("down", "--name", "broken").returncode == 0
+    assert_nothing_left(home, "healthy", lab_ports)
+    assert_nothing_left(home, "broken")
+
+
 def test_a_reused_pid_is_never_signalled(home: Path):
     """A journal entry whose start time does not match the live pid is someone else's."""
     victim = subprocess.Popen(["sleep", "300"])
@@ -259,6 +278,12 @@ def _replicas_six(docs):
             doc["spec"]["replicas"] = "six"
 
 
+def _unknown_directive(docs):
+    for doc in docs:
+        if doc.get("kind") == "ConfigMap":
+            doc["data"]["redis.conf"] += "\nno-such-directive yes\n"
+
+
 def _tcp_proxy_instead(docs):
     value = docs[0]["spec"]["configPatches"][0]["patch"]["value"]
     value.clear()
@@ -276,6 +301,8 @@ PROXY_FILTER = "istio/envoyfilter-redis-proxy-with-mirror.yaml"
     (PROXY_FILTER, _patches_empty, (PROXY_FILTER, "would change nothing")),
     (PROXY_FILTER, _mis_kinded, (PROXY_FILTER, "no EnvoyFilter in it")),
     ("k8s/redis-cluster.yaml", _replicas_six, ("k8s/redis-cluster.yaml", "'six'")),
+    ("k8s/redis-cluster.yaml", _unknown_directive, ("redis-cluster-0 exited",
+                                                    "no-such-directive")),
     (PROXY_FILTER, _tcp_proxy_instead, (PROXY_FILTER, "has no envoy.filters.network.redis_proxy",
                                         "127.0.10.1_6379")),
 ])
@@ -431,6 +458,50 @@ def test_two_labs_racing_for_one_proxy_port(home: Path, registries: str):
     lab_ports = journal_ports(registry_of[winner], winner)
     assert cli("down", "--name", winner, env=env).returncode == 0
     assert_nothing_left(registry_of[winner], winner, lab_ports)
+
+
+@needs_binaries
+def test_a_port_taken_between_choice_and_bind_is_retried(home: Path,
+                                                          monkeypatch: pytest.MonkeyPatch):
+    """Another program binds a chosen port in the instant after the lab lets go of it:
+    the node (and Envoy) fail to bind, cleanly, and `up` starts them on other ports."""
+    from lab.backends.base import UpOptions
+    from lab.backends.local import LocalBackend
+    from lab.progress import Progress
+
+    stolen: dict[str, int] = {}
+    competitors: list[socket.socket] = []
+    release = ports.Holds.release
+
+    def racing_release(self: ports.Holds, *released: int) -> None:
+        release(self, *released)
+        kind = "node" if len(released) == 2 else "proxy" if len(released) == 1 else ""
+        if kind and kind not in stolen:
+            sock = socket.socket()
+            sock.bind((ports.LOOPBACK, released[0]))
+            sock.listen()
+            competitors.append(sock)
+            stolen[kind] = released[0]
+
+    monkeypatch.setattr(ports.Holds, "release", racing_release)
+    backend = LocalBackend()
+    try:
+        state = backend.up(UpOptions(name="stolen"), Progress(quiet=True))
+        assert set(stolen) == {"node", "proxy"}
+        assert state.proxy["port"] != stolen["proxy"]
+        assert stolen["node"] not in {n.port for n in state.topology.nodes}
+        logs = (home / "stolen" / "logs")
+        assert ports.IN_USE in (logs / "redis-cluster-0.log").read_text()
+        # (Envoy's own log is reopened by the retry, so its first complaint may be gone)
+        assert [p.name for p in state.processes].count("redis-cluster-0") == 1
+        with redis.Redis(ports.LOOPBACK, state.proxy["port"], protocol=2) as client:
+            assert client.set("k", "v") and client.get("k") == b"v"
+        lab_ports = journal_ports(home, "stolen")
+    finally:
+        backend.down("stolen", Progress(quiet=True))
+        for sock in competitors:
+            sock.close()
+    assert_nothing_left(home, "stolen", lab_ports)
 
 
 # ---- a running lab ------------------------------------------------------------------------
@@ -641,14 +712,35 @@ def test_attach_to_a_lab_with_a_dead_envoy_stops_in_one_line(running, tmp_path: 
 
 
 @needs_binaries
-def test_sigterm_to_pytest_while_the_plugin_provisions(home: Path, tmp_path: Path):
+@pytest.mark.parametrize("moment", ["--cluster create", "PASSED"])
+def test_sigterm_to_pytest_provisioning_or_testing(home: Path, tmp_path: Path, moment: str):
+    """SIGTERM (a CI timeout) to pytest while the plugin provisions, or while tests run."""
     process = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--lab-name", "plugin-sig",
-         "--lab-reports", str(tmp_path / "reports"), str(ROOT / "suites"), "-q"],
+         "--lab-reports", str(tmp_path / "reports"), str(ROOT / "suites"), "-v"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(ROOT)})
-    read_until(process, "--cluster create")
+    read_until(process, moment, stdout=moment == "PASSED")
     process.send_signal(signal.SIGTERM)
-    process.communicate(timeout=120)
+    out, _ = process.communicate(timeout=120)
     assert process.returncode != 0
+    if moment == "PASSED":
+        assert b"Interrupted: SIGTERM" in out  # mid-run, not after the last test
     assert_nothing_left(home, "plugin-sig")
+
+
+@needs_binaries
+def test_admin_socket_under_a_long_registry_path(tmp_path: Path):
+    """A socket path beyond the kernel's 108 bytes: Envoy binds it relative to the lab's
+    directory and the lab's tooling reaches it through /proc/self/fd."""
+    registry = tmp_path / ("r" * 80)
+    env = {"REDIS_MESH_LAB_HOME": str(registry)}
+    up = cli("up", "--name", "long-socket-path", env=env)
+    assert up.returncode == 0, up.stderr
+    try:
+        status = json.loads(cli("status", "--name", "long-socket-path", "--json", env=env).stdout)
+        assert len(status["admin"]["socket"]) > 108 and status["problems"] == []
+    finally:
+        lab_ports = journal_ports(registry, "long-socket-path")
+        assert cli("down", "--name", "long-socket-path", env=env).returncode == 0
+    assert_nothing_left(registry, "long-socket-path", lab_ports)

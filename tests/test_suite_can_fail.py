@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ import yaml
 
 from lab import mutants
 from lab.mutations import evaluate
+from lab.paths import manifests_dir
 from tests.conftest import ROOT, cli, needs_binaries
 
 pytestmark = [needs_binaries]
@@ -104,6 +106,25 @@ def test_features_outside_the_profile_are_skipped_and_reported(no_leaks: Path, t
                       if set(t["features"]) <= set(TUTORIAL)]
     assert len(tutorial_tests) >= 8
     assert all("not in profile extended" in t["reason"] for t in tutorial_tests)
+
+
+def test_ignored_proxy_patch_is_refused_by_up(no_leaks: Path, tmp_path: Path):
+    """Istio drops an EnvoyFilter patch that matches nothing; the listener stays tcp_proxy.
+
+    Simulated by a copy of the manifests whose redis-proxy EnvoyFilter has no patches. `up`
+    refuses such a lab in one line naming the file (readiness proves the proxy); the suite's
+    own failure proof for it is the `tcp-proxy-left` mutant, run with `--envoyfilter`.
+    """
+    copy = tmp_path / "manifests"
+    shutil.copytree(manifests_dir(), copy)
+    target = copy / "istio" / "envoyfilter-redis-proxy-with-mirror.yaml"
+    document = yaml.safe_load(target.read_text())
+    document["spec"]["configPatches"] = []
+    target.write_text(yaml.safe_dump(document))
+    up = cli("up", "--name", "ignored", env={"REDIS_MESH_LAB_MANIFESTS": str(copy)})
+    assert up.returncode == 2, up.stderr
+    assert "istio/envoyfilter-redis-proxy-with-mirror.yaml" in up.stderr.splitlines()[-1]
+    assert not (no_leaks / "ignored").exists()
 
 
 # A few entries of the catalogue (manifests/mutants/), one per kind of breakage: `nox -s

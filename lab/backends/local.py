@@ -8,6 +8,7 @@ EnvoyFilters. The cluster is formed by the real `redis-cli --cluster create`.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import shutil
 import subprocess
@@ -22,6 +23,8 @@ from tenacity import RetryError, retry, retry_if_exception_type, stop_after_dela
 from lab import acl, binaries, locks, model, paths, ports, procs
 from lab.backends import local_envoy, local_faults
 from lab.backends.base import Access, UpOptions
+from lab.controlplane import addresses as cp_addresses
+from lab.controlplane import istiod as cp_istiod
 from lab.envoy import bootstrap, proof, sidecar
 from lab.envoy.admin import Admin
 from lab.errors import LabError
@@ -63,7 +66,7 @@ def local_vips(services: tuple[Service, ...]) -> dict[str, str]:
 
 
 def node_conf(manifest_conf: str, port: int, directory: Path,
-              security: list[str] | None = None) -> str:
+              security: list[str] | None = None, host: str = LOOPBACK) -> str:
     """The ConfigMap's redis.conf with the directives a loopback node needs of its own."""
     kept = [line for line in manifest_conf.splitlines()
             if line.strip() and not line.lstrip().startswith("#")
@@ -71,7 +74,8 @@ def node_conf(manifest_conf: str, port: int, directory: Path,
     return "\n".join([
         *kept,
         f"port {port}",
-        f"bind {LOOPBACK}",
+        f"bind {host}",
+        *([f"cluster-announce-ip {host}"] if host != LOOPBACK else []),
         "protected-mode yes",
         f"dir {directory}",
         "cluster-config-file nodes.conf",
@@ -82,8 +86,9 @@ def node_conf(manifest_conf: str, port: int, directory: Path,
     ])
 
 
-def mirror_conf(port: int, directory: Path, security: list[str] | None = None) -> str:
-    return "\n".join([f"port {port}", f"bind {LOOPBACK}", "protected-mode yes",
+def mirror_conf(port: int, directory: Path, security: list[str] | None = None,
+                host: str = LOOPBACK) -> str:
+    return "\n".join([f"port {port}", f"bind {host}", "protected-mode yes",
                       f"dir {directory}", "save \"\"", "appendonly no", *(security or []), ""])
 
 
@@ -95,6 +100,7 @@ class _Plan:
     mirror: Node
     proxy_port: int
     names_by_address: dict[str, str] = field(default_factory=dict)
+    proxy_host: str = LOOPBACK
 
 
 class LocalAccess:
@@ -125,6 +131,8 @@ class LocalAccess:
         logs = {}
         for log in sorted((self.state.directory / "logs").glob("*.log")):
             logs[log.stem] = log.read_text(encoding="utf-8", errors="replace")[-200_000:]
+        if self.state.extra.get("control_plane") == cp_istiod.NAME:
+            logs.update(cp_istiod.diagnostics(self.state.extra, self.state.directory / "logs"))
         return logs
 
     def fault(self, node: Node, action: str) -> None:
@@ -179,6 +187,9 @@ class LocalBackend:
             f"config_dump has {proof.REDIS_PROXY_FILTER} on the proxy listener, and a key on "
             "every shard round-trips through the proxy without MOVED/ASK",
         ]
+        if getattr(options, "control_plane", "builtin") == cp_istiod.NAME:
+            lines[2:] = [line.replace(" on loopback", "") for line in lines[2:]]
+            lines[5:7] = cp_istiod.plan_lines()
         return "\n".join(lines)
 
     # ---- up -----------------------------------------------------------------------------
@@ -238,9 +249,11 @@ class LocalBackend:
         label = str(directory)
         server, cli, envoy = binaries.redis_server(), binaries.redis_cli(), binaries.envoy()
         mutant = tuple(getattr(options, "envoyfilters", ()) or ())
+        istiod = getattr(options, "control_plane", "builtin") == cp_istiod.NAME
+        block = cp_istiod.require_block(options.name, all_states()) if istiod else None
         with progress.step("render manifests into the lab model"):
             probe = model.load_spec(SERVICE_VIPS_BASE + "1", options.read_policy, options.mirror)
-            vips = local_vips(probe.services)
+            vips = cp_istiod.vips(probe, block) if block else local_vips(probe.services)
             spec = self._load_spec(vips[model.CLIENT_SERVICE], options)
             proof.check_envoyfilters(spec.envoyfilters)
         sts = spec.statefulset
@@ -249,14 +262,14 @@ class LocalBackend:
         holds = ports.Holds()
         try:
             plan = self._start_redis(server, spec, options, progress, journal=journal,
-                                     holds=holds, security=security)
+                                     holds=holds, security=security, block=block)
             with progress.step("redis-cli --cluster create --cluster-replicas 1"):
                 self._create_cluster(cli, plan.nodes, directory, credentials)
             with progress.step("wait for cluster_state:ok and 3 shards with a replica each"):
                 topology = self._wait_cluster(plan, credentials)
             admin_socket = directory / ADMIN_SOCKET
-            with progress.step("derive Envoy's config: sidecar baseline + EnvoyFilters"):
-                config_path = self._envoy_config(spec, vips, plan, directory, admin_socket)
+            config_path = self._config(progress, spec, vips, plan=plan, block=block,
+                                       journal=journal, admin_socket=admin_socket)
             with progress.step("envoy --mode validate"):
                 sidecar.validate(config_path, envoy)
             admin = Admin(socket_path=str(admin_socket), timeout=5.0)
@@ -267,10 +280,13 @@ class LocalBackend:
                                  directory)
         finally:
             holds.release_all()
+        if block:
+            self._check_istiod(progress, admin, spec, block=block, journal=journal,
+                               mutant=bool(mutant))
         self._prove(options, progress, admin, plan=plan, topology=topology, vips=vips)
         journal.read_policy = spec.read_policy
         journal.mirror_enabled = spec.mirror
-        journal.proxy = {"host": LOOPBACK, "port": plan.proxy_port}
+        journal.proxy = {"host": plan.proxy_host, "port": plan.proxy_port}
         journal.admin = {"socket": str(admin_socket)}
         journal.mirror = plan.mirror.to_dict() | {"name": plan.mirror.name}
         journal.shards = topology.to_list()
@@ -301,24 +317,28 @@ class LocalBackend:
                            "a key on every shard without MOVED/ASK"):
             proof.check_redis_proxy(admin.get("/config_dump"), listener, source)
             proof.check_round_trip(
-                lambda: redis.Redis(LOOPBACK, plan.proxy_port, socket_timeout=5, protocol=2),
-                topology, f"{LOOPBACK}:{plan.proxy_port}", source)
+                lambda: redis.Redis(plan.proxy_host, plan.proxy_port, socket_timeout=5,
+                                    protocol=2),
+                topology, f"{plan.proxy_host}:{plan.proxy_port}", source)
 
     def _start_redis(self, server: str, spec: LabSpec, options: UpOptions,
                      progress: Progress, *, journal: LabState, holds: ports.Holds,
-                     security: list[str]) -> _Plan:
+                     security: list[str], block: cp_addresses.Block | None = None) -> _Plan:
         """Choose the ports (serialised with other labs of this registry), start the nodes."""
         with ports.allocation_lock(paths.home()):
             plan = self._allocate(spec, options, holds)
+            if block:
+                plan = self._on_block(plan, block, cp_istiod.vips(spec, block))
             journal.extra["ports"] = {
                 "nodes": [n.port for n in plan.nodes], "mirror": plan.mirror.port,
                 "proxy": plan.proxy_port}
             journal.save()
             with progress.step(f"start {len(plan.nodes)} redis-server nodes and redis-mirror"):
-                confs = {n.name: (lambda port, node_dir: node_conf(
-                    spec.redis_conf, port, node_dir, security)) for n in plan.nodes}
-                confs[plan.mirror.name] = lambda port, node_dir: mirror_conf(
-                    port, node_dir, security)
+                confs: dict[str, Any] = {n.name: functools.partial(
+                    node_conf, spec.redis_conf, security=security, host=n.host)
+                    for n in plan.nodes}
+                confs[plan.mirror.name] = functools.partial(
+                    mirror_conf, security=security, host=plan.mirror.host)
                 started = self._start_nodes(server, [*plan.nodes, plan.mirror], confs,
                                             label=str(journal.directory), journal=journal,
                                             holds=holds, plan=plan)
@@ -362,6 +382,47 @@ class LocalBackend:
         return _Plan(nodes=nodes, mirror=mirror, proxy_port=proxy_port,
                      names_by_address={n.address: n.name for n in nodes})
 
+    @staticmethod
+    def _on_block(plan: _Plan, block: cp_addresses.Block, vips: dict[str, str]) -> _Plan:
+        """istiod mode: each node and the mirror on an address of its own at the Service
+        port, the proxy on the redis-cluster VIP at 6379, where the client connects."""
+        nodes = [Node(n.name, block.node(i), model.REDIS_PORT) for i, n in enumerate(plan.nodes)]
+        return _Plan(nodes=nodes, mirror=Node(plan.mirror.name, block.mirror, model.REDIS_PORT),
+                     proxy_port=model.REDIS_PORT, proxy_host=vips[model.CLIENT_SERVICE],
+                     names_by_address={n.address: n.name for n in nodes})
+
+    def _config(self, progress: Progress, spec: LabSpec, vips: dict[str, str], *, plan: _Plan,
+                block: cp_addresses.Block | None, journal: LabState, admin_socket: Path) -> Path:
+        """Envoy's bootstrap from the control plane: builtin (static) or istiod (ADS)."""
+        if block is None:
+            with progress.step("derive Envoy's config: sidecar baseline + EnvoyFilters"):
+                return self._envoy_config(spec, vips, plan, journal.directory, admin_socket)
+        with progress.step(f"start {cp_istiod.describe()} and the lab's DNS"):
+            return self._istiod(spec, block, journal, admin_socket)
+
+    @staticmethod
+    def _check_istiod(progress: Progress, admin: Admin, spec: LabSpec, *,
+                      block: cp_addresses.Block, journal: LabState, mutant: bool) -> None:
+        """Every EnvoyFilter's effect is in Envoy (istiod ignores a patch silently)."""
+        journal.extra.update(cp_istiod.state_extra(block))
+        with progress.step("istiod's push holds what every EnvoyFilter asks for"):
+            journal.extra["unmatched_envoyfilters"] = cp_istiod.check_config(
+                admin, spec, mutant=mutant)
+
+    def _istiod(self, spec: LabSpec, block: cp_addresses.Block, journal: LabState,
+                admin_socket: Path) -> Path:
+        """Start the lab's DNS and istiod (journaled like every process); Envoy's bootstrap."""
+        def launch(name: str, argv: list[str], log: Path, cwd: Path, expect: str) -> Process:
+            return procs.launch(name, argv, log, cwd, str(journal.directory), expect=expect,
+                                record=lambda p: self._journal(journal, p))
+
+        admin_path = str(admin_socket) if len(str(admin_socket)) < 100 else admin_socket.name
+        boot = cp_istiod.start(spec, block, journal.directory, launch=launch, admin=admin_path)
+        path = journal.directory / "envoy.json"
+        sidecar.write(boot, path)
+        path.chmod(0o600)
+        return path
+
     def _start_nodes(self, server: str, targets: list[Node], confs: dict[str, Any], *,
                      label: str, journal: LabState, holds: ports.Holds,
                      plan: _Plan) -> list[Node]:
@@ -390,6 +451,8 @@ class LocalBackend:
                     result[node.name] = node
                 except _PortConflict:
                     lost.append(node)
+                    journal.processes.remove(process)  # it exited: only the retry is recorded
+                    journal.save()
             if not lost:
                 return [result[n.name] for n in targets]
             taken = {n.port for n in result.values()} | {plan.proxy_port}
@@ -616,7 +679,8 @@ class LocalBackend:
         """
         name = paths.check_name(name)
         directory = paths.lab_dir(name)
-        if not directory.exists() and not procs.labelled(str(directory)):
+        if (not directory.exists() and not procs.labelled(str(directory))
+                and locks.held_by(name) is None):
             return False  # nothing to take down (and no registry created for nothing)
         with locks.lab_lock(name, "being taken down", remove=True):
             state: LabState | None = None

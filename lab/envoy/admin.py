@@ -107,8 +107,8 @@ _FAILURES = {
 def parse_hosts(clusters: str, cluster: str) -> dict[str, str]:
     """{"ip:port": "healthy" or "/flag/flag"} of one cluster, from `/clusters?format=json`.
 
-    Envoy's plain-text `/clusters` is still accepted for callers that fetch it (kube's
-    `pilot-agent request GET clusters`, docker); new callers should ask for the JSON.
+    Envoy's plain-text `/clusters` is still accepted (what the diagnostics bundles save);
+    every readiness check and the Lab handle ask for the JSON.
     """
     if not clusters.lstrip().startswith("{"):
         return _parse_hosts_text(clusters, cluster)

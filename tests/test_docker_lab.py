@@ -131,7 +131,7 @@ def test_second_up_is_refused(docker_lab: LabState):
 def _wait_recovered(state: LabState, timeout: float = 60) -> None:
     """Every node says cluster_state:ok and Envoy sees all six hosts healthy again."""
     from lab.backends.docker.access import DockerAccess
-    from lab.envoy.admin import parse_hosts
+    from lab.envoy.admin import CLUSTERS_JSON, parse_hosts
 
     access = DockerAccess(state)
     deadline = time.monotonic() + timeout
@@ -143,7 +143,7 @@ def _wait_recovered(state: LabState, timeout: float = 60) -> None:
                     with redis.Redis(node.host, node.port, socket_timeout=1) as conn:
                         ok += b"cluster_state:ok" in conn.execute_command(
                             "CLUSTER", "INFO", NEVER_DECODE=True)
-                hosts = parse_hosts(access.admin_get("/clusters"), "custom-redis-cluster")
+                hosts = parse_hosts(access.admin_get(CLUSTERS_JSON), "custom-redis-cluster")
                 if ok == 6 and list(hosts.values()).count("healthy") == 6:
                     return
             except (redis.RedisError, OSError):

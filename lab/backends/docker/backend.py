@@ -12,49 +12,34 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
-import json
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import redis
-from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from lab import acl, locks, model, paths, procs
 from lab.backends.base import Access, UpOptions
 from lab.envoy import proof
 from lab.envoy import sidecar as envoy_files
-from lab.envoy.admin import CLUSTERS_JSON, parse_hosts
 from lab.errors import LabError
 from lab.model import LabSpec
 from lab.progress import Progress
 from lab.state import LabState, Process
-from lab.topology import Node, Topology, from_cluster_slots
+from lab.topology import Node, Topology
 
-from . import diagnostics, engine, images, network, sidecar
+from . import diagnostics, engine, images, network, readiness, sidecar
+from . import relay as relay_launch
 from .access import DockerAccess
 from .pods import CLIENT_POD, SIDECAR, SIDECAR_DIR, Pods
 
-CLUSTER_PROXY = "custom-redis-cluster"
 # Failover in seconds, not the ConfigMap's 15 s: faults are part of the suites.
 NODE_TIMEOUT_MS = 2000
-RELAY_SOCKET = "proxy.sock"
+RELAY_SOCKET = relay_launch.SOCKET
 ACL_FILE = "/conf/users.acl"
-
-
-class _NotReady(Exception):
-    pass
-
-
-def _retry_until(seconds: float, interval: float = 0.05) -> Any:
-    return retry(stop=stop_after_delay(seconds), wait=wait_fixed(interval),
-                 retry=retry_if_exception_type((_NotReady, redis.RedisError, OSError)),
-                 reraise=True)
 
 
 def _extra_filters(paths_: Sequence[str], vip: str, read_policy: str) -> list[dict[str, Any]]:
@@ -91,7 +76,7 @@ class DockerBackend:
             "6. Envoy config: sidecar baseline (virtualOutbound 15001, <VIP>_6379 bind_to_port "
             "false) + " + ", ".join(model.envoyfilter_files(options.mirror)) + " as written",
             "7. istio-proxy container (uid 1337) in redis-client's network namespace; wait for "
-            f"6 healthy hosts of {CLUSTER_PROXY}",
+            f"6 healthy hosts of {readiness.CLUSTER_PROXY}",
             "8. relay: nsenter into redis-client's network namespace, Unix socket -> <VIP>:6379",
             f"9. prove the proxy: {proof.REDIS_PROXY_FILTER} on <VIP>_6379, a key on every shard "
             "without MOVED/ASK through the relay (skipped for a mutant lab)",
@@ -179,7 +164,7 @@ class DockerBackend:
         with ThreadPoolExecutor(max_workers=3) as pool:
             capture = pool.submit(pods.capture)
             config = pool.submit(self._write_envoy_config, spec, vip, ips, extra, pods.side_dir)
-            relay = pool.submit(self._start_relay, pid, directory, vip)
+            relay = pool.submit(relay_launch.start, pid, directory, vip)
             try:
                 with progress.step("redis-cli --cluster create (in redis-cluster-0) "
                                    "--cluster-replicas 1; meanwhile istio-init (capture to "
@@ -187,7 +172,7 @@ class DockerBackend:
                     (directory / "logs" / "cluster-create.log").write_text(
                         pods.create_cluster(node_pods), encoding="utf-8")
                 with progress.step("wait for cluster_state:ok and 3 shards with a replica each"):
-                    topology = self._wait_cluster(
+                    topology = readiness.wait_cluster(
                         [Node(p, ips[p], model.REDIS_PORT) for p in node_pods],
                         names_by_address, credentials)
                 (directory / "logs" / "istio-init.log").write_text(capture.result(),
@@ -201,7 +186,7 @@ class DockerBackend:
                 raise
         with progress.step(f"start the sidecar, wait for {sts.replicas} healthy hosts"):
             pods.start_sidecar(getattr(options, "envoy_concurrency", None))
-            self._wait_envoy(admin_socket, sts.replicas, client, pods.name(SIDECAR))
+            readiness.wait_envoy(admin_socket, sts.replicas, client, pods.name(SIDECAR))
         self._prove(options, progress, admin_socket, relay=directory / RELAY_SOCKET,
                     topology=topology, listener=f"{vip}_{model.REDIS_PORT}")
         state = LabState(
@@ -213,8 +198,8 @@ class DockerBackend:
             mirror={"name": model.MIRROR_SERVICE, "host": ips[model.MIRROR_SERVICE],
                     "port": model.REDIS_PORT},
             shards=topology.to_list(), processes=list(started),
-            envoy_version=admin_version(admin_socket),
-            redis_version=self._redis_version(ips[node_pods[0]], credentials),
+            envoy_version=readiness.admin_version(admin_socket),
+            redis_version=readiness.redis_version(ips[node_pods[0]], credentials),
             created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             extra={"controlPlane": "builtin patcher", "network": net.name,
                    "subnet": addresses.subnet, "vip": vip,
@@ -275,7 +260,7 @@ class DockerBackend:
         with ThreadPoolExecutor(max_workers=len(runs)) as pool:
             for future in [pool.submit(run) for run in runs]:
                 future.result()
-        self._wait_ping([Node(p, pods.ips[p], model.REDIS_PORT)
+        readiness.wait_ping([Node(p, pods.ips[p], model.REDIS_PORT)
                          for p in [*node_pods, model.MIRROR_SERVICE]], pods.credentials)
 
     # ---- pieces -------------------------------------------------------------------------
@@ -294,44 +279,6 @@ class DockerBackend:
         return [service.name, f"{service.name}.{service.namespace}", service.fqdn]
 
     @staticmethod
-    def _wait_ping(nodes: list[Node], credentials: acl.Credentials) -> None:
-        for node in nodes:
-            @_retry_until(20)
-            def ping(node: Node = node) -> None:
-                with _node_client(node.host, credentials, 1) as conn:
-                    conn.ping()
-            try:
-                ping()
-            except (redis.RedisError, OSError) as exc:
-                raise LabError(f"{node.name} ({node.host}) does not answer PING: {exc}") from None
-
-    @staticmethod
-    def _wait_cluster(nodes: list[Node], names_by_address: dict[str, str],
-                      credentials: acl.Credentials) -> Topology:
-        def name_of(host: str, port: int) -> str:
-            return names_by_address.get(f"{host}:{port}", f"{host}:{port}")
-
-        @_retry_until(30, 0.1)
-        def converged() -> Topology:
-            for node in nodes:
-                with _node_client(node.host, credentials) as conn:
-                    info = conn.execute_command("CLUSTER", "INFO")
-                    text = info.decode() if isinstance(info, bytes) else str(info)
-                    if "cluster_state:ok" not in text:
-                        raise _NotReady(f"{node.name}: cluster_state not ok")
-            with _node_client(nodes[0].host, credentials) as conn:
-                reply = conn.execute_command("CLUSTER", "SLOTS", NEVER_DECODE=True)
-            topology = from_cluster_slots(reply, name_of)
-            if len(topology.shards) != 3 or any(len(s.replicas) != 1 for s in topology.shards):
-                raise _NotReady("CLUSTER SLOTS does not show 3 shards with a replica each yet")
-            return topology
-
-        try:
-            return converged()
-        except (_NotReady, RetryError, redis.RedisError, OSError) as exc:
-            raise LabError(f"the cluster did not converge: {exc}") from None
-
-    @staticmethod
     def _write_envoy_config(spec: LabSpec, vip: str, ips: dict[str, str],
                             extra: list[dict[str, Any]], side_dir: Path) -> Path:
         routed = [s for s in spec.services if not s.headless]
@@ -345,62 +292,6 @@ class DockerBackend:
         path = envoy_files.write(boot, side_dir / sidecar.CONFIG_FILE)
         envoy_files.validate(path)
         return path
-
-    @staticmethod
-    def _wait_envoy(socket_path: Path, expected: int, client: Any, container_name: str) -> None:
-        from . import admin
-
-        @_retry_until(30, 0.05)
-        def healthy() -> None:
-            status = client.containers.get(container_name).status
-            if status in ("exited", "dead"):
-                logs = client.containers.get(container_name).logs(tail=5).decode(errors="replace")
-                raise LabError(f"Envoy exited: {' | '.join(logs.strip().splitlines())}")
-            hosts = parse_hosts(admin.admin_get(socket_path, CLUSTERS_JSON), CLUSTER_PROXY)
-            ok = [h for h, flags in hosts.items() if flags == "healthy"]
-            if len(ok) != expected:
-                raise _NotReady(f"{len(ok)}/{expected} hosts of {CLUSTER_PROXY} healthy")
-
-        try:
-            healthy()
-        except (_NotReady, OSError) as exc:
-            raise LabError(f"Envoy did not become ready: {exc}") from None
-
-    @staticmethod
-    def _start_relay(pid: int, directory: Path, vip: str) -> Process:
-        socket_path = directory / RELAY_SOCKET
-        nsenter = shutil.which("nsenter")
-        if not nsenter:
-            raise LabError("nsenter not found (util-linux): it enters the client's namespace")
-        argv = [nsenter, f"--net=/proc/{pid}/ns/net", "--", sys.executable, "-m",
-                "lab.backends.docker.relay", str(socket_path), vip, str(model.REDIS_PORT), str(pid)]
-        env_path = str(Path(__file__).resolve().parents[3])
-        log = directory / "logs" / "relay.log"
-        with open(log, "ab") as out:
-            process = subprocess.Popen(
-                argv, cwd=directory, stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-                env={**os.environ, "PYTHONPATH": env_path})
-        relay = Process("relay", process.pid, str(socket_path))
-
-        @_retry_until(15, 0.02)
-        def listening() -> None:
-            if not procs.running(process.pid):
-                raise LabError(f"the relay exited: {log.read_text(errors='replace')[-300:]}")
-            if not socket_path.is_socket():
-                raise _NotReady("no relay socket yet")
-
-        try:
-            listening()
-        except _NotReady:
-            procs.stop(relay.pid, relay.expect)
-            raise LabError("the relay did not start listening") from None
-        return relay
-
-    @staticmethod
-    def _redis_version(ip: str, credentials: acl.Credentials) -> str:
-        with _node_client(ip, credentials) as conn:
-            return str(conn.info("server").get("redis_version", ""))
 
     # ---- reconfigure (seam 1) -----------------------------------------------------------
     def reconfigure(self, name: str, envoyfilters: Sequence[Path | str],
@@ -427,29 +318,12 @@ class DockerBackend:
             names = state.extra["containers"]
             with progress.step("restart the sidecar's Envoy"):
                 client.containers.get(names[SIDECAR]).restart(timeout=2)
-                self._wait_admin(side_dir / sidecar.ADMIN_SOCKET, client, names[SIDECAR])
+                readiness.wait_admin(side_dir / sidecar.ADMIN_SOCKET, client, names[SIDECAR])
             _record_envoyfilters(state, extra_paths)
             state.save()
             return state
         finally:
             client.close()
-
-    @staticmethod
-    def _wait_admin(socket_path: Path, client: Any, container_name: str) -> None:
-        """Envoy is up and its config is loaded (a mutant's proxy may well be broken)."""
-        from . import admin
-
-        @_retry_until(30, 0.05)
-        def loaded() -> None:
-            if client.containers.get(container_name).status in ("exited", "dead"):
-                raise LabError("Envoy exited after reconfigure")
-            if "LIVE" not in admin.admin_get(socket_path, "/server_info"):
-                raise _NotReady("Envoy is not LIVE yet")
-
-        try:
-            loaded()
-        except (_NotReady, OSError) as exc:
-            raise LabError(f"Envoy did not come back: {exc}") from None
 
     # ---- down ---------------------------------------------------------------------------
     def down(self, name: str, progress: Progress) -> bool:
@@ -495,21 +369,8 @@ class DockerBackend:
         return DockerAccess(state)
 
 
-def _node_client(ip: str, credentials: acl.Credentials, timeout: float = 2) -> redis.Redis:
-    """The lab's tooling talks to nodes as the lab's admin user."""
-    return redis.Redis(ip, model.REDIS_PORT, socket_timeout=timeout, protocol=2,
-                       username=credentials.username, password=credentials.password)
-
-
 def _record_envoyfilters(state: LabState, extra_paths: list[str]) -> None:
     """Seam 1: the extra EnvoyFilters of a mutant lab (empty: the lab as the manifests say)."""
     state.extra["envoyfilters"] = list(extra_paths)
     if hasattr(state, "envoyfilters"):
         state.envoyfilters = list(extra_paths)
-
-
-def admin_version(socket_path: Path) -> str:
-    from . import admin
-
-    version = str(json.loads(admin.admin_get(socket_path, "/server_info")).get("version", ""))
-    return version.split("/")[1] if "/" in version else version

@@ -13,8 +13,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
+import subprocess
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lab.state import Process
+
+SOCKET = "proxy.sock"
+REDIS_PORT = 6379
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -62,7 +72,48 @@ async def _serve(path: str, host: str, port: int, watch: int) -> None:
         os.unlink(path)
 
 
+def start(pid: int, directory: Path, vip: str) -> Process:
+    """The relay for the pod whose process is `pid`, listening on <directory>/proxy.sock."""
+    from lab import procs
+    from lab.errors import LabError
+    from lab.state import Process
+
+    from . import readiness
+
+    socket_path = directory / SOCKET
+    nsenter = shutil.which("nsenter")
+    if not nsenter:
+        raise LabError("nsenter not found (util-linux): it enters the client's namespace")
+    argv = [nsenter, f"--net=/proc/{pid}/ns/net", "--", sys.executable, "-m",
+            "lab.backends.docker.relay", str(socket_path), vip, str(REDIS_PORT), str(pid)]
+    env_path = str(Path(__file__).resolve().parents[3])
+    log = directory / "logs" / "relay.log"
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            argv, cwd=directory, stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+            env={**os.environ, "PYTHONPATH": env_path})
+    relay = Process("relay", process.pid, str(socket_path),
+                    started=procs.start_time(process.pid) or 0, argv=argv, cwd=str(directory),
+                    log=str(log))
+
+    @readiness.retry_until(15, 0.02)
+    def listening() -> None:
+        if not procs.running(process.pid):
+            raise LabError(f"the relay exited: {log.read_text(errors='replace')[-300:]}")
+        if not socket_path.is_socket():
+            raise readiness.NotReady("no relay socket yet")
+
+    try:
+        listening()
+    except readiness.NotReady:
+        procs.stop(relay.pid, relay.expect)
+        raise LabError("the relay did not start listening") from None
+    return relay
+
+
 def main(argv: list[str]) -> int:
+    """The relay program itself (in the pod's network namespace)."""
     if len(argv) != 4:
         print("usage: python -m lab.backends.docker.relay SOCKET HOST PORT PID", file=sys.stderr)
         return 2

@@ -277,12 +277,17 @@ def _filters(listener: dict[str, Any]) -> list[str]:
 def unmatched(config_dump: dict[str, Any], envoyfilters: Sequence[Document]) -> list[str]:
     """One line per EnvoyFilter patch whose effect is missing from Envoy's config.
 
-    Checked: CLUSTER ADD/INSERT_FIRST (a cluster of that name), NETWORK_FILTER
+    Checked: CLUSTER ADD/INSERT_FIRST (a cluster of that name), CLUSTER MERGE/REPLACE/
+    REMOVE of a cluster an EnvoyFilter added (istiod never patches those), NETWORK_FILTER
     REPLACE/ADD/INSERT_* (a filter of that name on the matched listener); other operations
     leave no name to look for and are not judged here.
     """
     listeners = {lst.get("name"): lst for lst in _dynamic(config_dump, "listeners")}
     clusters = {c.get("name") for c in _dynamic(config_dump, "clusters")}
+    added = {(p.get("patch", {}).get("value") or {}).get("name")
+             for doc in envoyfilters for p in doc.get("spec", {}).get("configPatches", [])
+             if p.get("applyTo") == "CLUSTER"
+             and p.get("patch", {}).get("operation") in ("ADD", "INSERT_FIRST")}
     problems: list[str] = []
     for doc in envoyfilters:
         meta = doc.get("metadata", {})
@@ -295,6 +300,13 @@ def unmatched(config_dump: dict[str, Any], envoyfilters: Sequence[Document]) -> 
             if patch.get("applyTo") == "CLUSTER" and operation in ("ADD", "INSERT_FIRST"):
                 if name and name not in clusters:
                     problems.append(f"{where} matched nothing: Envoy has no cluster {name}")
+            elif patch.get("applyTo") == "CLUSTER" and operation in ("MERGE", "REPLACE",
+                                                                      "REMOVE"):
+                target = ((patch.get("match") or {}).get("cluster") or {}).get("name")
+                if target in added:
+                    problems.append(f"{where} matched nothing: cluster {target} was added by an "
+                                    "EnvoyFilter, and istiod patches only the clusters it "
+                                    "generates")
             elif patch.get("applyTo") == "NETWORK_FILTER" and name and operation in (
                     "REPLACE", "ADD", "INSERT_FIRST", "INSERT_BEFORE", "INSERT_AFTER"):
                 wanted = (patch.get("match") or {}).get("listener", {}).get("name")

@@ -167,7 +167,7 @@ def _wait_dns(port_file: Path, pid: int, logs: Path) -> int:
 READY_LINE = "marking server ready"  # ads: caches synced, push context built
 
 
-def wait_ready(ports: pilot.Ports, pid: int, log: Path) -> None:
+def wait_ready(ports: pilot.Ports, pid: int, log: Path, offset: int = 0) -> None:
     """Until istiod's xDS server is ready: its log says so and its gRPC port accepts.
 
     Not `/ready`: without Kubernetes its "config validation" and "sidecar injector" probes
@@ -178,7 +178,10 @@ def wait_ready(ports: pilot.Ports, pid: int, log: Path) -> None:
     def ready() -> None:
         if not procs.running(pid):
             raise LabError(f"istiod exited: {_tail(log)}")
-        if READY_LINE not in log.read_text(errors="replace"):
+        with open(log, "rb") as handle:
+            handle.seek(offset)
+            text = handle.read().decode(errors="replace")
+        if READY_LINE not in text:
             raise _NotYet(f"its log does not say {READY_LINE!r} yet")
         socket.create_connection((ports.host, ports.grpc), timeout=2).close()
 
@@ -228,6 +231,23 @@ def plan_lines() -> list[str]:
         "6. Envoy with an ADS bootstrap to istiod (node sidecar~<.40>~redis-client.redis~"
         "redis.svc.cluster.local), envoy --mode validate, start it",
     ]
+
+
+def reconfigure(state: Any, spec: LabSpec) -> Path:
+    """Seam 1 for an istiod lab: rewrite istiod's inputs (the new extra EnvoyFilters are in
+    `spec`), restart istiod (the journal's process), wait until it is ready; Envoy's ADS
+    bootstrap stays as it is (the caller restarts Envoy). Returns the bootstrap's path."""
+    block = Block(int(state.extra["loopback_block"]))
+    write_inputs(state.directory, spec, block)
+    old = next(p for p in state.processes if p.name == NAME)
+    procs.terminate(old)
+    log = Path(old.log)
+    offset = log.stat().st_size if log.exists() else 0
+    new = procs.relaunch(old, str(state.directory))
+    state.processes = [new if p is old else p for p in state.processes]
+    state.save()
+    wait_ready(pilot.Ports(block.istiod), new.pid, log, offset)
+    return Path(state.directory) / "envoy.json"
 
 
 def require_block(name: str, states: Sequence[Any]) -> Block:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ import yaml
 
 from lab import mutants
 from lab.mutations import evaluate
+from lab.paths import manifests_dir
 from tests.conftest import ROOT, cli, needs_binaries
 
 pytestmark = [needs_binaries]

@@ -26,6 +26,7 @@ from suites import (
     test_ext_multikey,
     test_ext_read_policies,
     test_ext_regressions,
+    test_ext_resharding,
     test_ext_transactions,
 )
 from tests.conftest import needs_binaries, processes_under
@@ -144,6 +145,7 @@ SESSION_LAB_TESTS = [
     test_ext_transactions.test_single_slot_transaction_is_executed_and_mirrored_as_a_unit,
     test_ext_modern_clients.test_redis_cli_unchanged,
     test_ext_modern_clients.test_redis_py_protocol_2,
+    test_ext_resharding.test_reshard_under_traffic_is_invisible_to_the_client,
 ]
 
 

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from lab import model, paths, procs
 from lab.backends import BACKENDS, UpOptions, get_backend
@@ -32,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="local: the proxy's loopback port (default: a free one)")
     up.add_argument("--envoy-concurrency", type=int, default=None, metavar="N",
                     help="local: Envoy worker threads (default: Envoy's, one per core)")
+    up.add_argument("--envoyfilter", action="append", default=[], metavar="FILE",
+                    help="an extra EnvoyFilter applied after the lab's own (repeatable): "
+                         "a mutant lab, judged by the suite, not refused by `up`")
     up.add_argument("--istio", default="modern", choices=("modern", "tutorial"),
                     help="kind/existing: Istio profile (default: modern)")
     up.add_argument("--kubeconfig", default=None, help="existing: the cluster's kubeconfig")
@@ -68,16 +72,31 @@ def _up(args: argparse.Namespace) -> int:
                         kubeconfig=args.kubeconfig, context=args.context,
                         preload_images=args.preload_images, dry_run=args.dry_run,
                         keep=args.keep_on_failure,
-                        envoy_concurrency=args.envoy_concurrency)
+                        envoy_concurrency=args.envoy_concurrency,
+                        envoyfilters=_envoyfilter_files(args.envoyfilter))
     if args.dry_run:
         print(backend.dry_run(options))
         return 0
     progress = Progress(quiet=args.quiet)
     progress.say(f"redis-mesh-lab up: lab {args.name!r} on backend {backend.name}")
+    if options.envoyfilters:
+        progress.say("a mutant lab: extra EnvoyFilters after the lab's own: "
+                     + ", ".join(str(f) for f in options.envoyfilters)
+                     + " (ready once Envoy is LIVE; the suite judges the proxy)")
     state = backend.up(options, progress)
     progress.say(f"ready in {progress.elapsed:.2f}s")
     print(_describe(state))
     return 0
+
+
+def _envoyfilter_files(files: list[str]) -> tuple[Path, ...]:
+    found = []
+    for file in files:
+        path = Path(file).expanduser()
+        if not path.is_file():
+            raise LabError(f"--envoyfilter {file}: no such file")
+        found.append(path.resolve())
+    return tuple(found)
 
 
 def _running(state: LabState) -> list[str]:
@@ -99,6 +118,9 @@ def _describe(state: LabState) -> str:
         f"  mirror  {_where(state.mirror)}  mirroring {'on' if state.mirror_enabled else 'off'}",
         f"  read_policy {state.read_policy}",
     ]
+    extra = getattr(state, "envoyfilters", None) or []
+    if extra:
+        lines.append(f"  mutant lab: extra EnvoyFilters {', '.join(extra)}")
     if state.backend == "local":
         lines[1] += f"   (redis-cli -h {state.proxy['host']} -p {state.proxy['port']})"
     for index, shard in enumerate(state.topology.shards):

@@ -301,6 +301,15 @@ def pytest_runtest_call(item: pytest.Item) -> None:
     handle.captures = []
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """Seam 3: revert the faults a test left in place (a stopped node is started again)."""
+    handle = getattr(item, "funcargs", {}).get("lab")
+    faults = getattr(handle, "faults", None)
+    if faults is not None and faults.active:
+        faults.undo_all()
+
+
 def implementation_parameters(implementation: dict[str, Any]) -> dict[str, str]:
     """What a reader needs to know about the system under test, as short strings."""
     extra = implementation.get("envoyfilters") or []

@@ -41,6 +41,8 @@ class LabState:
     istio_profile: str | None = None
     created: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # Seam 1: the extra EnvoyFilters (paths) of a mutant lab; empty = as the manifests say.
+    envoyfilters: list[str] = field(default_factory=list)
 
     @property
     def directory(self) -> Path:

@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import redis
 from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from lab import binaries, model, paths, ports, procs
+from lab.backends import local_envoy, local_faults
 from lab.backends.base import Access, UpOptions
 from lab.envoy import bootstrap, sidecar
 from lab.envoy.admin import Admin
@@ -113,6 +115,9 @@ class LocalAccess:
             logs[log.stem] = log.read_text(encoding="utf-8", errors="replace")[-200_000:]
         return logs
 
+    def fault(self, node: Node, action: str) -> None:
+        local_faults.fault(self.state, node, action)
+
     def close(self) -> None:
         pass
 
@@ -164,7 +169,7 @@ class LocalBackend:
             probe = model.load_spec(SERVICE_VIPS_BASE + "1", options.read_policy, options.mirror)
             vips = local_vips(probe.services)
             spec = model.load_spec(vips[model.CLIENT_SERVICE], options.read_policy,
-                                   options.mirror)
+                                   options.mirror, extra_envoyfilters=options.envoyfilters)
         sts = spec.statefulset
         (directory / "logs").mkdir(parents=True, exist_ok=True)
         with ports.allocation_lock(paths.home()):
@@ -194,7 +199,8 @@ class LocalBackend:
             started.append(Process("envoy", procs.spawn(argv, directory / "logs" / "envoy.log",
                                                          directory), str(config_path)))
             admin = Admin(LOOPBACK, plan.admin_port)
-            self._wait_envoy(admin, sts.replicas, started[-1], directory)
+            self._wait_ready(admin, bool(options.envoyfilters), sts.replicas, started[-1],
+                             directory)
         state = LabState(
             name=options.name, backend=self.name, read_policy=spec.read_policy,
             mirror_enabled=spec.mirror,
@@ -204,7 +210,9 @@ class LocalBackend:
             shards=topology.to_list(), processes=list(started),
             envoy_version=admin.server_version(), redis_version=self._redis_version(plan),
             created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            extra={"names_by_address": plan.names_by_address, "vips": vips},
+            extra={"names_by_address": plan.names_by_address, "vips": vips,
+                   "envoy_argv": argv},
+            envoyfilters=[str(Path(f).resolve()) for f in options.envoyfilters],
         )
         state.save()
         return state
@@ -324,6 +332,40 @@ class LocalBackend:
                                f"redis-client.redis~redis.svc.cluster.local", resolve)
         return sidecar.write(boot, directory / "envoy.json")
 
+    def _wait_ready(self, admin: Admin, mutant: bool, expected: int, process: Process,
+                    directory: Path) -> None:
+        """A mutant lab is ready when Envoy is LIVE: the suite judges its proxy, not `up`."""
+        if mutant:
+            local_envoy.wait_live(admin, process, lambda: self._log_tail(directory, "envoy"))
+        else:
+            self._wait_envoy(admin, expected, process, directory)
+
+    def reconfigure(self, name: str, envoyfilters: Sequence[Path | str],
+                    progress: Progress) -> LabState:
+        """Swap the extra EnvoyFilters of a running lab; restart only Envoy."""
+        state = LabState.load(paths.check_name(name))
+        if state is None or state.backend != self.name:
+            raise LabError(f"lab {name!r} is not up on backend local")
+        files = [str(Path(f).resolve()) for f in envoyfilters]
+        vips = dict(state.extra["vips"])
+        with progress.step("derive Envoy's config: sidecar baseline + EnvoyFilters"
+                           + (f" + {local_envoy.describe(files)}" if files else "")):
+            spec = model.load_spec(vips[model.CLIENT_SERVICE], state.read_policy,
+                                   state.mirror_enabled, extra_envoyfilters=files)
+            config_path = self._envoy_config(spec, vips, _plan_of(state), state.directory)
+        with progress.step("envoy --mode validate"):
+            sidecar.validate(config_path, binaries.envoy())
+        with progress.step("restart Envoy"):
+            argv = state.extra.get("envoy_argv") or [
+                binaries.envoy(), "-c", str(config_path), "--disable-hot-restart", "-l",
+                "warning", "--log-path", str(state.directory / "logs" / "envoy.log")]
+            process = local_envoy.restart(state, argv, state.directory / "logs" / "envoy.log")
+            state.envoyfilters = files
+            state.save()
+            self._wait_ready(Admin(LOOPBACK, int(state.admin["port"])), bool(files),
+                             len(state.topology.nodes), process, state.directory)
+        return state
+
     def _wait_envoy(self, admin: Admin, expected: int, process: Process, directory: Path) -> None:
         @_retry_until(30, 0.05)
         def healthy() -> None:
@@ -366,3 +408,13 @@ class LocalBackend:
 
     def access(self, state: LabState) -> Access:
         return LocalAccess(state)
+
+
+def _plan_of(state: LabState) -> _Plan:
+    """The ports and names of a running lab, from its state (for reconfigure)."""
+    names = dict(state.extra["names_by_address"])
+    nodes = [Node(name, address.rsplit(":", 1)[0], int(address.rsplit(":", 1)[1]))
+             for address, name in names.items()]
+    nodes.sort(key=lambda n: int(n.name.rsplit("-", 1)[1]))
+    return _Plan(nodes=nodes, mirror=state.mirror_node, proxy_port=int(state.proxy["port"]),
+                 admin_port=int(state.admin["port"]), names_by_address=names)

@@ -32,25 +32,39 @@ def _one_xadd(lab) -> None:
             assert lab.proxy.execute_command("XLEN", stream) == 1
             ids = [text(e[0]) for e in lab.proxy.execute_command("XRANGE", stream, "-", "+")]
             assert ids == [entry]
-        if lab.state.mirror_enabled:
-            mirror = lab.client(lab.mirror)
-
-            @retry(stop=stop_after_delay(10), wait=wait_fixed(0.05), reraise=True)
-            def mirrored() -> None:
-                assert mirror.execute_command("XLEN", stream) == 1
-
-            with allure.step("the mirror got exactly one entry too"):
-                mirrored()
     finally:
         lab.proxy.execute_command("DEL", stream)
-        if lab.state.mirror_enabled:
-            lab.client(lab.mirror).delete(stream)
 
 
 def test_xadd_star_writes_one_entry_with_the_mirror(lab, request):
     """envoyproxy/envoy#27273: XADD * through the proxy writes one entry (mirror on)"""
     only_in(request, "extended")
     _one_xadd(lab)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "Envoy 1.40 does not mirror XADD under exclude_read_commands: true (seen here; no upstream "
+    "issue found: XADD seems missing from the redis proxy's write-command list)"))
+def test_xadd_is_mirrored(lab, request):
+    """XADD through the proxy reaches the mirror too (it is a write)"""
+    only_in(request, "extended")
+    if not lab.state.mirror_enabled:
+        pytest.skip("the lab has no mirror")
+    stream = f"xadd-mirror-{token()}"
+    mirror = lab.client(lab.mirror)
+    try:
+        lab.proxy.execute_command("XADD", stream, "*", "f", "v")
+        lab.proxy.execute_command("SET", f"{stream}-after", "v")  # mirrored after the XADD
+
+        @retry(stop=stop_after_delay(10), wait=wait_fixed(0.05), reraise=True)
+        def after_arrived() -> None:
+            assert mirror.exists(f"{stream}-after") == 1
+
+        after_arrived()  # the mirror's connection is ordered: the XADD would be there by now
+        assert mirror.execute_command("XLEN", stream) == 1, "XADD was not mirrored"
+    finally:
+        lab.proxy.execute_command("DEL", stream, f"{stream}-after")
+        mirror.delete(stream, f"{stream}-after")
 
 
 def test_xadd_star_writes_one_entry_without_the_mirror(lab_variant, request):

@@ -14,11 +14,11 @@ import subprocess
 
 import allure
 import pytest
-from tenacity import retry, stop_after_delay, wait_fixed
 
 from lab import binaries
 from lab.slots import key_slot
 
+from .health import assert_lab_as_at_up
 from .keys import text, token
 from .traffic import CounterTraffic
 
@@ -56,25 +56,6 @@ def _slot_owner(lab) -> dict[int, str]:
             for slot in range(first, last + 1):
                 owners[slot] = shard.master.name
     return owners
-
-
-def assert_lab_as_at_up(lab) -> None:
-    """cluster_state:ok everywhere, the slot map of `up`, Envoy sees every host healthy."""
-    @retry(stop=stop_after_delay(30), wait=wait_fixed(0.2), reraise=True)
-    def healthy() -> None:
-        for node in lab.nodes:
-            info = text(lab.client(node).execute_command("CLUSTER", "INFO")) or ""
-            assert "cluster_state:ok" in info, f"{node.name}: {info.splitlines()[:1]}"
-        now = lab.cluster_slots_topology()
-        assert {(s.slots, s.master.name, tuple(r.name for r in s.replicas)) for s in now.shards} \
-            == {(s.slots, s.master.name, tuple(r.name for r in s.replicas))
-                for s in lab.state.topology.shards}
-        hosts = lab.proxy_hosts()
-        assert set(hosts) == {n.address for n in lab.state.topology.nodes}
-        assert set(hosts.values()) == {"healthy"}
-
-    with allure.step("the lab is as at up: cluster_state:ok, slots, Envoy's hosts healthy"):
-        healthy()
 
 
 @pytest.mark.feature("Resharding")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
@@ -20,20 +21,22 @@ import redis
 @dataclass
 class Outcome:
     ops: int = 0
-    errors: list[tuple[float, str]] = field(default_factory=list)  # (monotonic time, text)
-    successes: list[float] = field(default_factory=list)  # monotonic times of acked writes
+    errors: list[tuple[float, str, str]] = field(default_factory=list)  # (time, key, text)
+    successes: list[tuple[float, str]] = field(default_factory=list)  # (sent at, key) acked
     latencies: list[float] = field(default_factory=list)  # seconds, successful ops
 
     @property
     def redirections(self) -> list[str]:
-        return [text for _, text in self.errors if text.startswith(("MOVED", "ASK"))]
+        return [text for _, _, text in self.errors if text.startswith(("MOVED", "ASK"))]
 
     def p99(self) -> float:
         ordered = sorted(self.latencies)
         return ordered[int(0.99 * (len(ordered) - 1))] if ordered else float("nan")
 
-    def first_success_after(self, moment: float) -> float | None:
-        return next((t for t in self.successes if t >= moment), None)
+    def first_success_after(self, moment: float, keys: set[str]) -> float | None:
+        """When the first write to one of `keys` sent at or after `moment` was sent (it was
+        then acknowledged)."""
+        return next((t for t, key in self.successes if t >= moment and key in keys), None)
 
 
 @dataclass(frozen=True)
@@ -73,11 +76,12 @@ class CounterTraffic(threading.Thread):
                 self.client.execute_command("INCR", key)
             except (redis.RedisError, OSError) as exc:
                 self.failed[key] += 1
-                self.outcome.errors.append((time.monotonic(), str(exc) or type(exc).__name__))
+                self.outcome.errors.append((time.monotonic(), key,
+                                            str(exc) or type(exc).__name__))
             else:
                 done = time.monotonic()
                 self.acked[key] += 1
-                self.outcome.successes.append(done)
+                self.outcome.successes.append((started, key))
                 self.outcome.latencies.append(done - started)
             self.outcome.ops += 1
             if index % len(self.keys) == 0:
@@ -98,13 +102,16 @@ class CounterTraffic(threading.Thread):
         self.join(timeout=30)
         return self.outcome
 
-    def check(self, read: redis.Redis) -> Consistency:
-        """Read every counter back (after `stop`) and count lost / unacknowledged writes."""
+    def check(self, read: Callable[[str], object], keys: list[str] | None = None) -> Consistency:
+        """Read the counters back (after `stop`) with `read(key)` and count lost /
+        unacknowledged writes."""
         lost = unacked = 0
-        for key in self.keys:
-            value = read.execute_command("GET", key)
+        keys = self.keys if keys is None else keys
+        for key in keys:
+            value = read(key)
             actual = int(value) if value is not None else 0
             lost += max(0, self.acked[key] - actual)
             unacked += max(0, actual - self.acked[key])
-        return Consistency(keys=len(self.keys), acked=sum(self.acked.values()),
-                           failed=sum(self.failed.values()), lost=lost, unacknowledged=unacked)
+        return Consistency(keys=len(keys), acked=sum(self.acked[k] for k in keys),
+                           failed=sum(self.failed[k] for k in keys), lost=lost,
+                           unacknowledged=unacked)

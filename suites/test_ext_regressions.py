@@ -6,13 +6,17 @@ fix upstream turns it into an unexpected pass.
 
 from __future__ import annotations
 
+import json
+
 import allure
 import pytest
 from tenacity import retry, stop_after_delay, wait_fixed
 
 from lab.conformance.variants import Variant
 
+from .health import assert_lab_as_at_up, restore_roles
 from .keys import ok, per_shard, text, token
+from .latency import bound, p99, timed
 from .profile import only_in
 
 NO_MIRROR = Variant("no-mirror", mirror=False)
@@ -107,4 +111,44 @@ def test_read_commands_under_replica_never_reach_the_master(lab, request):
                 assert not on_master, f"{command} {key} reached master {shard.master.name}"
                 assert on_replica == 1, f"{command} {key}: {on_replica} on the replica"
     finally:
+        lab.proxy.execute_command("DEL", *keys)
+
+
+def test_healthy_shards_keep_their_latency_while_one_shard_is_frozen(lab, request):
+    """envoyproxy/envoy#36962: a frozen shard does not slow the keys of the healthy shards
+
+    The issue proposes failover policies because a slow or dead shard hurts; here a client
+    reading keys of the two healthy shards (its own connection) keeps its p99 within
+    `latency.bound` of the all-up run while the third shard (master and replica) is frozen.
+    """
+    only_in(request, "extended")
+    faults = getattr(lab, "faults", None)
+    if faults is None:
+        pytest.skip("needs the faults API (lab.faults, seam 3)")
+    topology = lab.state.topology
+    frozen = topology.shards[0]
+    keys = [k for k, s in per_shard(topology, "r36962", 4).items() if s != frozen]
+    for key in keys:
+        assert ok(lab.proxy.execute_command("SET", key, key))
+    for shard in topology.shards:
+        assert lab.wait_replicated(shard.master) >= 1
+    reads = [("GET", k) for k in keys] * 25
+    client = lab.proxy_client()
+    try:
+        before, errors = timed(client, reads)
+        assert not errors, errors[:3]
+        for node in (*frozen.replicas, frozen.master):  # undone master first: no failover
+            faults.freeze(node)
+        during, errors = timed(client, reads)
+        figures = {"p99AllUpMs": round(p99(before) * 1000, 3),
+                   "p99OneShardFrozenMs": round(p99(during) * 1000, 3) if during else None,
+                   "boundMs": round(bound(p99(before)) * 1000, 3), "errors": len(errors)}
+        allure.attach(json.dumps(figures, indent=2), name="healthy shards' latency",
+                      attachment_type=allure.attachment_type.JSON)
+        assert not errors, errors[:3]
+        assert p99(during) <= bound(p99(before)), figures
+    finally:
+        faults.undo_all()
+        restore_roles(lab)
+        assert_lab_as_at_up(lab)
         lab.proxy.execute_command("DEL", *keys)

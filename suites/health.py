@@ -1,7 +1,8 @@
 """Proving a lab healthy after a test changed it, and putting the roles back (CLUSTER FAILOVER).
 
 "As at up" means: cluster_state:ok on every node, the slot map and the master/replica roles of
-`lab.state.topology`, and Envoy's /clusters showing exactly the original hosts, all healthy.
+`lab.state.topology`, every replica's link up and in sync (WAIT), and Envoy's /clusters showing
+exactly the original hosts, all healthy.
 """
 
 from __future__ import annotations
@@ -25,6 +26,13 @@ def assert_lab_as_at_up(lab, timeout: float = 30) -> None:
             info = text(lab.client(node).execute_command("CLUSTER", "INFO")) or ""
             assert "cluster_state:ok" in info, f"{node.name}: {info.splitlines()[:1]}"
         assert _shape(lab.cluster_slots_topology()) == _shape(lab.state.topology)
+        for shard in lab.state.topology.shards:  # replication is back: links up, in sync
+            for replica in shard.replicas:
+                info = text(lab.client(replica).execute_command("INFO", "replication")) or ""
+                assert "master_link_status:up" in info, f"{replica.name}: link not up"
+            acked = int(lab.client(shard.master).execute_command("WAIT", len(shard.replicas),
+                                                                  1000))
+            assert acked == len(shard.replicas), f"{shard.master.name}: WAIT {acked}"
         hosts = lab.proxy_hosts()
         assert set(hosts) == {n.address for n in lab.state.topology.nodes}
         assert set(hosts.values()) == {"healthy"}, hosts

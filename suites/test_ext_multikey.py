@@ -62,6 +62,8 @@ def test_counting_commands_sum_the_shards_replies(lab):
         for key in keys:  # written where the cluster keeps them, not on some single server
             master = lab.client(lab.topology.shard_for_key(key).master)
             assert master.execute_command("EXISTS", key) == 1, f"{key} is not on its master"
+        for shard in lab.state.topology.shards:  # the counting reads go to the replicas
+            assert lab.wait_replicated(shard.master) >= 1
         with allure.step(f"exists {len(keys)} keys + {len(missing)} missing"):
             assert lab.proxy.execute_command("EXISTS", *everything) == len(keys)
         with allure.step("exists with a key repeated counts it twice, as Redis does"):
@@ -73,6 +75,8 @@ def test_counting_commands_sum_the_shards_replies(lab):
             assert lab.proxy.execute_command("UNLINK", *keys[:half], *missing) == half
         with allure.step("del everything: only the second half is left"):
             assert lab.proxy.execute_command("DEL", *everything) == len(keys) - half
+        for shard in lab.state.topology.shards:
+            assert lab.wait_replicated(shard.master) >= 1
         with allure.step("exists: nothing is left on any node"):
             assert lab.proxy.execute_command("EXISTS", *everything) == 0
         for key in keys:

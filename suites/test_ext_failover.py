@@ -25,7 +25,7 @@ import time
 import allure
 import pytest
 
-from .health import assert_lab_as_at_up, restore_roles
+from .health import heal
 from .keys import per_shard, text
 from .traffic import CounterTraffic
 
@@ -134,6 +134,5 @@ def test_master_killed_under_traffic(lab, request):
         if killed_at is not None:
             with allure.step(f"start {victim.master.name} again; CLUSTER FAILOVER back to it"):
                 faults.start(victim.master)
-                restore_roles(lab, timeout=60)
-        assert_lab_as_at_up(lab, timeout=60)
+        heal(lab, timeout=90)
         lab.proxy.execute_command("DEL", *keys)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import allure
 import pytest
 
-from .health import assert_lab_as_at_up, restore_roles
+from .health import NoFailover, heal
 from .keys import ok, per_shard, text, token
 
 KEYS_PER_SHARD = 2
@@ -123,16 +123,16 @@ def test_mget_with_a_shard_down_gives_per_element_errors(lab):
     for shard in lab.state.topology.shards:
         assert lab.wait_replicated(shard.master) >= 1
     try:
-        # the replica first, then the master: undone master first, so the replica never
-        # sees its master failed while it is up itself (no failover is started)
-        for node in (*down.replicas, down.master):
-            faults.freeze(node)
-        client = lab.proxy_client()
-        with allure.step("mget with one shard frozen (op_timeout 5s)"):
-            try:
-                reply = client.execute_command("MGET", *keys)
-            except Exception as exc:  # an error for the whole command is the failure
-                pytest.fail(f"MGET failed as a whole: {exc}")
+        with NoFailover(lab, down):
+            for node in (*down.replicas, down.master):
+                faults.freeze(node)
+            client = lab.proxy_client()
+            with allure.step("mget with one shard frozen (op_timeout 5s)"):
+                try:
+                    reply = client.execute_command("MGET", *keys)
+                except Exception as exc:  # an error for the whole command is the failure
+                    pytest.fail(f"MGET failed as a whole: {exc}")
+            faults.undo_all()
         allure.attach(repr(reply), name="MGET reply", attachment_type=allure.attachment_type.TEXT)
         for key, value in zip(keys, reply, strict=True):
             if keys[key] == down:
@@ -141,6 +141,5 @@ def test_mget_with_a_shard_down_gives_per_element_errors(lab):
                 assert text(value) == key, f"{key} on a healthy shard: {value!r}"
     finally:
         faults.undo_all()
-        restore_roles(lab)
-        assert_lab_as_at_up(lab)
+        heal(lab)
         lab.proxy.execute_command("DEL", *keys)

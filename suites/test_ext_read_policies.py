@@ -13,7 +13,7 @@ import redis
 
 from lab.conformance.variants import Variant
 
-from .health import assert_lab_as_at_up, restore_roles
+from .health import heal
 from .keys import ok, per_shard, text
 from .reads import (
     ANY_MIN_SHARE,
@@ -109,8 +109,7 @@ def _fallback(lab, stop: str, no_failover: bool) -> set[str] | None:
         if no_failover:
             lab.client(replica).execute_command("CONFIG", "SET", "cluster-replica-no-failover",
                                                 "no")
-        restore_roles(lab)
-        assert_lab_as_at_up(lab, timeout=60)
+        heal(lab)
         lab.proxy.execute_command("DEL", *keys)
 
 

@@ -14,7 +14,7 @@ from tenacity import retry, stop_after_delay, wait_fixed
 
 from lab.conformance.variants import Variant
 
-from .health import assert_lab_as_at_up, restore_roles
+from .health import NoFailover, heal
 from .keys import ok, per_shard, text, token
 from .latency import bound, p99, timed
 from .profile import only_in
@@ -137,9 +137,11 @@ def test_healthy_shards_keep_their_latency_while_one_shard_is_frozen(lab, reques
     try:
         before, errors = timed(client, reads)
         assert not errors, errors[:3]
-        for node in (*frozen.replicas, frozen.master):  # undone master first: no failover
-            faults.freeze(node)
-        during, errors = timed(client, reads)
+        with NoFailover(lab, frozen):
+            for node in (*frozen.replicas, frozen.master):
+                faults.freeze(node)
+            during, errors = timed(client, reads)
+            faults.undo_all()
         figures = {"p99AllUpMs": round(p99(before) * 1000, 3),
                    "p99OneShardFrozenMs": round(p99(during) * 1000, 3) if during else None,
                    "boundMs": round(bound(p99(before)) * 1000, 3), "errors": len(errors)}
@@ -149,6 +151,5 @@ def test_healthy_shards_keep_their_latency_while_one_shard_is_frozen(lab, reques
         assert p99(during) <= bound(p99(before)), figures
     finally:
         faults.undo_all()
-        restore_roles(lab)
-        assert_lab_as_at_up(lab)
+        heal(lab)
         lab.proxy.execute_command("DEL", *keys)

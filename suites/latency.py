@@ -18,8 +18,10 @@ def p99(samples: list[float]) -> float:
     return ordered[int(0.99 * (len(ordered) - 1))]
 
 
-def timed(client, commands: list[tuple[str, ...]]) -> tuple[list[float], list[str]]:
-    """Run each command, timing it; (latencies of the successful ones, error texts)."""
+def timed(client, commands: list[tuple[str, ...]],
+          give_up_after: int = 3) -> tuple[list[float], list[str]]:
+    """Run each command, timing it; (latencies of the successful ones, error texts). Stops at
+    `give_up_after` errors: the verdict is made, and each may have waited for a timeout."""
     latencies: list[float] = []
     errors: list[str] = []
     for command in commands:
@@ -28,6 +30,8 @@ def timed(client, commands: list[tuple[str, ...]]) -> tuple[list[float], list[st
             client.execute_command(*command)
         except Exception as exc:
             errors.append(f"{command[0]} {command[1] if len(command) > 1 else ''}: {exc}")
+            if len(errors) >= give_up_after:
+                break
             continue
         latencies.append(time.monotonic() - started)
     return latencies, errors

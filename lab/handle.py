@@ -21,7 +21,7 @@ from typing import Any
 import redis
 
 from lab.backends.base import Access
-from lab.envoy.admin import parse_hosts
+from lab.envoy.admin import CLUSTERS_JSON, parse_hosts
 from lab.faults import Faults
 from lab.monitor import MonitorCapture
 from lab.state import LabState
@@ -73,9 +73,11 @@ class Lab:
             "istioProfile": self.state.istio_profile,
             "readPolicy": self.state.read_policy,
             "mirrorEnabled": self.state.mirror_enabled,
+            # Who turned the EnvoyFilters into Envoy config: a backend may say (istiod);
+            # else Istio on Kubernetes, else our builtin patcher (local, docker).
             "controlPlane": self.state.extra.get("controlPlane")
-            or ("builtin patcher" if self.state.backend == "local"
-                else f"istio ({self.state.istio_profile})"),
+            or (f"istio ({self.state.istio_profile})" if self.state.istio_profile
+                else "builtin patcher"),
             "envoyfilters": list(getattr(self.state, "envoyfilters", []) or []),
         }
 
@@ -112,15 +114,28 @@ class Lab:
         key = (target.name, readonly)
         if key not in self._clients:
             host, port = self._access.address(target)
+            auth = self._auth()  # the lab's admin user
             connect: Any = _readonly_on_connect if readonly else None  # redis-py passes the
             self._clients[key] = redis.Redis(host, port, socket_timeout=10, protocol=2,
-                                             redis_connect_func=connect)  # connection to it
+                                             redis_connect_func=connect,  # connection to it
+                                             username=auth.get("username"),
+                                             password=auth.get("password"))
         return self._clients[key]
 
     def _node(self, node: Node | str) -> Node:
         if isinstance(node, Node):
             return node
         return self.mirror if node == self.mirror.name else self.state.topology.node(node)
+
+    def _auth(self) -> dict[str, str]:
+        """The lab's admin user ({} when the backend has none)."""
+        credentials = getattr(self._access, "credentials", None)
+        return dict(credentials()) if credentials is not None else {}
+
+    def address(self, node: Node | str) -> str:
+        """Where this process reaches a node ("host:port"; a port-forward on Kubernetes)."""
+        host, port = self._access.address(self._node(node))
+        return f"{host}:{port}"
 
     # ---- observing ----------------------------------------------------------------------------
     def monitor(self, nodes: Iterable[Node] | None = None) -> MonitorCapture:
@@ -130,13 +145,14 @@ class Lab:
         the capture fail, so a test that stops a node captures only the others.
         """
         targets = list(nodes) if nodes is not None else list(self.nodes)
-        prelude = getattr(self._access, "monitor_prelude", None)
+        auth = self._auth()
+        prelude = [["AUTH", auth["username"], auth["password"]]] if auth.get("password") else []
         capture = MonitorCapture(
             targets,
             address=self._access.address,
             replication_sources={n.address for n in self.nodes},
             send=lambda node, marker: self.client(node).echo(marker),
-            prelude=prelude() if callable(prelude) else (),
+            prelude=prelude,
         )
         self.captures.append(capture)
         return capture
@@ -161,13 +177,16 @@ class Lab:
         key = (f"quick:{node.name}", False)
         if key not in self._clients:
             host, port = self._access.address(node)
+            auth = self._auth()
             self._clients[key] = redis.Redis(host, port, socket_timeout=1,
-                                             socket_connect_timeout=1, protocol=2)
+                                             socket_connect_timeout=1, protocol=2,
+                                             username=auth.get("username"),
+                                             password=auth.get("password"))
         return self._clients[key]
 
     def proxy_hosts(self) -> dict[str, str]:
         """The proxy's view: {"ip:port": health} of the redis cluster, from Envoy's admin."""
-        return parse_hosts(self.admin("/clusters"), PROXY_CLUSTER)
+        return parse_hosts(self.admin(CLUSTERS_JSON), PROXY_CLUSTER)
 
     def admin(self, path: str) -> str:
         return self._access.admin_get(path)

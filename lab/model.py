@@ -171,6 +171,12 @@ def _services(k8s: tuple[Manifest, ...]) -> tuple[Service, ...]:
     return tuple(found)
 
 
+def _count(value: Any, what: str, source: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ManifestError(f"{source}: {what} must be a positive integer, not {value!r}")
+    return value
+
+
 def _statefulset(k8s: tuple[Manifest, ...]) -> tuple[StatefulSet, str]:
     for manifest in k8s:
         for doc in manifest.documents:
@@ -180,7 +186,7 @@ def _statefulset(k8s: tuple[Manifest, ...]) -> tuple[StatefulSet, str]:
                 sts = StatefulSet(
                     name=STATEFULSET,
                     namespace=doc["metadata"].get("namespace", "default"),
-                    replicas=int(_get(doc, "spec.replicas", source)),
+                    replicas=_count(_get(doc, "spec.replicas", source), "spec.replicas", source),
                     service_name=_get(doc, "spec.serviceName", source),
                     image=containers[0]["image"],
                 )

@@ -144,6 +144,7 @@ class _Stream(threading.Thread):
         self.seen = seen  # shared by every stream of a capture: one wait for all of them
         self.closed = False
         self.ended = False  # the connection is gone (the node died or closed it)
+        self.last = time.monotonic()  # when data last arrived
 
     def run(self) -> None:
         buffer = self._pending
@@ -160,6 +161,7 @@ class _Stream(threading.Thread):
                     break
                 buffer += data
                 *complete, buffer = buffer.split(b"\r\n")
+                self.last = time.monotonic()
                 if complete:
                     with self.seen:
                         self.lines.extend(line.decode("utf-8", "replace") for line in complete)
@@ -238,8 +240,12 @@ class MonitorCapture:
     def _marker(self, which: str) -> str:
         return f"redis-mesh-lab-monitor-{self._id}-{which}"
 
-    def _wait(self, done: Callable[[], bool], timeout: float) -> bool:
-        """Wait on the streams' shared condition until `done()` (called with it held)."""
+    def _wait(self, done: Callable[[], bool], timeout: float,
+              quiet: float | None = None) -> bool:
+        """Wait on the streams' shared condition until `done()` (called with it held).
+
+        With `quiet`, give up early once no stream has received anything for that long.
+        """
         deadline = time.monotonic() + timeout
         with self._seen:
             while True:
@@ -247,9 +253,15 @@ class MonitorCapture:
                     window.advance()
                 if done():
                     return True
-                left = deadline - time.monotonic()
+                now = time.monotonic()
+                left = deadline - now
                 if left <= 0:
                     return False
+                if quiet is not None:
+                    idle = now - max(s.last for s in self._streams)
+                    if idle >= quiet:
+                        return False
+                    left = min(left, quiet - idle)
                 self._seen.wait(left)
 
     def __enter__(self) -> MonitorCapture:
@@ -285,13 +297,16 @@ class MonitorCapture:
         for stream in self._streams:
             stream.close()
 
-    def wait_until(self, done: Callable[[list[Entry]], bool], timeout: float = 10.0) -> bool:
-        """Inside the window: wait until the entries seen so far satisfy `done`."""
+    def wait_until(self, done: Callable[[list[Entry]], bool], timeout: float = 10.0,
+                   quiet: float | None = None) -> bool:
+        """Inside the window: wait until the entries seen so far satisfy `done`; with
+        `quiet`, stop waiting once the nodes have sent nothing for that many seconds
+        (what was due has arrived; the caller's assertions then judge it)."""
         def check() -> bool:
             self.entries = self._collect()
             return done(self.entries)
 
-        return self._wait(check, timeout)
+        return self._wait(check, timeout, quiet)
 
     def _collect(self) -> list[Entry]:
         entries = [entry for window in self._windows for entry in window.entries]

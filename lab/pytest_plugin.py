@@ -51,6 +51,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "feature(*names): conformance features a test proves")
     for option in options.OPTIONS:  # a bad value from the environment or ini fails early
         options.get(config, option.flag)
+    if options.get(config, "--lab-backend") == "attach" and not options.text(config,
+                                                                              "--lab-name"):
+        raise pytest.UsageError("--lab-backend attach needs --lab-name")
     profile = str(options.get(config, "--lab-profile"))
     collector = Collector(profile=profile)
     config.stash[_COLLECTOR] = collector
@@ -112,9 +115,19 @@ def _selection(config: pytest.Config) -> list[str]:
     return why
 
 
+def _also(config: pytest.Config) -> set[str]:
+    """--lab-also: features run besides the profile's (`nox -s e2e` adds Resharding)."""
+    names = {f.strip() for f in (options.text(config, "--lab-also") or "").split(",") if f.strip()}
+    unknown = sorted(names - set(ALL))
+    if unknown:
+        raise pytest.UsageError(f"--lab-also: unknown feature {', '.join(unknown)}; "
+                                f"valid features: {', '.join(ALL)}")
+    return names
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     profile = config.stash[_COLLECTOR].profile
-    wanted = set(PROFILES[profile])
+    wanted = set(PROFILES[profile]) | _also(config)
     featured = False
     for item in items:
         features = _features(item)
@@ -185,6 +198,30 @@ def _worker(config: pytest.Config) -> str:
     return str(workerinput["workerid"]) if workerinput else ""
 
 
+def _attach(name: str) -> Any:
+    """The Lab handle of a running lab, after a health check (one line if something is down)."""
+    from lab import health
+    from lab.backends import get_backend
+    from lab.errors import LabError
+    from lab.handle import Lab
+    from lab.state import LabState
+
+    try:
+        state = LabState.load(name)
+    except LabError as exc:
+        pytest.exit(f"cannot attach to lab {name!r}: {exc}", returncode=EXIT_NO_SUCH_LAB)
+    if state is None:
+        pytest.exit(f"lab {name!r} is not up (redis-mesh-lab up --name {name})",
+                    returncode=EXIT_NO_SUCH_LAB)
+    access = get_backend(state.backend).access(state)
+    problems = health.check(state, access).problems
+    if problems:
+        access.close()
+        pytest.exit(f"lab {name!r} is not healthy: {'; '.join(problems)}",
+                    returncode=EXIT_NO_SUCH_LAB)
+    return Lab(state, access)
+
+
 @pytest.fixture(scope="session")
 def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     """A running lab (provisioned for this session, or attached), as a `Lab` handle."""
@@ -192,7 +229,6 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     from lab.errors import LabError
     from lab.handle import Lab
     from lab.progress import Progress
-    from lab.state import LabState
 
     config = request.config
     backend_name = str(options.get(config, "--lab-backend"))
@@ -201,11 +237,7 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     if backend_name == "attach":
         if not name:
             raise pytest.UsageError("--lab-backend attach needs --lab-name")
-        state = LabState.load(name)
-        if state is None:
-            pytest.exit(f"lab {name!r} is not up (redis-mesh-lab up --name {name})",
-                        returncode=EXIT_NO_SUCH_LAB)
-        handle = Lab(state, get_backend(state.backend).access(state))
+        handle = _attach(name)
         yield handle
         handle.close()
         return
@@ -220,22 +252,32 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     with shown:  # provisioning is long on Kubernetes: show its steps as they happen
         progress = Progress()  # bound to the real stderr, not pytest's capture
         progress.say(f"\nprovisioning lab {name!r} on backend {backend_name}")
+        from lab.procs import interruptible
+
+        signals = contextlib.ExitStack()  # SIGTERM/SIGHUP, while provisioning and after,
+        signals.enter_context(interruptible())  # stop the run like Ctrl-C: the lab goes down
         try:
             state = backend.up(up, progress)
         except LabError as exc:
+            signals.close()
             pytest.exit(f"could not provision the lab: {exc}", returncode=EXIT_NOT_PROVISIONED)
+        except BaseException:
+            signals.close()
+            raise
     handle = Lab(state, backend.access(state))
     try:
         yield handle
     finally:
-        handle.close()
-        if keep:
-            shown = capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
-            with shown:
-                Progress().say(f"\n--lab-keep: lab {name!r} left up; "
-                               f"redis-mesh-lab down --name {name} removes it")
-        else:
-            backend.down(name, Progress(quiet=True))
+        with signals:  # released once the lab is down
+            handle.close()
+            if keep:
+                shown = (capture.global_and_fixture_disabled() if capture
+                         else contextlib.nullcontext())
+                with shown:
+                    Progress().say(f"\n--lab-keep: lab {name!r} left up; "
+                                   f"redis-mesh-lab down --name {name} removes it")
+            else:
+                backend.down(name, Progress(quiet=True))
 
 
 # ---- seam 6: variant labs (owner: extended; logic in lab/conformance/variants.py) -----------
@@ -301,7 +343,7 @@ def pytest_runtest_call(item: pytest.Item) -> None:
     implementation = handle.implementation()
     item.user_properties.append((_IMPLEMENTATION, json.dumps(implementation)))
     for key, value in implementation_parameters(implementation).items():
-        allure.dynamic.parameter(key, value)
+        allure.dynamic.parameter(key, _Shown(value))
         allure.dynamic.label(f"lab.{key}", value)
     handle.captures = []
 
@@ -318,14 +360,24 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
             faults.undo_all()
 
 
+class _Shown:
+    """A parameter value Allure shows as it is (it quotes plain strings: 'local')."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
 def implementation_parameters(implementation: dict[str, Any]) -> dict[str, str]:
     """What a reader needs to know about the system under test, as short strings."""
     extra = implementation.get("envoyfilters") or []
     return {
         "backend": str(implementation.get("backend", "")),
         "control plane": str(implementation.get("controlPlane")
-                             or ("builtin patcher" if implementation.get("backend") == "local"
-                                 else f"istio ({implementation.get('istioProfile')})")),
+                             or (f"istio ({implementation['istioProfile']})"
+                                 if implementation.get("istioProfile") else "builtin patcher")),
         "envoy": str(implementation.get("envoyVersion", "")),
         "redis": str(implementation.get("redisVersion", "")),
         "read policy": str(implementation.get("readPolicy", "")),
@@ -379,7 +431,9 @@ class _Recorder:
         if _IMPLEMENTATION in props:
             self.collector.record_implementation(json.loads(str(props[_IMPLEMENTATION])))
         reason = ""
-        if report.skipped and isinstance(report.longrepr, tuple):
+        if getattr(report, "wasxfail", None) is not None:  # expected failure: keep why
+            reason = f"xfail: {report.wasxfail}" if report.wasxfail else "xfail"
+        elif report.skipped and isinstance(report.longrepr, tuple):
             reason = str(report.longrepr[2]).removeprefix("Skipped: ")
         elif report.failed:
             crash = getattr(report.longrepr, "reprcrash", None)
@@ -401,7 +455,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = EXIT_INCOMPLETE
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
-        reporter.ensure_newline()
+        writer = getattr(reporter, "_tw", None)
+        if writer is not None and writer.width_of_current_line:
+            reporter.write("\n")  # after -q's "[100%]", which ends no line
         reporter.write_sep("-", f"conformance profile {collector.profile}: {collector.overall()}")
         for line in collector.summary():
             reporter.write_line(line)

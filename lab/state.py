@@ -1,4 +1,8 @@
-"""A lab's state: what `up` started and where, saved as .lab/<name>/state.json.
+"""A lab's state, kept as a journal in <registry>/<name>/state.json.
+
+The journal is written before the first process starts and rewritten (atomically) each
+time a process starts, so an interrupted or killed `up` always leaves a record `down` can
+clean up from. `phase` is "starting" until `up` finishes, then "ready".
 
 The backend-neutral part (proxy, admin, mirror, topology, processes) is what `status`
 prints and what the `Lab` handle is built from; `extra` holds a backend's own details.
@@ -6,13 +10,16 @@ prints and what the `Lab` handle is built from; `extra` holds a backend's own de
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lab import paths
+from lab.errors import LabError
 from lab.topology import Node, Topology
 
 STATE_FILE = "state.json"
@@ -22,7 +29,15 @@ STATE_FILE = "state.json"
 class Process:
     name: str
     pid: int
-    expect: str  # a piece of its command line: never signal a pid that is not ours
+    expect: str = ""  # kube port-forwards: a piece of its command line
+    started: int = 0  # start time from /proc/<pid>/stat: a reused pid never matches
+    argv: list[str] = field(default_factory=list)  # to start it again (fault "start")
+    cwd: str = ""
+    log: str = ""
+
+
+class CorruptState(LabError):
+    """A state.json that cannot be read; `down` still cleans up by the lab's label."""
 
 
 @dataclass
@@ -43,6 +58,8 @@ class LabState:
     extra: dict[str, Any] = field(default_factory=dict)
     # Seam 1: the extra EnvoyFilters (paths) of a mutant lab; empty = as the manifests say.
     envoyfilters: list[str] = field(default_factory=list)
+    phase: str = "ready"  # "starting" while `up` runs
+    owner_pid: int = 0  # the `up` that wrote the journal
 
     @property
     def directory(self) -> Path:
@@ -57,35 +74,84 @@ class LabState:
         return Node(name="redis-mirror", host=self.mirror["host"], port=int(self.mirror["port"]))
 
     def to_json(self) -> dict[str, Any]:
+        """The public view (`status --json`, reports): camelCase, like conformance.yaml."""
         data = asdict(self)
-        data["processes"] = [{"name": p.name, "pid": p.pid} for p in self.processes]
-        return data
+        data["processes"] = [{"name": p.name, "pid": p.pid, "log": p.log}
+                             for p in self.processes]
+        return camel(data)
 
     def save(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        data = asdict(self)
-        tmp = self.directory / (STATE_FILE + ".tmp")
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, self.directory / STATE_FILE)
+        directory = self.directory
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = directory / (STATE_FILE + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(asdict(self), indent=2) + "\n")
+        os.replace(tmp, directory / STATE_FILE)
 
     @classmethod
     def load(cls, name: str) -> LabState | None:
+        """The lab's state; None if there is none; CorruptState (one line) if unreadable."""
         path = paths.lab_dir(name) / STATE_FILE
-        if not path.is_file():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
             return None
-        data = json.loads(path.read_text(encoding="utf-8"))
-        data["processes"] = [Process(**p) for p in data.get("processes", [])]
-        return cls(**data)
+        except OSError as exc:
+            raise CorruptState(f"cannot read {path}: {exc.strerror or exc}") from None
+        try:
+            data = json.loads(text)
+            known = {f.name for f in dataclasses.fields(cls)}
+            process_fields = {f.name for f in dataclasses.fields(Process)}
+            data = {k: v for k, v in data.items() if k in known}
+            data["processes"] = [Process(**{k: v for k, v in p.items() if k in process_fields})
+                                 for p in data.get("processes", [])]
+            state = cls(**data)
+            if state.name != name:
+                raise ValueError(f"it names lab {state.name!r}")
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            raise CorruptState(
+                f"corrupt lab state {path} ({str(exc).splitlines()[0] if str(exc) else exc!r}); "
+                f"redis-mesh-lab down --name {name} removes what the lab left"
+            ) from None
+        return state
 
 
 def all_states() -> list[LabState]:
+    """Every readable lab state in the registry (corrupt ones are skipped; see `registry`)."""
+    return [state for _, state, _ in registry() if state is not None]
+
+
+def registry() -> list[tuple[str, LabState | None, str]]:
+    """(name, state or None, problem) for every lab directory in the registry."""
     root = paths.home()
     if not root.is_dir():
         return []
-    found = []
+    found: list[tuple[str, LabState | None, str]] = []
     for child in sorted(root.iterdir()):
-        if (child / STATE_FILE).is_file():
+        if child.name.startswith(".") or not child.is_dir():
+            continue
+        try:
+            paths.check_name(child.name)
             state = LabState.load(child.name)
-            if state:
-                found.append(state)
+        except LabError as exc:
+            found.append((child.name, None, str(exc)))
+            continue
+        if state is not None:
+            found.append((child.name, state, ""))
+        else:
+            found.append((child.name, None, "no state.json"))
     return found
+
+
+_CAMEL = re.compile(r"_([a-z0-9])")
+
+
+def camel(value: Any) -> Any:
+    """snake_case keys to camelCase, recursively (values are left as they are)."""
+    if isinstance(value, dict):
+        return {(_CAMEL.sub(lambda m: m.group(1).upper(), k) if isinstance(k, str) else k):
+                camel(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [camel(v) for v in value]
+    return value

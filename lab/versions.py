@@ -123,3 +123,30 @@ MODERN = IstioProfile(
 
 ISTIO_PROFILES: Mapping[str, IstioProfile] = {"tutorial": TUTORIAL, "modern": MODERN}
 DEFAULT_ISTIO_PROFILE = "modern"
+
+# ---------------------------------------------------------------------------------------
+# istiod as the control plane of the embedded lab (`up --control-plane istiod`).
+#
+# The lab builds pilot-discovery with `go install` from the Go module proxy, and that proxy
+# serves only module versions it has cached. Checked with `go list -m istio.io/istio@V`:
+# 1.31.1, 1.31.0, 1.28.0..1.30.0, release-1.31 and the pseudo-versions of the 1.31.0-rc.0
+# tag (423f108b5459) and of the release-1.31 head of 2026-08-20 (a8d7012191eb) all answer
+# 403 "This module version is not available"; `@latest` gives the one version it serves,
+# below. Its source says VERSION=1.31 (release-1.31 branch: master says 1.32 since the
+# branch cut), istio.io/api v1.31.0-rc.0+, commit date 2026-08-27: a 1.31 snapshot taken
+# after 1.31.0-rc.0, so between the rc and the 1.31.x patch releases. The kind path installs
+# the released 1.31.1 (istioctl and images are release assets, not Go modules). Both run
+# Istio 1.31; they differ in the patch level because 1.31.1 cannot be built here.
+# ---------------------------------------------------------------------------------------
+# pilot-discovery of that version panics without Kubernetes (file config, no registries):
+# the krt ServiceEntry controller of 1.30+ (istio/istio#58951) dereferences the multicluster
+# controller that only exists with a Kubernetes client. The lab builds the pinned source with
+# one nil-guard (lab/controlplane/istiod_patch.py); the build says "1.31-dev+redis-mesh-lab.
+# nokube1". Everything that turns EnvoyFilters into Envoy config is upstream code, unchanged.
+ISTIOD_MODULE = "istio.io/istio"
+ISTIOD_MODULE_VERSION = "v0.0.0-20260827124520-eed52ebb66ad"
+ISTIOD_COMMIT = "eed52ebb66ad"
+ISTIOD_RELEASE = "1.31-dev"  # what this build reports (VERSION file 1.31 + "-dev")
+ISTIOD_DESCRIPTION = ("Istio 1.31 (release-1.31 snapshot eed52ebb66ad of 2026-08-27, after "
+                      "1.31.0-rc.0, + the lab's no-Kubernetes nil-guard)")
+ISTIOD_PACKAGE = "istio.io/istio/pilot/cmd/pilot-discovery"

@@ -31,6 +31,9 @@ CONFIG_DUMP = json.dumps({"configs": [{"dynamic_listeners": [{"active_state": {"
     "filter_chains": [{"filters": [{"name": "envoy.filters.network.redis_proxy"}]}],
 }}}]}]})
 CLUSTERS = "".join(f"custom-redis-cluster::{ip}:6379::health_flags::healthy\n" for ip in POD_IPS)
+CLUSTERS_JSON = json.dumps({"cluster_statuses": [{"name": "custom-redis-cluster", "host_statuses": [
+    {"address": {"socket_address": {"address": ip, "port_value": 6379}},
+     "health_status": {"eds_health_status": "HEALTHY"}} for ip in POD_IPS]}]})
 
 
 class RecordingRunner:
@@ -61,6 +64,8 @@ class RecordingRunner:
             out = CLUSTER_NODES
         elif text.endswith("GET config_dump"):
             out = CONFIG_DUMP
+        elif text.endswith("GET clusters?format=json"):
+            out = CLUSTERS_JSON
         elif text.endswith("GET clusters"):
             out = CLUSTERS
         return subprocess.CompletedProcess(argv, 0, out, "")

@@ -187,3 +187,18 @@ def test_sidecar_readiness_reasons() -> None:
     three = "".join(CLUSTERS.splitlines(keepends=True)[:3])
     assert readiness.sidecar_not_ready(CONFIG_DUMP, three, VIP, 6379, 6) == \
         "custom-redis-cluster has 3/6 hosts"
+
+
+def test_without_the_kube_extra_the_error_is_one_line(monkeypatch, tmp_path):
+    import sys
+
+    from lab.backends.kube.kubeapi import KUBE_EXTRA, ClientApi
+    from lab.errors import LabError
+
+    monkeypatch.setitem(sys.modules, "kubernetes", None)  # as if not installed
+    config = tmp_path / "kubeconfig"
+    config.write_text("{}")
+    with pytest.raises(LabError) as caught:
+        ClientApi(config, None)._dyn()
+    assert str(caught.value) == KUBE_EXTRA
+    assert "pip install 'redis-mesh-lab[kube]'" in KUBE_EXTRA

@@ -27,10 +27,11 @@ def test_up_write_status_down(no_leaks: Path):
     assert len(pids) == 8  # six nodes, the mirror, Envoy
     try:
         status = json.loads(cli("status", "--name", "e2e", "--json").stdout)
-        for key in ("name", "backend", "proxy", "admin", "mirror", "read_policy",
-                    "mirror_enabled", "shards", "processes"):
+        for key in ("name", "backend", "proxy", "admin", "mirror", "readPolicy",
+                    "mirrorEnabled", "shards", "processes", "directory", "envoyConfig", "logs"):
             assert key in status
-        assert status["read_policy"] == "REPLICA" and status["mirror_enabled"] is True
+        assert status["readPolicy"] == "REPLICA" and status["mirrorEnabled"] is True
+        assert status["directory"] == str(no_leaks / "e2e") and status["problems"] == []
         assert len(status["shards"]) == 3
         assert all(len(s["replicas"]) == 1 for s in status["shards"])
         assert {p["name"] for p in status["processes"]} >= {"envoy", "redis-mirror",
@@ -58,7 +59,7 @@ def test_options_reach_the_lab(no_leaks: Path):
     assert up.returncode == 0, up.stderr
     try:
         status = json.loads(cli("status", "--name", "opts", "--json").stdout)
-        assert status["read_policy"] == "MASTER" and status["mirror_enabled"] is False
+        assert status["readPolicy"] == "MASTER" and status["mirrorEnabled"] is False
         envoy = json.loads((no_leaks / "opts" / "envoy.json").read_text())
         text = json.dumps(envoy)
         assert '"read_policy": "MASTER"' in text and "request_mirror_policy" not in text

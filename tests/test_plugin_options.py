@@ -77,8 +77,8 @@ def test_command_line_then_environment_then_ini(tmp_path: Path):
 def test_a_bad_environment_value_is_a_usage_error_naming_the_choices(tmp_path: Path):
     run = _pytest(tmp_path, env={"REDIS_MESH_LAB_BACKEND": "docker-swarm"})
     assert run.returncode == pytest.ExitCode.USAGE_ERROR
-    assert "REDIS_MESH_LAB_BACKEND='docker-swarm': choose from local, kind, existing, attach" in (
-        run.stdout + run.stderr)
+    assert ("REDIS_MESH_LAB_BACKEND='docker-swarm': choose from local, docker, kind, existing, "
+            "attach") in run.stdout + run.stderr
 
 
 def test_loads_next_to_popular_plugins_without_clashes(tmp_path: Path):

@@ -105,3 +105,22 @@ def test_a_run_without_feature_tests_writes_nothing(tmp_path: Path):
     run = _pytest(tmp_path, suite="def test_plain():\n    pass\n")
     assert run.returncode == 0
     assert not (tmp_path / "reports").exists()
+
+
+def test_the_summary_starts_on_its_own_line_after_quiet_progress(tmp_path: Path):
+    run = _pytest(tmp_path)
+    assert "[100%]\n" in run.stdout, run.stdout
+    assert "%]-" not in run.stdout
+
+
+def test_the_implementation_as_the_report_shows_it():
+    from lab.pytest_plugin import implementation_parameters
+
+    shown = implementation_parameters({"backend": "docker", "envoyVersion": "1.40.0",
+                                       "readPolicy": "REPLICA", "mirrorEnabled": True})
+    assert shown["control plane"] == "builtin patcher"
+    assert shown["mirror"] == "on" and shown["extra EnvoyFilters"] == "none"
+    kind = implementation_parameters({"backend": "kind", "istioProfile": "tutorial",
+                                      "envoyfilters": ["no-mirror.yaml"]})
+    assert kind["control plane"] == "istio (tutorial)"
+    assert kind["extra EnvoyFilters"] == "no-mirror.yaml"

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lab import mutants
+from lab.mutations import evaluate
 from lab.paths import manifests_dir
 from tests.conftest import ROOT, cli, needs_binaries
 
@@ -66,7 +68,9 @@ def test_read_policy_master_fails_replica_reads_only(no_leaks: Path, tmp_path: P
     assert _results(report) == {"TopologyDiscovery": "success", "Sharding": "success",
                                 "ReadPolicyReplica": "failure", "WriteMirroring": "success"}
     failed = [t["test"] for t in report["profiles"][0]["failedTests"]]
-    assert failed == ["suites/test_read_policy.py::test_reads_reach_only_the_replica"]
+    assert failed == ["suites/test_read_policy.py::test_reads_reach_only_the_replica",
+                      "suites/test_read_policy.py::"
+                      "test_replica_down_reads_are_not_served_by_the_master"]
     # the failure carries its evidence: MONITOR capture and Envoy/cluster diagnostics
     result = next(json.loads(p.read_text()) for p in results.glob("*-result.json")
                   if "test_reads_reach_only_the_replica" in p.read_text())
@@ -104,12 +108,12 @@ def test_features_outside_the_profile_are_skipped_and_reported(no_leaks: Path, t
     assert all("not in profile extended" in t["reason"] for t in tutorial_tests)
 
 
-def test_ignored_proxy_patch_fails_everything_that_needs_the_redis_proxy(
-        no_leaks: Path, tmp_path: Path):
+def test_ignored_proxy_patch_is_refused_by_up(no_leaks: Path, tmp_path: Path):
     """Istio drops an EnvoyFilter patch that matches nothing; the listener stays tcp_proxy.
 
-    Simulated by a copy of the manifests whose redis-proxy EnvoyFilter has no patches: the
-    client then talks to one random node through tcp_proxy and sees MOVED.
+    Simulated by a copy of the manifests whose redis-proxy EnvoyFilter has no patches. `up`
+    refuses such a lab in one line naming the file (readiness proves the proxy); the suite's
+    own failure proof for it is the `tcp-proxy-left` mutant, run with `--envoyfilter`.
     """
     copy = tmp_path / "manifests"
     shutil.copytree(manifests_dir(), copy)
@@ -118,15 +122,28 @@ def test_ignored_proxy_patch_fails_everything_that_needs_the_redis_proxy(
     document["spec"]["configPatches"] = []
     target.write_text(yaml.safe_dump(document))
     up = cli("up", "--name", "ignored", env={"REDIS_MESH_LAB_MANIFESTS": str(copy)})
+    assert up.returncode == 2, up.stderr
+    assert "istio/envoyfilter-redis-proxy-with-mirror.yaml" in up.stderr.splitlines()[-1]
+    assert not (no_leaks / "ignored").exists()
+
+
+# A few entries of the catalogue (manifests/mutants/), one per kind of breakage: `nox -s
+# mutations` runs them all; here each is brought up with `up --envoyfilter` and judged by the
+# same verdict recorder.
+CATALOGUE_SAMPLE = ("tcp-proxy-left", "catch-all-to-passthrough", "mirror-fraction-99",
+                    "read-policy-prefer-replica", "no-redirection", "seed-one-replica")
+
+
+@pytest.mark.parametrize("name", CATALOGUE_SAMPLE)
+def test_catalogue_mutants_fail_exactly_what_they_declare(no_leaks: Path, tmp_path: Path,
+                                                          name: str):
+    mutant = mutants.get(name)
+    up = cli("up", "--name", "mutant", "--envoyfilter", str(mutant.path))
     assert up.returncode == 0, up.stderr
     try:
-        (tmp_path / "suites").symlink_to(ROOT / "suites")
-        code, report, _ = _run_suite(no_leaks, "ignored", tmp_path)
+        verdict = evaluate(mutant.name, mutant.description, mutant.expect_fail, lab="mutant",
+                           profile=mutant.profile, reports=tmp_path)
     finally:
-        cli("down", "--name", "ignored")
-    assert code == 1
-    assert _results(report) == dict.fromkeys(TUTORIAL, "failure")
-    failed = {t["test"].split("::")[1] for t in report["profiles"][0]["failedTests"]}
-    # the seeds still give Envoy's redis cluster its hosts; only the client path is broken
-    assert "test_proxy_hosts_equal_cluster_slots" not in failed
-    assert "test_unchanged_client_reaches_every_shard" in failed
+        cli("down", "--name", "mutant")
+    assert verdict.verdict == ("passed" if mutant.conforming else "caught"), verdict
+    assert set(verdict.failed) == set(mutant.expect_fail)

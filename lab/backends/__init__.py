@@ -1,4 +1,5 @@
-"""Backends bring a lab up and down: `local` (processes on loopback), `kind`, `existing`."""
+"""Backends bring a lab up and down: `local` (processes on loopback), `kind`, `existing`,
+`docker` (the pods as containers)."""
 
 from __future__ import annotations
 

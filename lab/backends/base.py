@@ -28,6 +28,7 @@ class UpOptions:
     envoyfilters: tuple[Path, ...] = ()
     keep: bool = False  # leave what a failed `up` created, for debugging (kind/existing)
     envoy_concurrency: int | None = None  # local: Envoy's --concurrency (None: Envoy's default)
+    control_plane: str = "builtin"  # local: "builtin" (our patcher) or "istiod" (real istiod)
 
 
 class RedisLike(Protocol):

@@ -7,8 +7,9 @@ EnvoyFilters. The cluster is formed by the real `redis-cli --cluster create`.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
+import functools
+import os
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -19,15 +20,17 @@ from typing import Any
 import redis
 from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from lab import binaries, model, paths, ports, procs
+from lab import acl, binaries, locks, model, paths, ports, procs
 from lab.backends import local_envoy, local_faults
 from lab.backends.base import Access, UpOptions
-from lab.envoy import bootstrap, sidecar
+from lab.controlplane import addresses as cp_addresses
+from lab.controlplane import istiod as cp_istiod
+from lab.envoy import bootstrap, proof, sidecar
 from lab.envoy.admin import Admin
 from lab.errors import LabError
 from lab.model import LabSpec, Service
 from lab.progress import Progress
-from lab.state import LabState, Process, all_states
+from lab.state import CorruptState, LabState, Process, all_states
 from lab.topology import Node, Topology, from_cluster_slots
 
 LOOPBACK = ports.LOOPBACK
@@ -40,7 +43,11 @@ CLUSTER_PROXY = "custom-redis-cluster"
 
 # redis.conf directives the local backend sets itself, whatever the ConfigMap says.
 _LOCAL_DIRECTIVES = {"port", "bind", "dir", "cluster-config-file", "cluster-node-timeout",
-                     "daemonize", "logfile", "pidfile", "protected-mode"}
+                     "daemonize", "logfile", "pidfile", "protected-mode", "user", "aclfile",
+                     "requirepass", "masteruser", "masterauth", "enable-protected-configs",
+                     "enable-debug-command", "enable-module-command", "rename-command"}
+ADMIN_SOCKET = "envoy-admin.sock"
+PORT_ATTEMPTS = 4
 
 
 class _NotReady(Exception):
@@ -58,7 +65,8 @@ def local_vips(services: tuple[Service, ...]) -> dict[str, str]:
     return {s.name: f"{SERVICE_VIPS_BASE}{i + 1}" for i, s in enumerate(routed)}
 
 
-def node_conf(manifest_conf: str, port: int, directory: Path) -> str:
+def node_conf(manifest_conf: str, port: int, directory: Path,
+              security: list[str] | None = None, host: str = LOOPBACK) -> str:
     """The ConfigMap's redis.conf with the directives a loopback node needs of its own."""
     kept = [line for line in manifest_conf.splitlines()
             if line.strip() and not line.lstrip().startswith("#")
@@ -66,19 +74,22 @@ def node_conf(manifest_conf: str, port: int, directory: Path) -> str:
     return "\n".join([
         *kept,
         f"port {port}",
-        f"bind {LOOPBACK}",
+        f"bind {host}",
+        *([f"cluster-announce-ip {host}"] if host != LOOPBACK else []),
         "protected-mode yes",
         f"dir {directory}",
         "cluster-config-file nodes.conf",
         f"cluster-node-timeout {NODE_TIMEOUT_MS}",
         "save \"\"",
+        *(security or []),
         "",
     ])
 
 
-def mirror_conf(port: int, directory: Path) -> str:
-    return "\n".join([f"port {port}", f"bind {LOOPBACK}", "protected-mode yes",
-                      f"dir {directory}", "save \"\"", "appendonly no", ""])
+def mirror_conf(port: int, directory: Path, security: list[str] | None = None,
+                host: str = LOOPBACK) -> str:
+    return "\n".join([f"port {port}", f"bind {host}", "protected-mode yes",
+                      f"dir {directory}", "save \"\"", "appendonly no", *(security or []), ""])
 
 
 @dataclass
@@ -88,15 +99,16 @@ class _Plan:
     nodes: list[Node]
     mirror: Node
     proxy_port: int
-    admin_port: int
     names_by_address: dict[str, str] = field(default_factory=dict)
+    proxy_host: str = LOOPBACK
 
 
 class LocalAccess:
-    """Direct TCP: every part of a local lab is on loopback."""
+    """Direct TCP to the proxy and the nodes; Envoy's admin over the lab's Unix socket."""
 
     def __init__(self, state: LabState) -> None:
         self.state = state
+        self._credentials: acl.Credentials | None = None
 
     def proxy_client(self) -> redis.Redis:
         return redis.Redis(host=self.state.proxy["host"], port=int(self.state.proxy["port"]),
@@ -106,20 +118,48 @@ class LocalAccess:
     def address(self, node: Node) -> tuple[str, int]:
         return node.host, node.port
 
+    def credentials(self) -> dict[str, str]:
+        """The lab's admin user, for node clients (`Lab.client`)."""
+        if self._credentials is None:
+            self._credentials = acl.load(self.state.directory)
+        return self._credentials.redis_kwargs()
+
     def admin_get(self, path: str) -> str:
-        return Admin(self.state.admin["host"], int(self.state.admin["port"])).get(path)
+        return Admin.of(self.state.admin, timeout=5.0).get(path)
 
     def logs(self) -> dict[str, str]:
         logs = {}
         for log in sorted((self.state.directory / "logs").glob("*.log")):
             logs[log.stem] = log.read_text(encoding="utf-8", errors="replace")[-200_000:]
+        if self.state.extra.get("control_plane") == cp_istiod.NAME:
+            logs.update(cp_istiod.diagnostics(self.state.extra, self.state.directory / "logs"))
         return logs
 
     def fault(self, node: Node, action: str) -> None:
-        local_faults.fault(self.state, node, action)
+        """Seam 3 (lab/backends/local_faults.py)."""
+        local_faults.fault(self.state, node, action, self.credentials())
 
     def close(self) -> None:
         pass
+
+
+class _PortConflict(Exception):
+    """A process lost a race for its port: retry with another one."""
+
+
+def _node_client(node: Node, credentials: acl.Credentials, timeout: float = 2) -> redis.Redis:
+    return redis.Redis(node.host, node.port, socket_timeout=timeout,
+                       username=credentials.username, password=credentials.password)
+
+
+def _redis_major(server: str) -> int:
+    try:
+        out = subprocess.run([server, "--version"], capture_output=True, text=True, timeout=10,
+                             check=False).stdout
+        version = next(part for part in out.split() if part.startswith("v="))
+        return int(version[2:].split(".")[0])
+    except (OSError, subprocess.SubprocessError, StopIteration, ValueError):
+        return 6
 
 
 class LocalBackend:
@@ -129,150 +169,336 @@ class LocalBackend:
     def dry_run(self, options: UpOptions) -> str:
         spec = model.load_spec(SERVICE_VIPS_BASE + "1", options.read_policy, options.mirror)
         sts = spec.statefulset
+        where = paths.home() / options.name
         lines = [
-            f"lab {options.name!r} on backend local (loopback only)",
+            f"lab {options.name!r} on backend local (loopback only), state in {where}",
             f"1. render {', '.join(m.relpath for m in spec.k8s + spec.envoyfilters)}",
             f"2. start {sts.replicas} redis-server nodes {sts.pod(0)}..{sts.pod(sts.replicas - 1)}"
-            " with the ConfigMap's redis.conf, and the standalone redis-mirror",
-            f"3. redis-cli --cluster create <{sts.replicas} nodes> "
+            " with the ConfigMap's redis.conf and an ACL (default user: no CONFIG, DEBUG, "
+            "SAVE, SHUTDOWN, MODULE...; admin user from admin.password), and redis-mirror",
+            f"3. redis-cli --user {acl.ADMIN_USER} --cluster create <{sts.replicas} nodes> "
             "--cluster-replicas 1 --cluster-yes",
             "4. wait for cluster_state:ok and 3 shards with one replica each",
             "5. build the Istio-shaped sidecar baseline from the Services, apply "
             + ", ".join(m.relpath for m in spec.envoyfilters) + " with Istio's patch semantics",
-            "6. envoy --mode validate, then start Envoy (admin on 127.0.0.1)",
-            f"7. wait until /clusters shows all {sts.replicas} hosts of {CLUSTER_PROXY} healthy",
+            f"6. envoy --mode validate, then start Envoy (admin on {where / ADMIN_SOCKET}, "
+            "mode 0600)",
+            f"7. wait until /clusters shows all {sts.replicas} hosts of {CLUSTER_PROXY} healthy, "
+            f"config_dump has {proof.REDIS_PROXY_FILTER} on the proxy listener, and a key on "
+            "every shard round-trips through the proxy without MOVED/ASK",
         ]
+        if getattr(options, "control_plane", "builtin") == cp_istiod.NAME:
+            lines[2:] = [line.replace(" on loopback", "") for line in lines[2:]]
+            lines[5:7] = cp_istiod.plan_lines()
         return "\n".join(lines)
 
     # ---- up -----------------------------------------------------------------------------
     def up(self, options: UpOptions, progress: Progress) -> LabState:
         name = paths.check_name(options.name)
-        existing = LabState.load(name)
-        if existing is not None:
-            if any(procs.running(p.pid, p.expect) for p in existing.processes):
-                raise LabError(f"lab {name!r} is already up (redis-mesh-lab status --name {name})")
-            self._remove(existing)
-        directory = paths.lab_dir(name)
-        started: list[Process] = []
-        try:
-            return self._up(options, progress, directory, started)
-        except BaseException:
-            for process in reversed(started):
-                procs.stop(process.pid, process.expect)
-            shutil.rmtree(directory, ignore_errors=True)
-            raise
+        paths.home(create=True)
+        with procs.interruptible(), locks.lab_lock(name, "being brought up") as held:
+            self._clear_previous(name, progress)
+            directory = paths.lab_dir(name)
+            journal = LabState(
+                name=name, backend=self.name, read_policy=options.read_policy,
+                mirror_enabled=options.mirror, proxy={}, admin={}, mirror={},
+                created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                phase="starting", owner_pid=os.getpid(),
+            )
+            try:
+                directory.mkdir(mode=0o700)
+                (directory / "logs").mkdir(mode=0o700)
+                journal.save()  # before the first process starts
+                return self._up(options, progress, journal)
+            except BaseException:
+                self._remove(name, journal)
+                held.remove = True
+                raise
 
-    def _up(self, options: UpOptions, progress: Progress, directory: Path,
-            started: list[Process]) -> LabState:
+    def _clear_previous(self, name: str, progress: Progress) -> None:
+        """What an earlier run of this name left: refuse if it is up, else clean it."""
+        directory = paths.lab_dir(name)
+        try:
+            state = LabState.load(name)
+        except CorruptState as exc:
+            progress.say(f"{exc}: removing what it left")
+            self._remove(name, None)
+            return
+        label_left = procs.labelled(str(directory))
+        if state is not None:
+            alive = [p for p in state.processes if procs.alive(p)]
+            if state.phase == "ready" and alive:
+                raise LabError(f"lab {name!r} is already up ({len(alive)}/"
+                               f"{len(state.processes)} processes running; "
+                               f"redis-mesh-lab status --name {name})")
+            if state.phase != "ready":
+                progress.say(f"lab {name!r}: an earlier `up` (pid {state.owner_pid}) was "
+                             f"interrupted; removing the {len(alive) + len(label_left)} "
+                             "processes and the files it left")
+            self._remove(name, state)
+        elif label_left or directory.exists():
+            self._remove(name, None)
+
+    def _journal(self, journal: LabState, process: Process) -> Process:
+        journal.processes.append(process)
+        journal.save()
+        return process
+
+    def _up(self, options: UpOptions, progress: Progress, journal: LabState) -> LabState:
+        directory = journal.directory
+        label = str(directory)
         server, cli, envoy = binaries.redis_server(), binaries.redis_cli(), binaries.envoy()
+        mutant = tuple(getattr(options, "envoyfilters", ()) or ())
+        istiod = getattr(options, "control_plane", "builtin") == cp_istiod.NAME
+        block = cp_istiod.require_block(options.name, all_states()) if istiod else None
         with progress.step("render manifests into the lab model"):
             probe = model.load_spec(SERVICE_VIPS_BASE + "1", options.read_policy, options.mirror)
-            vips = local_vips(probe.services)
-            spec = model.load_spec(vips[model.CLIENT_SERVICE], options.read_policy,
-                                   options.mirror, extra_envoyfilters=options.envoyfilters)
+            vips = cp_istiod.vips(probe, block) if block else local_vips(probe.services)
+            spec = self._load_spec(vips[model.CLIENT_SERVICE], options)
+            proof.check_envoyfilters(spec.envoyfilters)
         sts = spec.statefulset
-        (directory / "logs").mkdir(parents=True, exist_ok=True)
-        with ports.allocation_lock(paths.home()):
-            plan = self._allocate(spec, options)
-            with progress.step(f"start {sts.replicas} redis-server nodes and redis-mirror"):
-                for node in plan.nodes:
-                    started.append(self._start_redis(server, node, directory,
-                                                     node_conf(spec.redis_conf, node.port,
-                                                               directory / node.name)))
-                started.append(self._start_redis(server, plan.mirror, directory,
-                                                 mirror_conf(plan.mirror.port,
-                                                             directory / plan.mirror.name)))
-                self._wait_ping([*plan.nodes, plan.mirror], started, directory)
-        with progress.step("redis-cli --cluster create --cluster-replicas 1"):
-            self._create_cluster(cli, plan.nodes, directory)
-        with progress.step("wait for cluster_state:ok and 3 shards with a replica each"):
-            topology = self._wait_cluster(plan)
-        with progress.step("derive Envoy's config: sidecar baseline + EnvoyFilters"):
-            config_path = self._envoy_config(spec, vips, plan, directory)
-        with progress.step("envoy --mode validate"):
-            sidecar.validate(config_path, envoy)
-        with progress.step(f"start Envoy, wait for {sts.replicas} healthy hosts"):
-            argv = [envoy, "-c", str(config_path), "--disable-hot-restart", "-l", "warning",
-                    "--log-path", str(directory / "logs" / "envoy.log")]
-            if options.envoy_concurrency:
-                argv += ["--concurrency", str(options.envoy_concurrency)]
-            started.append(Process("envoy", procs.spawn(argv, directory / "logs" / "envoy.log",
-                                                         directory), str(config_path)))
-            admin = Admin(LOOPBACK, plan.admin_port)
-            self._wait_ready(admin, bool(options.envoyfilters), sts.replicas, started[-1],
-                             directory)
-        state = LabState(
-            name=options.name, backend=self.name, read_policy=spec.read_policy,
-            mirror_enabled=spec.mirror,
-            proxy={"host": LOOPBACK, "port": plan.proxy_port},
-            admin={"host": LOOPBACK, "port": plan.admin_port},
-            mirror=plan.mirror.to_dict() | {"name": plan.mirror.name},
-            shards=topology.to_list(), processes=list(started),
-            envoy_version=admin.server_version(), redis_version=self._redis_version(plan),
-            created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            extra={"names_by_address": plan.names_by_address, "vips": vips,
-                   "envoy_argv": argv},
-            envoyfilters=[str(Path(f).resolve()) for f in options.envoyfilters],
-        )
-        state.save()
-        return state
+        credentials = acl.create(directory)
+        security = acl.conf_lines(credentials, _redis_major(server))
+        holds = ports.Holds()
+        try:
+            plan = self._start_redis(server, spec, options, progress, journal=journal,
+                                     holds=holds, security=security, block=block)
+            with progress.step("redis-cli --cluster create --cluster-replicas 1"):
+                self._create_cluster(cli, plan.nodes, directory, credentials)
+            with progress.step("wait for cluster_state:ok and 3 shards with a replica each"):
+                topology = self._wait_cluster(plan, credentials)
+            admin_socket = directory / ADMIN_SOCKET
+            config_path = self._config(progress, spec, vips, plan=plan, block=block,
+                                       journal=journal, admin_socket=admin_socket)
+            with progress.step("envoy --mode validate"):
+                sidecar.validate(config_path, envoy)
+            admin = Admin(socket_path=str(admin_socket), timeout=5.0)
+            with progress.step(f"start Envoy, wait for {sts.replicas} healthy hosts"):
+                self._start_envoy(envoy, spec, vips, plan=plan, admin_socket=admin_socket,
+                                  label=label, journal=journal, holds=holds, options=options)
+                self._wait_ready(admin, bool(mutant), sts.replicas, journal.processes[-1],
+                                 directory)
+        finally:
+            holds.release_all()
+        if block:
+            self._check_istiod(progress, admin, spec, block=block, journal=journal,
+                               mutant=bool(mutant))
+        self._prove(options, progress, admin, plan=plan, topology=topology, vips=vips)
+        journal.read_policy = spec.read_policy
+        journal.mirror_enabled = spec.mirror
+        journal.proxy = {"host": plan.proxy_host, "port": plan.proxy_port}
+        journal.admin = {"socket": str(admin_socket)}
+        journal.mirror = plan.mirror.to_dict() | {"name": plan.mirror.name}
+        journal.shards = topology.to_list()
+        journal.envoy_version = admin.server_version()
+        journal.redis_version = self._redis_version(plan, credentials)
+        journal.extra.update({"names_by_address": plan.names_by_address, "vips": vips,
+                              "envoy_config": str(config_path)})
+        if mutant:
+            journal.extra["envoyfilters"] = [str(path) for path in mutant]
+            if hasattr(journal, "envoyfilters"):  # seam 1's field, once merged
+                journal.envoyfilters = [str(path) for path in mutant]
+        journal.phase = "ready"
+        journal.save()
+        return journal
 
-    def _allocate(self, spec: LabSpec, options: UpOptions) -> _Plan:
+    @staticmethod
+    def _prove(options: UpOptions, progress: Progress, admin: Admin, *, plan: _Plan,
+               topology: Topology, vips: dict[str, str]) -> None:
+        """The proxy is a Redis proxy that routes by slot (skipped for a mutant lab)."""
+        mutant = tuple(getattr(options, "envoyfilters", ()) or ())
+        if mutant:
+            progress.say(f"mutant lab: extra EnvoyFilters {', '.join(map(str, mutant))}; "
+                         "the proxy checks are skipped, the suite judges it")
+            return
+        listener = f"{vips[model.CLIENT_SERVICE]}_{model.REDIS_PORT}"
+        source = model.envoyfilter_files(options.mirror)[1]
+        with progress.step(f"prove the proxy: {proof.REDIS_PROXY_FILTER} on {listener}, "
+                           "a key on every shard without MOVED/ASK"):
+            proof.check_redis_proxy(admin.get("/config_dump"), listener, source)
+            proof.check_round_trip(
+                lambda: redis.Redis(plan.proxy_host, plan.proxy_port, socket_timeout=5,
+                                    protocol=2),
+                topology, f"{plan.proxy_host}:{plan.proxy_port}", source)
+
+    def _start_redis(self, server: str, spec: LabSpec, options: UpOptions,
+                     progress: Progress, *, journal: LabState, holds: ports.Holds,
+                     security: list[str], block: cp_addresses.Block | None = None) -> _Plan:
+        """Choose the ports (serialised with other labs of this registry), start the nodes."""
+        with ports.allocation_lock(paths.home()):
+            plan = self._allocate(spec, options, holds)
+            if block:
+                plan = self._on_block(plan, block, cp_istiod.vips(spec, block))
+            journal.extra["ports"] = {
+                "nodes": [n.port for n in plan.nodes], "mirror": plan.mirror.port,
+                "proxy": plan.proxy_port}
+            journal.save()
+            with progress.step(f"start {len(plan.nodes)} redis-server nodes and redis-mirror"):
+                confs: dict[str, Any] = {n.name: functools.partial(
+                    node_conf, spec.redis_conf, security=security, host=n.host)
+                    for n in plan.nodes}
+                confs[plan.mirror.name] = functools.partial(
+                    mirror_conf, security=security, host=plan.mirror.host)
+                started = self._start_nodes(server, [*plan.nodes, plan.mirror], confs,
+                                            label=str(journal.directory), journal=journal,
+                                            holds=holds, plan=plan)
+        plan.nodes, plan.mirror = started[:-1], started[-1]
+        plan.names_by_address = {n.address: n.name for n in plan.nodes}
+        return plan
+
+    @staticmethod
+    def _load_spec(vip: str, options: UpOptions) -> LabSpec:
+        extra = tuple(getattr(options, "envoyfilters", ()) or ())
+        if extra:
+            return model.load_spec(vip, options.read_policy, options.mirror,
+                                   extra_envoyfilters=extra)
+        return model.load_spec(vip, options.read_policy, options.mirror)
+
+    def _allocate(self, spec: LabSpec, options: UpOptions, holds: ports.Holds) -> _Plan:
         reserved: set[int] = set()
         for other in all_states():
             for part in (other.proxy, other.admin, other.mirror):
                 reserved.add(int(part.get("port", 0)))
+            journaled = other.extra.get("ports", {})
+            reserved.update(int(p) for p in journaled.get("nodes", []))
+            reserved.update(int(p) + ports.CLUSTER_BUS_OFFSET for p in journaled.get("nodes", []))
+            reserved.update(int(journaled[k]) for k in ("mirror", "proxy") if k in journaled)
             reserved.update(int(n.port) + off for n in other.topology.nodes
                             for off in (0, ports.CLUSTER_BUS_OFFSET))
         if options.proxy_port is not None:
             ports.require_free(options.proxy_port, "--proxy-port")
+            if not holds.take(options.proxy_port):
+                raise LabError(f"--proxy-port {options.proxy_port} is already in use on "
+                               f"{LOOPBACK}")
             reserved.add(options.proxy_port)
         sts = spec.statefulset
-        node_ports = ports.pick(sts.replicas, reserved, cluster_bus=True)
+        node_ports = ports.pick(sts.replicas, reserved, cluster_bus=True, holds=holds)
         reserved.update(node_ports)
         reserved.update(p + ports.CLUSTER_BUS_OFFSET for p in node_ports)
-        extra = ports.pick(3 if options.proxy_port is None else 2, reserved)
+        extra = ports.pick(2 if options.proxy_port is None else 1, reserved, holds=holds)
         proxy_port = options.proxy_port if options.proxy_port is not None else extra.pop()
         nodes = [Node(sts.pod(i), LOOPBACK, port) for i, port in enumerate(node_ports)]
         mirror = Node(model.MIRROR_SERVICE, LOOPBACK, extra[0])
-        return _Plan(nodes=nodes, mirror=mirror, proxy_port=proxy_port, admin_port=extra[1],
+        return _Plan(nodes=nodes, mirror=mirror, proxy_port=proxy_port,
                      names_by_address={n.address: n.name for n in nodes})
 
     @staticmethod
-    def _start_redis(server: str, node: Node, directory: Path, conf: str) -> Process:
-        node_dir = directory / node.name
-        node_dir.mkdir(parents=True, exist_ok=True)
-        conf_path = node_dir / "redis.conf"
-        conf_path.write_text(conf, encoding="utf-8")
-        pid = procs.spawn([server, str(conf_path)], directory / "logs" / f"{node.name}.log",
-                          node_dir)
-        # redis-server rewrites its process title to "<binary> <host>:<port> [cluster]"
-        return Process(node.name, pid, node.address)
+    def _on_block(plan: _Plan, block: cp_addresses.Block, vips: dict[str, str]) -> _Plan:
+        """istiod mode: each node and the mirror on an address of its own at the Service
+        port, the proxy on the redis-cluster VIP at 6379, where the client connects."""
+        nodes = [Node(n.name, block.node(i), model.REDIS_PORT) for i, n in enumerate(plan.nodes)]
+        return _Plan(nodes=nodes, mirror=Node(plan.mirror.name, block.mirror, model.REDIS_PORT),
+                     proxy_port=model.REDIS_PORT, proxy_host=vips[model.CLIENT_SERVICE],
+                     names_by_address={n.address: n.name for n in nodes})
+
+    def _config(self, progress: Progress, spec: LabSpec, vips: dict[str, str], *, plan: _Plan,
+                block: cp_addresses.Block | None, journal: LabState, admin_socket: Path) -> Path:
+        """Envoy's bootstrap from the control plane: builtin (static) or istiod (ADS)."""
+        if block is None:
+            with progress.step("derive Envoy's config: sidecar baseline + EnvoyFilters"):
+                return self._envoy_config(spec, vips, plan, journal.directory, admin_socket)
+        with progress.step(f"start {cp_istiod.describe()} and the lab's DNS"):
+            return self._istiod(spec, block, journal, admin_socket)
 
     @staticmethod
-    def _log_tail(directory: Path, name: str, lines: int = 3) -> str:
+    def _check_istiod(progress: Progress, admin: Admin, spec: LabSpec, *,
+                      block: cp_addresses.Block, journal: LabState, mutant: bool) -> None:
+        """Every EnvoyFilter's effect is in Envoy (istiod ignores a patch silently)."""
+        journal.extra.update(cp_istiod.state_extra(block))
+        with progress.step("istiod's push holds what every EnvoyFilter asks for"):
+            journal.extra["unmatched_envoyfilters"] = cp_istiod.check_config(
+                admin, spec, mutant=mutant)
+
+    def _istiod(self, spec: LabSpec, block: cp_addresses.Block, journal: LabState,
+                admin_socket: Path) -> Path:
+        """Start the lab's DNS and istiod (journaled like every process); Envoy's bootstrap."""
+        def launch(name: str, argv: list[str], log: Path, cwd: Path, expect: str) -> Process:
+            return procs.launch(name, argv, log, cwd, str(journal.directory), expect=expect,
+                                record=lambda p: self._journal(journal, p))
+
+        admin_path = str(admin_socket) if len(str(admin_socket)) < 100 else admin_socket.name
+        boot = cp_istiod.start(spec, block, journal.directory, launch=launch, admin=admin_path)
+        path = journal.directory / "envoy.json"
+        sidecar.write(boot, path)
+        path.chmod(0o600)
+        return path
+
+    def _start_nodes(self, server: str, targets: list[Node], confs: dict[str, Any], *,
+                     label: str, journal: LabState, holds: ports.Holds,
+                     plan: _Plan) -> list[Node]:
+        """Start every redis-server; one that loses its port to a race gets another one."""
+        directory = journal.directory
+        pending = list(targets)
+        result: dict[str, Node] = {}
+        for _attempt in range(PORT_ATTEMPTS):
+            launched: list[tuple[Node, Process, int]] = []
+            for node in pending:
+                holds.release(node.port, node.port + ports.CLUSTER_BUS_OFFSET)
+                node_dir = directory / node.name
+                node_dir.mkdir(mode=0o700, exist_ok=True)
+                conf_path = node_dir / "redis.conf"
+                _write_private(conf_path, confs[node.name](node.port, node_dir))
+                log = directory / "logs" / f"{node.name}.log"
+                offset = log.stat().st_size if log.exists() else 0
+                process = procs.launch(node.name, [server, str(conf_path)], log, node_dir,
+                                       label, expect=node.address,
+                                       record=lambda p: self._journal(journal, p))
+                launched.append((node, process, offset))
+            lost: list[Node] = []
+            for node, process, offset in launched:
+                try:
+                    self._wait_ping(node, process, directory, offset)
+                    result[node.name] = node
+                except _PortConflict:
+                    lost.append(node)
+                    journal.processes.remove(process)  # it exited: only the retry is recorded
+                    journal.save()
+            if not lost:
+                return [result[n.name] for n in targets]
+            taken = {n.port for n in result.values()} | {plan.proxy_port}
+            taken |= {p + ports.CLUSTER_BUS_OFFSET for p in taken}
+            fresh = ports.pick(len(lost), taken, cluster_bus=True, holds=holds)
+            pending = [Node(n.name, n.host, port) for n, port in zip(lost, fresh, strict=True)]
+        raise LabError(f"{pending[0].name}: its port was taken {PORT_ATTEMPTS} times in a row")
+
+    @staticmethod
+    def _log_tail(directory: Path, name: str, lines: int = 3, offset: int = 0) -> str:
         log = directory / "logs" / f"{name}.log"
         if not log.is_file():
             return ""
-        tail = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+        with open(log, "rb") as handle:
+            handle.seek(offset)
+            text = handle.read().decode(errors="replace")
+        tail = [ln.strip() for ln in text.splitlines() if ln.strip()]
         return " | ".join(tail[-lines:])
 
-    def _wait_ping(self, nodes: list[Node], started: list[Process], directory: Path) -> None:
-        for node, process in zip(nodes, started[-len(nodes):], strict=True):
-            @_retry_until(10)
-            def ping(node: Node = node, process: Process = process) -> None:
-                if not procs.running(process.pid):
-                    raise LabError(f"{node.name} exited: {self._log_tail(directory, node.name)}")
-                with redis.Redis(node.host, node.port, socket_timeout=1) as client:
-                    client.ping()
+    def _wait_ping(self, node: Node, process: Process, directory: Path, offset: int) -> None:
+        @_retry_until(10)
+        def ping() -> None:
+            if not procs.alive(process):
+                tail = self._log_tail(directory, node.name, 20, offset)
+                if ports.IN_USE in tail:
+                    raise _PortConflict(node.name)
+                last = self._log_tail(directory, node.name, 3, offset)
+                raise LabError(f"{node.name} exited: {last}")
+            with redis.Redis(node.host, node.port, socket_timeout=1) as client:
+                client.ping()
+        try:
             ping()
+        except (redis.RedisError, OSError, _NotReady) as exc:
+            raise LabError(f"{node.name} did not answer PING: {exc}") from None
 
     @staticmethod
-    def _create_cluster(cli: str, nodes: list[Node], directory: Path) -> None:
-        argv = [cli, "--cluster", "create", *[n.address for n in nodes],
-                "--cluster-replicas", "1", "--cluster-yes"]
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=60,
-                                check=False)
+    def _create_cluster(cli: str, nodes: list[Node], directory: Path,
+                        credentials: acl.Credentials) -> None:
+        argv = [cli, *credentials.cli_args(), "--cluster", "create",
+                *[n.address for n in nodes], "--cluster-replicas", "1", "--cluster-yes"]
+        timeout = float(os.environ.get("REDIS_MESH_LAB_CLUSTER_CREATE_TIMEOUT", "90"))
+        try:
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                                    check=False, env={**os.environ, **credentials.cli_env()})
+        except subprocess.TimeoutExpired:
+            raise LabError(f"redis-cli --cluster create did not finish in {timeout:g}s") from None
         (directory / "logs" / "cluster-create.log").write_text(
             " ".join(argv) + "\n" + result.stdout + result.stderr, encoding="utf-8")
         if result.returncode != 0:
@@ -280,19 +506,19 @@ class LocalBackend:
             raise LabError(f"redis-cli --cluster create failed: {reason[-1] if reason else ''}")
 
     @staticmethod
-    def _wait_cluster(plan: _Plan) -> Topology:
+    def _wait_cluster(plan: _Plan, credentials: acl.Credentials) -> Topology:
         def name_of(host: str, port: int) -> str:
             return plan.names_by_address.get(f"{host}:{port}", f"{host}:{port}")
 
         @_retry_until(30, 0.1)
         def converged() -> Topology:
             for node in plan.nodes:
-                with redis.Redis(node.host, node.port, socket_timeout=2) as client:
+                with _node_client(node, credentials) as client:
                     info = client.execute_command("CLUSTER", "INFO")
                     text = info.decode() if isinstance(info, bytes) else str(info)
                     if "cluster_state:ok" not in text:
                         raise _NotReady(f"{node.name}: cluster_state not ok")
-            with redis.Redis(plan.nodes[0].host, plan.nodes[0].port, socket_timeout=2) as client:
+            with _node_client(plan.nodes[0], credentials) as client:
                 reply = client.execute_command("CLUSTER", "SLOTS", NEVER_DECODE=True)
             topology = from_cluster_slots(reply, name_of)
             if len(topology.shards) != 3 or any(len(s.replicas) != 1 for s in topology.shards):
@@ -305,7 +531,8 @@ class LocalBackend:
             raise LabError(f"the cluster did not converge: {exc}") from None
 
     @staticmethod
-    def _envoy_config(spec: LabSpec, vips: dict[str, str], plan: _Plan, directory: Path) -> Path:
+    def _envoy_config(spec: LabSpec, vips: dict[str, str], plan: _Plan, directory: Path,
+                      admin_socket: Path) -> Path:
         def endpoints(service: Service, port: int) -> list[tuple[str, int]]:
             if service.name == model.MIRROR_SERVICE:
                 return [(plan.mirror.host, plan.mirror.port)]
@@ -328,13 +555,68 @@ class LocalBackend:
             return None
 
         config = sidecar.patched_config(spec, vips, endpoints, bind)
-        boot = bootstrap.build(config, (LOOPBACK, plan.admin_port), f"sidecar~{LOOPBACK}~"
+        # Envoy binds relative to its working directory (the lab's): a short path always
+        admin_path = str(admin_socket) if len(str(admin_socket)) < 100 else admin_socket.name
+        boot = bootstrap.build(config, admin_path, f"sidecar~{LOOPBACK}~"
                                f"redis-client.redis~redis.svc.cluster.local", resolve)
-        return sidecar.write(boot, directory / "envoy.json")
+        path = directory / "envoy.json"
+        sidecar.write(boot, path)
+        path.chmod(0o600)
+        return path
+
+    def _start_envoy(self, envoy: str, spec: LabSpec, vips: dict[str, str], *, plan: _Plan,
+                     admin_socket: Path, label: str, journal: LabState,
+                     holds: ports.Holds, options: UpOptions) -> None:
+        """Start Envoy; if it loses a chosen proxy port to a race, choose another one."""
+        directory = journal.directory
+        log = directory / "logs" / "envoy.log"
+        for _attempt in range(PORT_ATTEMPTS):
+            config_path = directory / "envoy.json"
+            argv = [envoy, "-c", str(config_path), "--disable-hot-restart", "-l", "warning",
+                    "--log-path", str(log)]
+            if getattr(options, "envoy_concurrency", None):
+                argv += ["--concurrency", str(options.envoy_concurrency)]
+            offset = log.stat().st_size if log.exists() else 0
+            holds.release(plan.proxy_port)
+            process = procs.launch("envoy", argv, log, directory, label,
+                                   record=lambda p: self._journal(journal, p))
+            if not self._lost_port(process, log, offset, Admin(socket_path=str(admin_socket))):
+                return
+            journal.processes.remove(process)
+            journal.save()
+            if options.proxy_port is not None:
+                raise LabError(f"--proxy-port {options.proxy_port} is already in use on "
+                               f"{LOOPBACK}")
+            admin_socket.unlink(missing_ok=True)
+            taken = {n.port for n in plan.nodes} | {plan.mirror.port}
+            plan.proxy_port = ports.pick(1, taken, holds=holds)[0]
+            self._envoy_config(spec, vips, plan, directory, admin_socket)
+        raise LabError(f"Envoy's proxy port was taken {PORT_ATTEMPTS} times in a row")
+
+    @staticmethod
+    def _lost_port(process: Process, log: Path, offset: int, admin: Admin) -> bool:
+        """Wait until Envoy serves its admin API (True if it exited for a port in use)."""
+        @_retry_until(30, 0.05)
+        def started() -> bool:
+            if not procs.alive(process):
+                with open(log, "rb") as handle:
+                    handle.seek(offset)
+                    text = handle.read().decode(errors="replace")
+                if ports.IN_USE in text:
+                    return True
+                lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+                raise LabError(f"envoy exited: {' | '.join(lines[-3:])}")
+            admin.get("/ready")
+            return False
+
+        try:
+            return bool(started())
+        except (redis.RedisError, OSError) as exc:
+            raise LabError(f"Envoy's admin API did not answer: {exc}") from None
 
     def _wait_ready(self, admin: Admin, mutant: bool, expected: int, process: Process,
                     directory: Path) -> None:
-        """A mutant lab is ready when Envoy is LIVE: the suite judges its proxy, not `up`."""
+        """A mutant lab is ready once Envoy is LIVE: the suite judges its proxy, not `up`."""
         if mutant:
             local_envoy.wait_live(admin, process, lambda: self._log_tail(directory, "envoy"))
         else:
@@ -342,34 +624,36 @@ class LocalBackend:
 
     def reconfigure(self, name: str, envoyfilters: Sequence[Path | str],
                     progress: Progress) -> LabState:
-        """Swap the extra EnvoyFilters of a running lab; restart only Envoy."""
+        """Seam 1: swap the extra EnvoyFilters of a running lab; restart only Envoy."""
         state = LabState.load(paths.check_name(name))
         if state is None or state.backend != self.name:
             raise LabError(f"lab {name!r} is not up on backend local")
         files = [str(Path(f).resolve()) for f in envoyfilters]
         vips = dict(state.extra["vips"])
+        admin_socket = Path(state.admin["socket"])
         with progress.step("derive Envoy's config: sidecar baseline + EnvoyFilters"
                            + (f" + {local_envoy.describe(files)}" if files else "")):
             spec = model.load_spec(vips[model.CLIENT_SERVICE], state.read_policy,
                                    state.mirror_enabled, extra_envoyfilters=files)
-            config_path = self._envoy_config(spec, vips, _plan_of(state), state.directory)
+            proof.check_envoyfilters(spec.envoyfilters)
+            config = self._envoy_config(spec, vips, _plan_of(state), state.directory,
+                                        admin_socket)
         with progress.step("envoy --mode validate"):
-            sidecar.validate(config_path, binaries.envoy())
+            sidecar.validate(config, binaries.envoy())
         with progress.step("restart Envoy"):
-            argv = state.extra.get("envoy_argv") or [
-                binaries.envoy(), "-c", str(config_path), "--disable-hot-restart", "-l",
-                "warning", "--log-path", str(state.directory / "logs" / "envoy.log")]
-            process = local_envoy.restart(state, argv, state.directory / "logs" / "envoy.log")
+            process = local_envoy.restart(
+                state, lambda: admin_socket.unlink(missing_ok=True))
             state.envoyfilters = files
+            state.extra["envoyfilters"] = files
             state.save()
-            self._wait_ready(Admin(LOOPBACK, int(state.admin["port"])), bool(files),
+            self._wait_ready(Admin.of(state.admin, timeout=5.0), bool(files),
                              len(state.topology.nodes), process, state.directory)
         return state
 
     def _wait_envoy(self, admin: Admin, expected: int, process: Process, directory: Path) -> None:
         @_retry_until(30, 0.05)
         def healthy() -> None:
-            if not procs.running(process.pid):
+            if not procs.alive(process):
                 raise LabError(f"envoy exited: {self._log_tail(directory, 'envoy')}")
             hosts = admin.hosts(CLUSTER_PROXY)
             ok = [h for h, flags in hosts.items() if flags == "healthy"]
@@ -382,29 +666,46 @@ class LocalBackend:
             raise LabError(f"Envoy did not become ready: {exc}") from None
 
     @staticmethod
-    def _redis_version(plan: _Plan) -> str:
-        with redis.Redis(plan.nodes[0].host, plan.nodes[0].port, socket_timeout=2) as client:
+    def _redis_version(plan: _Plan, credentials: acl.Credentials) -> str:
+        with _node_client(plan.nodes[0], credentials) as client:
             return str(client.info("server").get("redis_version", ""))
 
     # ---- down ---------------------------------------------------------------------------
     def down(self, name: str, progress: Progress) -> bool:
-        state = LabState.load(name)
-        if state is None:
-            directory = paths.lab_dir(name)
-            if directory.exists():
-                shutil.rmtree(directory, ignore_errors=True)
-            return False
-        with progress.step(f"stop {len(state.processes)} processes of lab {name!r}"):
-            self._remove(state)
+        """Stop every process of the lab (journal and label) and remove its files.
+
+        Works on a lab whose `up` was killed (the journal) and on one whose state is corrupt
+        (the label every lab process carries).
+        """
+        name = paths.check_name(name)
+        directory = paths.lab_dir(name)
+        if (not directory.exists() and not procs.labelled(str(directory))
+                and locks.held_by(name) is None):
+            return False  # nothing to take down (and no registry created for nothing)
+        with locks.lab_lock(name, "being taken down", remove=True):
+            state: LabState | None = None
+            try:
+                state = LabState.load(name)
+            except CorruptState as exc:
+                progress.say(f"{exc}")
+            found = procs.labelled(str(directory))
+            if state is None and not found and not directory.exists():
+                return False
+            count = len({p.pid for p in (state.processes if state else []) if procs.alive(p)}
+                        | {p.pid for p in found})
+            with progress.step(f"stop {count} processes of lab {name!r}"):
+                self._remove(name, state)
         return True
 
     @staticmethod
-    def _remove(state: LabState) -> None:
-        for process in reversed(state.processes):  # Envoy first, then the nodes
-            procs.stop(process.pid, process.expect)
-        shutil.rmtree(state.directory, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            paths.home().rmdir()  # only if no other lab is left
+    def _remove(name: str, state: LabState | None) -> None:
+        directory = paths.lab_dir(name)
+        if state is not None:
+            for process in reversed(state.processes):  # Envoy first, then the nodes
+                procs.terminate(process)
+        for process in procs.labelled(str(directory)):  # not journaled: still starting
+            procs.terminate(process)
+        shutil.rmtree(directory, ignore_errors=True)
 
     def access(self, state: LabState) -> Access:
         return LocalAccess(state)
@@ -417,4 +718,10 @@ def _plan_of(state: LabState) -> _Plan:
              for address, name in names.items()]
     nodes.sort(key=lambda n: int(n.name.rsplit("-", 1)[1]))
     return _Plan(nodes=nodes, mirror=state.mirror_node, proxy_port=int(state.proxy["port"]),
-                 admin_port=int(state.admin["port"]), names_by_address=names)
+                 names_by_address=names)
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)

@@ -2,7 +2,8 @@
 
 A lab with extra EnvoyFilters is judged by the suite, not refused by readiness: it is
 ready once Envoy is LIVE with its configuration loaded. `reconfigure` swaps the extra
-EnvoyFilters of a running lab, re-derives Envoy's configuration, and restarts only Envoy.
+EnvoyFilters of a running lab, re-derives Envoy's configuration, and restarts only Envoy
+(the same recorded command line: its config file is rewritten in place).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def wait_live(admin: Admin, process: Process, log_tail: Callable[[], str],
     @retry(stop=stop_after_delay(seconds), wait=wait_fixed(0.05),
            retry=retry_if_exception_type((_NotLive, OSError)), reraise=True)
     def live() -> None:
-        if not procs.running(process.pid):
+        if not procs.alive(process):
             raise LabError(f"envoy exited: {log_tail()}")
         if admin.get("/ready").strip() != "LIVE":
             raise _NotLive("not LIVE yet")
@@ -49,12 +50,17 @@ def envoy_process(state: LabState) -> Process:
     raise LabError(f"lab {state.name!r} records no Envoy process")
 
 
-def restart(state: LabState, argv: Sequence[str], log: Path) -> Process:
-    """Stop the lab's Envoy (by pid, only if it is ours) and start it again with `argv`."""
+def restart(state: LabState, before_start: Callable[[], None]) -> Process:
+    """Stop the lab's Envoy (the journal's process, nothing else), run `before_start`,
+    start it again with its recorded command line, and journal the new process."""
     old = envoy_process(state)
-    procs.stop(old.pid, old.expect)
-    new = Process(ENVOY, procs.spawn(list(argv), log, state.directory), old.expect)
+    if not old.argv:
+        raise LabError(f"lab {state.name!r}: the journal has no Envoy command line")
+    procs.terminate(old)
+    before_start()
+    new = procs.relaunch(old, str(state.directory))
     state.processes = [new if p is old else p for p in state.processes]
+    state.save()
     return new
 
 

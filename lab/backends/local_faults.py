@@ -1,22 +1,22 @@
 """Faults on the local backend (seam 3): signals to the lab's own redis-server processes.
 
-kill = SIGKILL, stop = SIGTERM (redis-server shuts down cleanly), start = the same
-redis-server command line again (its directory keeps the append-only file and
-nodes.conf, so it rejoins with its data), freeze / unfreeze = SIGSTOP / SIGCONT.
+kill = SIGKILL, stop = SIGTERM (redis-server shuts down cleanly), start = the recorded
+command line again (its directory keeps the append-only file and nodes.conf, so it rejoins
+with its data), freeze / unfreeze = SIGSTOP / SIGCONT. Signals go through the journal's
+Process records (pid + start time), never to a pid that is not the lab's.
 isolate / reconnect cannot be done on loopback: every node shares one network namespace.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 from typing import Any
 
 import redis
 from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from lab import binaries, procs
+from lab import procs
 from lab.backends.base import FAULTS
 from lab.errors import LabError
 from lab.state import LabState, Process
@@ -41,26 +41,29 @@ def _process(state: LabState, node: Node) -> Process:
 
 
 def _signal(process: Process, sig: signal.Signals) -> None:
-    if not procs.running(process.pid, process.expect):
+    if not procs.alive(process):
         raise LabError(f"{process.name} is not running (pid {process.pid})")
-    os.kill(process.pid, sig)
+    procs.send(process, sig)
 
 
 def _wait_gone(process: Process, seconds: float = 10) -> None:
     @_until(seconds)
     def gone() -> None:
-        if procs.running(process.pid):
+        if procs.alive(process):
             raise _Waiting(f"{process.name} (pid {process.pid}) is still running")
 
     gone()
 
 
-def _wait_ping(node: Node, process: Process, seconds: float = 20) -> None:
+def _wait_ping(node: Node, process: Process, credentials: dict[str, str],
+               seconds: float = 20) -> None:
     @_until(seconds)
     def answers() -> None:
-        if not procs.running(process.pid):
+        if not procs.alive(process):
             raise LabError(f"{node.name} exited right after start")
-        with redis.Redis(node.host, node.port, socket_timeout=1) as client:
+        with redis.Redis(node.host, node.port, socket_timeout=1,
+                         username=credentials.get("username"),
+                         password=credentials.get("password")) as client:
             client.ping()
 
     try:
@@ -69,24 +72,19 @@ def _wait_ping(node: Node, process: Process, seconds: float = 20) -> None:
         raise LabError(f"{node.name} did not answer PING after start: {exc}") from None
 
 
-def _start(state: LabState, node: Node, process: Process) -> None:
-    if procs.running(process.pid, process.expect):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, signal.SIGCONT)  # a frozen node: start means running
+def _start(state: LabState, node: Node, process: Process, credentials: dict[str, str]) -> None:
+    if procs.alive(process):
+        procs.send(process, signal.SIGCONT)  # a frozen node: start means running
         return
-    node_dir = state.directory / node.name
-    conf = node_dir / "redis.conf"
-    if not conf.is_file():
-        raise LabError(f"{node.name}: no {conf} to start it from")
-    pid = procs.spawn([binaries.redis_server(), str(conf)],
-                      state.directory / "logs" / f"{node.name}.log", node_dir)
-    fresh = Process(node.name, pid, process.expect)
+    if not process.argv:
+        raise LabError(f"{node.name}: the journal has no command line to start it again")
+    fresh = procs.relaunch(process, str(state.directory))
     state.processes = [fresh if p is process else p for p in state.processes]
     state.save()
-    _wait_ping(node, fresh)
+    _wait_ping(node, fresh, credentials)
 
 
-def fault(state: LabState, node: Node, action: str) -> None:
+def fault(state: LabState, node: Node, action: str, credentials: dict[str, str]) -> None:
     if action not in FAULTS:
         raise LabError(f"unknown fault {action!r}; valid: {', '.join(FAULTS)}")
     if action in ("isolate", "reconnect"):
@@ -97,14 +95,14 @@ def fault(state: LabState, node: Node, action: str) -> None:
         _signal(process, signal.SIGKILL)
         _wait_gone(process)
     elif action == "stop":
-        if not procs.running(process.pid, process.expect):
+        if not procs.alive(process):
             raise LabError(f"{node.name} is not running (pid {process.pid})")
         with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, signal.SIGCONT)  # a frozen process cannot handle SIGTERM
-        procs.stop(process.pid, process.expect, grace=10)
+            procs.send(process, signal.SIGCONT)  # a frozen process cannot handle SIGTERM
+        procs.terminate(process, grace=10)
         _wait_gone(process)
     elif action == "start":
-        _start(state, node, process)
+        _start(state, node, process, credentials)
     elif action == "freeze":
         _signal(process, signal.SIGSTOP)
     elif action == "unfreeze":

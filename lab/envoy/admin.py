@@ -1,25 +1,78 @@
-"""A small client of Envoy's admin API (loopback only)."""
+"""A small client of Envoy's admin API, over the lab's private Unix socket (or loopback TCP).
+
+The local lab's Envoy serves its admin API on `<lab dir>/envoy-admin.sock` (mode 0600, in
+a 0700 directory): only the lab's owner can reach it. A socket path longer than the
+kernel's limit (108 bytes) is reached through /proc/self/fd/<dir fd>/<name>.
+"""
 
 from __future__ import annotations
 
+import http.client
 import json
-import urllib.request
+import os
+import socket
 from dataclasses import dataclass
+
+_SUN_PATH_MAX = 107
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            if len(os.fsencode(self._path)) <= _SUN_PATH_MAX:
+                sock.connect(self._path)
+            else:
+                directory, name = os.path.split(self._path)
+                dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    sock.connect(f"/proc/self/fd/{dir_fd}/{name}")
+                finally:
+                    os.close(dir_fd)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class AdminError(OSError):
+    """The admin API answered with an error status."""
 
 
 @dataclass(frozen=True)
 class Admin:
-    host: str
-    port: int
+    host: str = ""
+    port: int = 0
     timeout: float = 2.0
+    socket_path: str = ""
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self.socket_path:
+            return _UnixConnection(self.socket_path, self.timeout)
+        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+
+    def request(self, method: str, path: str) -> str:
+        connection = self._connection()
+        try:
+            connection.request(method, path)
+            response = connection.getresponse()
+            body = response.read().decode()
+            if response.status >= 400:
+                raise AdminError(f"Envoy admin {method} {path}: HTTP {response.status}")
+            return body
+        finally:
+            connection.close()
 
     def get(self, path: str) -> str:
-        url = f"http://{self.host}:{self.port}{path}"
-        with urllib.request.urlopen(url, timeout=self.timeout) as response:
-            return response.read().decode()
+        return self.request("GET", path)
 
     def clusters(self) -> str:
-        return self.get("/clusters")
+        return self.get(CLUSTERS_JSON)
 
     def server_version(self) -> str:
         """"1.40.0" out of "<sha>/1.40.0/Clean/RELEASE/BoringSSL"."""
@@ -30,8 +83,52 @@ class Admin:
         """{"ip:port": health_flags} of a cluster, from /clusters."""
         return parse_hosts(self.clusters(), cluster)
 
+    @classmethod
+    def of(cls, admin: dict[str, object], timeout: float = 2.0) -> Admin:
+        """From a lab state's `admin` entry: {"socket": path} or {"host": h, "port": p}."""
+        if admin.get("socket"):
+            return cls(socket_path=str(admin["socket"]), timeout=timeout)
+        return cls(str(admin.get("host", "")), int(str(admin.get("port", 0))), timeout)
 
-def parse_hosts(clusters_text: str, cluster: str) -> dict[str, str]:
+
+CLUSTERS_JSON = "/clusters?format=json"
+# Envoy's health_status booleans, named as its text /clusters output names them.
+_FAILURES = {
+    "failed_active_health_check": "failed_active_hc",
+    "failed_outlier_check": "failed_outlier_check",
+    "failed_active_degraded_check": "degraded_active_hc",
+    "pending_dynamic_removal": "pending_dynamic_removal",
+    "pending_active_hc": "pending_active_hc",
+    "excluded_via_immediate_hc_fail": "excluded_via_immediate_hc_fail",
+    "active_hc_timeout": "active_hc_timeout",
+}
+
+
+def parse_hosts(clusters: str, cluster: str) -> dict[str, str]:
+    """{"ip:port": "healthy" or "/flag/flag"} of one cluster, from `/clusters?format=json`.
+
+    Envoy's plain-text `/clusters` is still accepted (what the diagnostics bundles save);
+    every readiness check and the Lab handle ask for the JSON.
+    """
+    if not clusters.lstrip().startswith("{"):
+        return _parse_hosts_text(clusters, cluster)
+    hosts: dict[str, str] = {}
+    for status in json.loads(clusters).get("cluster_statuses", []):
+        if status.get("name") != cluster:
+            continue
+        for host in status.get("host_statuses", []):
+            address = host.get("address", {}).get("socket_address", {})
+            health = host.get("health_status", {})
+            flags = [text for field, text in _FAILURES.items() if health.get(field)]
+            eds = health.get("eds_health_status", "HEALTHY")
+            if eds not in ("HEALTHY", "UNKNOWN"):
+                flags.append(f"eds_{str(eds).lower()}")
+            key = f"{address.get('address')}:{address.get('port_value')}"
+            hosts[key] = "/" + "/".join(flags) if flags else "healthy"
+    return hosts
+
+
+def _parse_hosts_text(clusters_text: str, cluster: str) -> dict[str, str]:
     hosts: dict[str, str] = {}
     prefix = f"{cluster}::"
     for line in clusters_text.splitlines():

@@ -46,15 +46,25 @@ def localize_endpoints(clusters: list[dict[str, Any]], resolve: Resolver) -> lis
     return result
 
 
-def build(config: dict[str, list[dict[str, Any]]], admin: Address, node_id: str,
+def build(config: dict[str, list[dict[str, Any]]], admin: Address | str, node_id: str,
           resolve: Resolver) -> dict[str, Any]:
+    """The bootstrap. `admin` is a Unix socket path (mode 0600) or a loopback address.
+
+    Listeners never use SO_REUSEPORT: a port another process holds makes Envoy fail to
+    bind instead of silently sharing (and splitting) the traffic.
+    """
+    if isinstance(admin, str):
+        admin_address: dict[str, Any] = {"pipe": {"path": admin, "mode": 0o600}}
+    else:
+        admin_address = {"socket_address": {"address": admin[0], "port_value": admin[1]}}
+    listeners = copy.deepcopy(config["listeners"])
+    for listener in listeners:
+        listener["enable_reuse_port"] = False
     return {
         "node": {"id": node_id, "cluster": "redis-client.redis"},
-        "admin": {
-            "address": {"socket_address": {"address": admin[0], "port_value": admin[1]}},
-        },
+        "admin": {"address": admin_address},
         "static_resources": {
-            "listeners": copy.deepcopy(config["listeners"]),
+            "listeners": listeners,
             "clusters": localize_endpoints(config["clusters"], resolve),
         },
     }

@@ -24,8 +24,20 @@ Patch = dict[str, Any]
 OUTBOUND_CONTEXTS = (None, "ANY", "SIDECAR_OUTBOUND")
 
 
+# proto3 merge copies only fields that are set, and an enum at its zero value is not set:
+# MERGE `read_policy: MASTER` leaves the filter's read_policy as it was (what istiod does,
+# found by tests/test_controlplane_diff.py). The enum fields the lab's filters use, by name.
+PROTO3_ENUM_ZEROS = {
+    "read_policy": "MASTER",
+    "lb_policy": "ROUND_ROBIN",
+    "dns_lookup_family": "AUTO",
+    "traffic_direction": "UNSPECIFIED",
+}
+
+
 def merge(base: Any, overlay: Any) -> Any:
-    """Protobuf merge: messages merge field by field, repeated fields append, scalars replace."""
+    """Protobuf merge: messages merge field by field, repeated fields append, scalars replace
+    (an enum at its zero value is not set in proto3, so it replaces nothing)."""
     if isinstance(base, dict) and isinstance(overlay, dict):
         if "@type" in base and "@type" in overlay and base["@type"] != overlay["@type"]:
             raise PatchError(
@@ -33,6 +45,8 @@ def merge(base: Any, overlay: Any) -> Any:
             )
         merged = dict(base)
         for key, value in overlay.items():
+            if PROTO3_ENUM_ZEROS.get(key) == value:
+                continue
             merged[key] = merge(base[key], value) if key in base else copy.deepcopy(value)
         return merged
     if isinstance(base, list) and isinstance(overlay, list):
@@ -180,9 +194,23 @@ class _Patcher:
         return len(positions)
 
 
+ROOT_NAMESPACE = "istio-system"
+
+
+def istio_order(envoyfilters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Istio's order: `spec.priority` ascending, then the root namespace's filters first,
+    then creation order (the order given here, as `kubectl apply` would create them)."""
+    def key(item: tuple[int, dict[str, Any]]) -> tuple[int, int, int]:
+        index, doc = item
+        namespace = doc.get("metadata", {}).get("namespace", "default")
+        return int(doc.get("spec", {}).get("priority", 0)), int(namespace != ROOT_NAMESPACE), index
+
+    return [doc for _, doc in sorted(enumerate(envoyfilters), key=key)]
+
+
 def apply_envoyfilters(config: Config, envoyfilters: list[dict[str, Any]]) -> Config:
-    """Apply the EnvoyFilters in order (as Istio does for one namespace) to a copy of config."""
+    """Apply the EnvoyFilters in Istio's order (istio_order) to a copy of config."""
     patcher = _Patcher(config)
-    for envoyfilter in envoyfilters:
+    for envoyfilter in istio_order(envoyfilters):
         patcher.apply(envoyfilter)
     return patcher.config

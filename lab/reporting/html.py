@@ -1,34 +1,57 @@
-"""Build the single-file HTML report with Allure Report 3 (npm package `allure`, no Java).
+"""Build a run's single-file HTML report with Allure Report 3 (npm package `allure`, no Java).
+
+`python -m lab.reporting.html [RUN]` reads `RUN/allure-results` and `RUN/conformance.yaml`
+(RUN defaults to `reports/latest`) and writes `RUN/html/index.html`:
+
+- the landing tree is grouped by conformance feature, each group named with its verdict
+  ("ReadPolicyReplica: failure"); a feature no test proves, or that the run did not select,
+  appears as an entry saying so, so every feature of the profile is on the first screen;
+- every test carries a link to the run's conformance.yaml and, as labels and in the
+  environment panel, the implementation under test;
+- the analytics tag Allure puts in its page is removed: opening the report requests nothing
+  from the network.
 
 The npm package is installed on first use into ./.tools/allure (or $REDIS_MESH_LAB_TOOLS),
-pinned in lab/versions.py. Usage: python -m lab.reporting.html [RESULTS] [OUTPUT]
+at the version pinned in lab/versions.py.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
-import subprocess
 import sys
 import tempfile
+import uuid
 from pathlib import Path
+from typing import Any
+
+import sh
+import yaml
 
 from lab import versions
 from lab.errors import LabError
+from lab.reporting import rundir
 
-CONFIG = """\
-name: redis-mesh-lab conformance
-plugins:
-  awesome:
-    options:
-      singleFile: true
-      reportName: redis-mesh-lab conformance
-      groupBy: [epic, feature, story]
-"""
+VERDICT_LABEL = "conformance"
+ANALYTICS = re.compile(
+    r"<script[^>]*googletagmanager\.com[^>]*>\s*</script>\s*"
+    r"(<script>\s*window\.dataLayer[^<]*?</script>)?", re.S)
+EXPLAIN = {
+    "notCovered": "No test of this suite proves {feature}: the profile cannot conform "
+                  "until one does.",
+    "notRun": "This run did not select the tests of {feature} (-k, -m or node ids).",
+}
 
 
 def tools_dir() -> Path:
     return Path(os.environ.get("REDIS_MESH_LAB_TOOLS", Path.cwd() / ".tools")) / "allure"
+
+
+def _stream(line: str) -> None:
+    sys.stderr.write("  " + line)
+    sys.stderr.flush()
 
 
 def ensure_allure() -> Path:
@@ -41,48 +64,143 @@ def ensure_allure() -> Path:
         return binary
     npm = shutil.which("npm")
     if not npm:
-        raise LabError("npm not found: install Node.js 20+ (apt-get install nodejs npm)")
+        raise LabError("npm not found: the HTML report needs Node.js 20+ with npm "
+                       "(apt-get install nodejs npm)")
     prefix.mkdir(parents=True, exist_ok=True)
-    print(f"installing {versions.ALLURE_NPM} into {prefix} ...", file=sys.stderr, flush=True)
-    result = subprocess.run(
-        [npm, "install", "--no-audit", "--no-fund", "--loglevel=error", "--prefix",
-         str(prefix), versions.ALLURE_NPM],
-        capture_output=True, text=True, check=False, timeout=600,
-    )
-    if result.returncode != 0 or not binary.exists():
-        last = (result.stderr or result.stdout).strip().splitlines()
-        raise LabError(f"npm install {versions.ALLURE_NPM} failed: {last[-1] if last else ''}")
+    print(f"installing {versions.ALLURE_NPM} into {prefix} (first use) ...", file=sys.stderr,
+          flush=True)
+    try:
+        sh.Command(npm)("install", "--no-audit", "--no-fund", "--loglevel=error",
+                        "--prefix", str(prefix), versions.ALLURE_NPM,
+                        _out=_stream, _err=_stream, _timeout=600)
+    except sh.ErrorReturnCode as exc:
+        raise LabError(f"npm install {versions.ALLURE_NPM} failed (exit {exc.exit_code})") from exc
+    if not binary.exists():
+        raise LabError(f"npm install {versions.ALLURE_NPM} left no {binary}")
     marker.write_text(wanted + "\n")
     return binary
 
 
-def build(results: Path, output: Path) -> Path:
-    """Generate `output/index.html` (one self-contained file) from allure-pytest results."""
+def _features_with_verdicts(conformance: dict[str, Any]) -> tuple[str, dict[str, str], str]:
+    profile = conformance["profiles"][0]
+    verdicts = {name: str(value["result"]) for name, value in profile["features"].items()}
+    return str(profile["name"]), verdicts, str(profile["result"])
+
+
+def implementation_lines(conformance: dict[str, Any]) -> dict[str, str]:
+    """The implementation block as the environment panel shows it."""
+    from lab.pytest_plugin import implementation_parameters
+
+    return implementation_parameters(conformance.get("implementation") or {})
+
+
+def prepare_results(results: Path, conformance: dict[str, Any], out: Path) -> None:
+    """A copy of the Allure results with verdict labels, links and the environment."""
+    profile, verdicts, overall = _features_with_verdicts(conformance)
+    link = {"name": "conformance.yaml (this run's verdicts)", "type": "link",
+            "url": "../" + rundir.CONFORMANCE}
+    out.mkdir(parents=True, exist_ok=True)
+    for source in results.iterdir():
+        target = out / source.name
+        if not source.name.endswith("-result.json"):
+            shutil.copy2(source, target)
+            continue
+        data = json.loads(source.read_text(encoding="utf-8"))
+        features = [lab["value"] for lab in data.get("labels", []) if lab["name"] == "feature"]
+        data.setdefault("labels", []).extend(
+            {"name": VERDICT_LABEL, "value": f"{f}: {verdicts[f]}"}
+            for f in features if f in verdicts)
+        data.setdefault("links", []).append(link)
+        target.write_text(json.dumps(data), encoding="utf-8")
+    for feature, verdict in verdicts.items():
+        if verdict in EXPLAIN:
+            _placeholder(out, feature, verdict, link)
+    environment = {"profile": f"{profile}: {overall}", **implementation_lines(conformance)}
+    environment |= {f"feature {f}": v for f, v in verdicts.items()}
+    (out / "environment.properties").write_text(
+        "".join(f"{_escape(k)}={_escape(v)}\n" for k, v in environment.items()),
+        encoding="utf-8")
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace(" ", "\\ ").replace(":", "\\:").replace("=", "\\=")
+
+
+def _placeholder(out: Path, feature: str, verdict: str, link: dict[str, str]) -> None:
+    """An entry for a feature with no test result, so the landing tree lists it too."""
+    ident = str(uuid.uuid4())
+    title = ("Not covered: no test proves " if verdict == "notCovered"
+             else "Not run in this run: ") + feature
+    (out / f"{ident}-result.json").write_text(json.dumps({
+        "uuid": ident, "historyId": f"redis-mesh-lab-{verdict}-{feature}",
+        "name": title, "fullName": f"redis-mesh-lab.{verdict}.{feature}",
+        "status": "unknown", "stage": "finished",
+        "description": EXPLAIN[verdict].format(feature=feature),
+        "labels": [{"name": "feature", "value": feature},
+                   {"name": VERDICT_LABEL, "value": f"{feature}: {verdict}"}],
+        "links": [link], "start": 0, "stop": 0,
+    }), encoding="utf-8")
+
+
+def _config(conformance: dict[str, Any]) -> str:
+    profile, _, overall = _features_with_verdicts(conformance)
+    name = f"redis-mesh-lab conformance: profile {profile} {overall}"
+    return yaml.safe_dump({
+        "name": name,
+        "plugins": {"awesome": {"options": {
+            "singleFile": True, "reportName": name, "groupBy": [VERDICT_LABEL],
+            "reportLanguage": "en",
+        }}},
+    })
+
+
+def strip_analytics(html: str) -> str:
+    """Allure's page loads Google's tag manager when opened; the report must not."""
+    return ANALYTICS.sub("", html)
+
+
+def build(run: Path, output: Path | None = None) -> Path:
+    """Generate `RUN/html/index.html` (one self-contained file) from the run's results."""
+    index = generate(run, output)
+    index.write_text(strip_analytics(index.read_text(encoding="utf-8")), encoding="utf-8")
+    return index
+
+
+def generate(run: Path, output: Path | None = None) -> Path:
+    """Allure's own page, analytics tag included (`build` removes it)."""
+    results = run / rundir.ALLURE_RESULTS
     if not results.is_dir() or not any(results.iterdir()):
-        raise LabError(f"no Allure results in {results} (run the suite with --alluredir)")
+        raise LabError(f"no Allure results in {results} (run the suite first)")
+    conformance_file = run / rundir.CONFORMANCE
+    if not conformance_file.is_file():
+        raise LabError(f"no {conformance_file}: the run wrote no conformance report")
+    conformance = yaml.safe_load(conformance_file.read_text(encoding="utf-8"))
+    output = output or run / rundir.HTML
     allure = ensure_allure()
     shutil.rmtree(output, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix="redis-mesh-lab-allure-") as tmp:
+        prepared = Path(tmp) / "results"
+        prepare_results(results, conformance, prepared)
         config = Path(tmp) / "allurerc.yaml"
-        config.write_text(CONFIG, encoding="utf-8")
-        result = subprocess.run(
-            [str(allure), "generate", "--config", str(config), "--output", str(output),
-             str(results)],
-            capture_output=True, text=True, check=False, timeout=600,
-        )
+        config.write_text(_config(conformance), encoding="utf-8")
+        try:
+            sh.Command(str(allure))("generate", "--config", str(config), "--output",
+                                    str(output), str(prepared),
+                                    _out=_stream, _err=_stream, _timeout=600,
+                                    _env={**os.environ, "ALLURE_NO_ANALYTICS": "true"})
+        except sh.ErrorReturnCode as exc:
+            raise LabError(f"allure generate failed (exit {exc.exit_code})") from exc
     index = output / "index.html"
-    if result.returncode != 0 or not index.is_file():
-        last = (result.stderr or result.stdout).strip().splitlines()
-        raise LabError(f"allure generate failed: {last[-1] if last else result.returncode}")
+    if not index.is_file():
+        raise LabError(f"allure generate wrote no {index}")
     return index
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    results = Path(args[0] if args else "reports/allure-results")
-    output = Path(args[1] if len(args) > 1 else "reports/html")
+    run = Path(args[0]) if args else Path("reports") / rundir.LATEST
     try:
-        index = build(results, output)
+        index = build(run.resolve())
     except LabError as exc:
         print(f"redis-mesh-lab: error: {exc}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ from typing import Any
 
 import redis
 
+from lab import acl
 from lab.errors import LabError
 from lab.state import LabState
 from lab.topology import Node
@@ -30,6 +31,7 @@ class DockerAccess:
     def __init__(self, state: LabState) -> None:
         self.state = state
         self._client: Any = None
+        self._credentials: acl.Credentials | None = None
 
     @property
     def docker(self) -> Any:
@@ -44,6 +46,12 @@ class DockerAccess:
     @property
     def admin_socket(self) -> Path:
         return self.state.directory / str(self.state.extra["admin_socket"])
+
+    def credentials(self) -> dict[str, str]:
+        """The lab's admin user (seam 4): node clients of the `Lab` handle authenticate."""
+        if self._credentials is None:
+            self._credentials = acl.load(self.state.directory)
+        return self._credentials.redis_kwargs()
 
     def proxy_client(self) -> redis.Redis:
         return redis.Redis(unix_socket_path=str(self.relay_socket), socket_timeout=10,
@@ -92,17 +100,23 @@ class DockerAccess:
         elif action == "freeze":
             container.pause()
         elif action == "unfreeze":
-            container.unpause()
+            if container.status == "paused":  # a killed-then-started node is not paused
+                container.unpause()
         else:
             self._network_fault(container, node, action)
 
     def _network_fault(self, container: Any, node: Node, action: str) -> None:
-        network = self.docker.networks.get(str(self.state.extra["network"]))
+        network_name = str(self.state.extra["network"])
+        network = self.docker.networks.get(network_name)
+        attached = network_name in (container.attrs.get("NetworkSettings") or {}).get(
+            "Networks", {})
         if action == "isolate":
-            network.disconnect(container)
+            if attached:
+                network.disconnect(container)
             return
-        aliases = list(self.state.extra["aliases"].get(node.name, []))
-        network.connect(container, ipv4_address=node.host, aliases=aliases)
+        if not attached:  # back with the same IP and DNS names
+            aliases = list(self.state.extra["aliases"].get(node.name, []))
+            network.connect(container, ipv4_address=node.host, aliases=aliases)
 
     def close(self) -> None:
         if self._client is not None:

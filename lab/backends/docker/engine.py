@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import uuid
 from typing import Any
 
 from lab import paths
@@ -18,6 +19,8 @@ LABEL_LAB = "redis-mesh-lab.lab"
 LABEL_HOME = "redis-mesh-lab.home"
 LABEL_ROLE = "redis-mesh-lab.role"
 LABEL_INPUTS = "redis-mesh-lab.inputs"  # on images: the hash of what they were built from
+LABEL_RUN = "redis-mesh-lab.run"  # the process that created it: a failed `up` removes its own
+RUN_ID = uuid.uuid4().hex[:12]
 
 HOW_TO_START = ("no Docker engine answers ({where}): start one with `dockerd &` (as root) "
                 "or Docker Desktop, or point DOCKER_HOST at one")
@@ -38,11 +41,14 @@ def container_name(lab: str, pod: str) -> str:
 
 
 def labels(lab: str, role: str) -> dict[str, str]:
-    return {LABEL_LAB: lab, LABEL_HOME: home_id(), LABEL_ROLE: role}
+    return {LABEL_LAB: lab, LABEL_HOME: home_id(), LABEL_ROLE: role, LABEL_RUN: RUN_ID}
 
 
-def label_filter(lab: str) -> list[str]:
-    return [f"{LABEL_LAB}={lab}", f"{LABEL_HOME}={home_id()}"]
+def label_filter(lab: str, this_run: bool = False) -> list[str]:
+    """Everything of the lab; with `this_run`, only what this process created (a failed
+    `up` must not remove what a concurrent `up` of the same name created)."""
+    wanted = [f"{LABEL_LAB}={lab}", f"{LABEL_HOME}={home_id()}"]
+    return [*wanted, f"{LABEL_RUN}={RUN_ID}"] if this_run else wanted
 
 
 def configure_reaper(client: Any) -> bool:
@@ -86,3 +92,17 @@ def available() -> str | None:
     except LabError as exc:
         return str(exc)
     return None
+
+
+def leftovers(lab: str) -> bool:
+    """Whether an engine answers and holds containers or networks of this lab."""
+    try:
+        client = connect()
+    except LabError:
+        return False
+    try:
+        wanted = {"label": label_filter(lab)}
+        return bool(client.containers.list(all=True, filters=wanted)
+                    or client.networks.list(filters=wanted))
+    finally:
+        client.close()

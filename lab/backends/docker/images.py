@@ -9,6 +9,8 @@ hash of its inputs; an image whose inputs did not change is reused.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import io
 import re
@@ -26,7 +28,7 @@ from lab.errors import LabError
 
 from .engine import LABEL_INPUTS
 
-RECIPE = "3"  # bump when the layout below changes
+RECIPE = "4"  # bump when the layout below changes
 ENVOY_UID = 1337  # Istio's istio-proxy uid: the capture rules exempt it
 PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -42,7 +44,7 @@ class Recipe:
     """One image: files to copy (destination -> source) and text files to write."""
 
     component: str
-    version: str
+    version_of: Callable[[], str]  # run only when the image must be built
     binaries: dict[str, str]  # path in the image -> path on the host (ldd'ed)
     files: dict[str, str] = field(default_factory=dict)  # path in the image -> host path
     texts: dict[str, str] = field(default_factory=dict)
@@ -50,30 +52,31 @@ class Recipe:
     dirs: dict[str, int] = field(default_factory=dict)  # path -> mode
     changes: list[str] = field(default_factory=list)
 
-    @property
+    @functools.cached_property
     def tag(self) -> str:
-        return f"redis-mesh-lab/{self.component}:{self.version}"
+        return f"redis-mesh-lab/{self.component}:{self.version_of()}"
 
 
 _LDD_LINE = re.compile(r"(?:=>\s*)?(/\S+)\s+\(0x")
 
 
-def shared_libraries(binary: str) -> list[str]:
-    """The absolute paths of the libraries the dynamic loader maps for `binary`."""
-    result = subprocess.run(["ldd", binary], capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        if "not a dynamic executable" in result.stdout + result.stderr:
-            return []
-        raise LabError(f"ldd {binary} failed: {result.stderr.strip() or result.stdout.strip()}")
-    return [m.group(1) for m in map(_LDD_LINE.search, result.stdout.splitlines()) if m]
+def shared_libraries(*objects: str) -> set[str]:
+    """The absolute paths of the libraries the dynamic loader maps for these files (one ldd)."""
+    result = subprocess.run(["ldd", *objects], capture_output=True, text=True, check=False)
+    found = {m.group(1) for m in map(_LDD_LINE.search, result.stdout.splitlines()) if m}
+    if result.returncode != 0 and not found:
+        raise LabError(f"ldd failed: {result.stderr.strip() or result.stdout.strip()}")
+    return found - set(objects)
 
 
-def _version(argv: list[str], pattern: str) -> str:
-    out = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
-    match = re.search(pattern, out.stdout + out.stderr)
-    if not match:
-        raise LabError(f"cannot read the version of {argv[0]}")
-    return match.group(1)
+def _version(argv: list[str], pattern: str) -> Callable[[], str]:
+    def run() -> str:
+        out = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
+        match = re.search(pattern, out.stdout + out.stderr)
+        if not match:
+            raise LabError(f"cannot read the version of {argv[0]}")
+        return match.group(1)
+    return run
 
 
 def _base(recipe: Recipe) -> Recipe:
@@ -109,8 +112,8 @@ def envoy_recipe() -> Recipe:
 def init_recipe() -> Recipe:
     """istio-init's job: iptables (the host's nft flavour, as the engine uses) and its plugins."""
     multi = _host_tool("xtables-nft-multi")
-    version = _version([multi, "iptables", "--version"], r"v(\d+\.\d+\.\d+)")
-    recipe = Recipe("istio-init", version, {"/usr/sbin/xtables-nft-multi": multi})
+    recipe = Recipe("istio-init", _version([multi, "iptables", "--version"], r"v(\d+\.\d+\.\d+)"),
+                    {"/usr/sbin/xtables-nft-multi": multi})
     for name in ("iptables", "iptables-save", "iptables-restore"):
         recipe.links[f"/usr/sbin/{name}"] = "xtables-nft-multi"
     plugins = Path(multi).resolve().parent.parent / "lib" / "x86_64-linux-gnu" / "xtables"
@@ -140,21 +143,25 @@ def _host_tool(name: str) -> str:
 
 def _closure(recipe: Recipe) -> dict[str, str]:
     """Every file of the image: binaries, their libraries (at the loader's paths), files."""
-    files = dict(recipe.files)
-    for dest, source in recipe.binaries.items():
-        files[dest] = source
-        for lib in shared_libraries(source):
-            files.setdefault(lib, str(Path(lib).resolve()))
+    files = {**recipe.files, **recipe.binaries}
+    for lib in sorted(shared_libraries(*recipe.binaries.values())):
+        files.setdefault(lib, str(Path(lib).resolve()))
     return files
 
 
-def inputs_hash(recipe: Recipe, files: dict[str, str]) -> str:
-    digest = hashlib.sha256(f"recipe {RECIPE} {recipe.tag}\n".encode())
-    for dest in sorted(files):
-        stat = Path(files[dest]).stat()
-        # size + mtime + path identify a file from a wheel or a package well enough and
-        # cost nothing; the content of small files is hashed too.
-        digest.update(f"{dest} {files[dest]} {stat.st_size} {stat.st_mtime_ns}\n".encode())
+# Installing or updating a shared library runs ldconfig, which rewrites this file: its
+# stat stands for "the libraries ldd would find" without running ldd on every `up`.
+LD_CACHE = "/etc/ld.so.cache"
+
+
+def inputs_hash(recipe: Recipe) -> str:
+    """What the image is made of, cheaply: paths, sizes and mtimes of its direct inputs."""
+    digest = hashlib.sha256(f"recipe {RECIPE} {recipe.component}\n".encode())
+    inputs = {**recipe.files, **recipe.binaries, "ld.so.cache": LD_CACHE}
+    for dest in sorted(inputs):
+        with contextlib.suppress(FileNotFoundError):
+            stat = Path(inputs[dest]).stat()
+            digest.update(f"{dest} {inputs[dest]} {stat.st_size} {stat.st_mtime_ns}\n".encode())
     for section in (recipe.texts, recipe.links, recipe.dirs):
         for key in sorted(section):
             digest.update(f"{key}={section[key]}\n".encode())
@@ -200,14 +207,13 @@ def _rootfs(recipe: Recipe, files: dict[str, str], out: Path) -> None:
 
 def ensure(client: Any, recipe: Recipe, say: Callable[[str], None] = lambda _: None) -> str:
     """The image's tag, built now unless an image with the same inputs exists."""
+    wanted = inputs_hash(recipe)
+    prefix = f"redis-mesh-lab/{recipe.component}:"
+    for image in client.images.list(filters={"label": f"{LABEL_INPUTS}={wanted}"}):
+        for tag in image.tags:
+            if tag.startswith(prefix):
+                return str(tag)
     files = _closure(recipe)
-    wanted = inputs_hash(recipe, files)
-    try:
-        image = client.images.get(recipe.tag)
-        if image.labels.get(LABEL_INPUTS) == wanted:
-            return recipe.tag
-    except Exception:  # docker.errors.ImageNotFound
-        pass
     say(f"building {recipe.tag}")
     with tempfile.TemporaryDirectory(prefix="rml-image-") as tmp:
         rootfs = Path(tmp) / "rootfs.tar"
@@ -218,7 +224,15 @@ def ensure(client: Any, recipe: Recipe, say: Callable[[str], None] = lambda _: N
             changes=[*recipe.changes, f"LABEL {LABEL_INPUTS}={wanted}"])
     if client.images.get(recipe.tag).labels.get(LABEL_INPUTS) != wanted:
         raise LabError(f"docker import of {recipe.tag} did not keep its {LABEL_INPUTS} label")
+    _prune(client)
     return recipe.tag
+
+
+def _prune(client: Any) -> None:
+    """Remove our images a rebuild left untagged (those still used by a lab stay)."""
+    for image in client.images.list(filters={"dangling": True, "label": LABEL_INPUTS}):
+        with contextlib.suppress(Exception):  # in use by a running lab: kept
+            client.images.remove(image.id)
 
 
 RECIPES: dict[str, Callable[[], Recipe]] = {

@@ -75,6 +75,7 @@ def create(client: Any, lab: str) -> tuple[Any, Addresses]:
         addresses = Addresses(str(subnet))
         network = Network(docker_network_kw={
             "driver": "bridge",
+            "check_duplicate": True,
             "labels": engine.labels(lab, "network"),
             "ipam": IPAMConfig(pool_configs=[IPAMPool(subnet=str(subnet),
                                                        gateway=addresses.gateway)]),

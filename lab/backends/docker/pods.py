@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab import model
+from lab import acl, model
 from lab.errors import LabError
 
 from . import engine, images, sidecar
@@ -31,6 +31,7 @@ class Pods:
     tags: dict[str, str]
     ips: dict[str, str]
     aliases: dict[str, list[str]]
+    credentials: acl.Credentials
 
     @property
     def side_dir(self) -> Path:
@@ -80,7 +81,7 @@ class Pods:
                                              remove=True, **in_client)
         return log + listing.decode(errors="replace")
 
-    def start_sidecar(self) -> None:
+    def start_sidecar(self, concurrency: int | None = None) -> None:
         """Envoy as uid 1337 in the client's network namespace; its files in the lab dir."""
         from testcontainers.core.container import DockerContainer
 
@@ -89,7 +90,8 @@ class Pods:
         (DockerContainer(self.tags["envoy"]).with_name(self.name(SIDECAR))
          .with_volume_mapping(str(self.side_dir), sidecar.CONFIG_DIR, "rw")
          .with_command(["-c", f"{sidecar.CONFIG_DIR}/{sidecar.CONFIG_FILE}",
-                        "--disable-hot-restart", "-l", "warning", "--drain-time-s", "1"])
+                        "--disable-hot-restart", "-l", "warning", "--drain-time-s", "1",
+                        *(["--concurrency", str(concurrency)] if concurrency else [])])
          .with_kwargs(labels=engine.labels(self.lab, SIDECAR),
                       network_mode=f"container:{self.name(CLIENT_POD)}",
                       user=f"{images.ENVOY_UID}:{images.ENVOY_UID}", detach=True)
@@ -97,10 +99,11 @@ class Pods:
 
     def create_cluster(self, pods: list[str]) -> str:
         """The tutorial's `kubectl exec redis-cluster-0 -- redis-cli --cluster create ...`."""
-        argv = ["redis-cli", "--cluster", "create",
+        argv = ["redis-cli", *self.credentials.cli_args(), "--cluster", "create",
                 *[f"{self.ips[p]}:{model.REDIS_PORT}" for p in pods],
                 "--cluster-replicas", "1", "--cluster-yes"]
-        result = self.client.containers.get(self.name(pods[0])).exec_run(argv)
+        result = self.client.containers.get(self.name(pods[0])).exec_run(
+            argv, environment=self.credentials.cli_env())  # the password never in argv
         output = result.output.decode(errors="replace")
         log = f"docker exec {self.name(pods[0])} " + " ".join(argv) + "\n" + output
         if result.exit_code != 0:

@@ -64,9 +64,21 @@ def not_ready_reason(kind: str, obj: dict[str, Any]) -> str | None:
     raise LabError(f"no readiness rule for {kind}")
 
 
+KUBE_EXTRA = "the kind/existing backends need the [kube] extra: pip install 'redis-mesh-lab[kube]'"
+
+
+def require_kubernetes() -> None:
+    """One line instead of an ImportError when the optional Kubernetes packages are missing."""
+    try:
+        import kubernetes  # noqa: F401
+    except ImportError:
+        raise LabError(KUBE_EXTRA) from None
+
+
 def _api_errors(func: Callable[..., T]) -> Callable[..., T]:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> T:
+        require_kubernetes()
         from kubernetes.client.rest import ApiException
         from kubernetes.dynamic.exceptions import DynamicApiError
         from urllib3.exceptions import HTTPError
@@ -92,6 +104,7 @@ class ClientApi:
 
     def _dyn(self) -> Any:
         if self._dynamic is None:
+            require_kubernetes()
             from kubernetes import config, dynamic
 
             if not self.kubeconfig.is_file():

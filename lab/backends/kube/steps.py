@@ -248,7 +248,7 @@ def _mesh(layout: Layout, spec: LabSpec, options: UpOptions) -> list[Step]:
         dump = ex.run(layout.exec_in(pod, "istio-proxy", "pilot-agent", "request", "GET",
                                      "config_dump"), timeout=60).stdout
         clusters = ex.run(layout.exec_in(pod, "istio-proxy", "pilot-agent", "request", "GET",
-                                         "clusters"), timeout=60).stdout
+                                         "clusters?format=json"), timeout=60).stdout
         return readiness.sidecar_not_ready(dump, clusters, ex.context[VIP.key], redis_port,
                                            sts.replicas)
 
@@ -258,7 +258,7 @@ def _mesh(layout: Layout, spec: LabSpec, options: UpOptions) -> list[Step]:
         "Wait for the client sidecar's Redis proxy",
         f"the client sidecar's config_dump has {readiness.REDIS_PROXY} on listener "
         f"{VIP.label}_{redis_port} and its /clusters lists {sts.replicas} hosts of "
-        f"{readiness.REDIS_CLUSTER} ({dump_cmd}; the same with GET clusters)",
+        f"{readiness.REDIS_CLUSTER} ({dump_cmd}; the same with GET clusters?format=json)",
         180, sidecar, interval=3))
 
     def topology(ex: Executor) -> list[dict[str, Any]]:

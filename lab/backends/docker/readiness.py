@@ -1,0 +1,116 @@
+"""Waiting for a docker lab's parts, each on an observable condition with a deadline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import redis
+from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
+
+from lab import acl, model
+from lab.envoy.admin import CLUSTERS_JSON, parse_hosts
+from lab.errors import LabError
+from lab.topology import Node, Topology, from_cluster_slots
+
+from . import admin
+
+CLUSTER_PROXY = "custom-redis-cluster"
+
+
+class NotReady(Exception):
+    pass
+
+
+def retry_until(seconds: float, interval: float = 0.05) -> Any:
+    return retry(stop=stop_after_delay(seconds), wait=wait_fixed(interval),
+                 retry=retry_if_exception_type((NotReady, redis.RedisError, OSError)),
+                 reraise=True)
+
+
+def node_client(ip: str, credentials: acl.Credentials, timeout: float = 2) -> redis.Redis:
+    """The lab's tooling talks to nodes as the lab's admin user."""
+    return redis.Redis(ip, model.REDIS_PORT, socket_timeout=timeout, protocol=2,
+                       username=credentials.username, password=credentials.password)
+
+
+def wait_ping(nodes: list[Node], credentials: acl.Credentials) -> None:
+    for node in nodes:
+        @retry_until(20)
+        def ping(node: Node = node) -> None:
+            with node_client(node.host, credentials, 1) as conn:
+                conn.ping()
+        try:
+            ping()
+        except (redis.RedisError, OSError) as exc:
+            raise LabError(f"{node.name} ({node.host}) does not answer PING: {exc}") from None
+
+
+def wait_cluster(nodes: list[Node], names_by_address: dict[str, str],
+                  credentials: acl.Credentials) -> Topology:
+    def name_of(host: str, port: int) -> str:
+        return names_by_address.get(f"{host}:{port}", f"{host}:{port}")
+
+    @retry_until(30, 0.1)
+    def converged() -> Topology:
+        for node in nodes:
+            with node_client(node.host, credentials) as conn:
+                info = conn.execute_command("CLUSTER", "INFO")
+                text = info.decode() if isinstance(info, bytes) else str(info)
+                if "cluster_state:ok" not in text:
+                    raise NotReady(f"{node.name}: cluster_state not ok")
+        with node_client(nodes[0].host, credentials) as conn:
+            reply = conn.execute_command("CLUSTER", "SLOTS", NEVER_DECODE=True)
+        topology = from_cluster_slots(reply, name_of)
+        if len(topology.shards) != 3 or any(len(s.replicas) != 1 for s in topology.shards):
+            raise NotReady("CLUSTER SLOTS does not show 3 shards with a replica each yet")
+        return topology
+
+    try:
+        return converged()
+    except (NotReady, RetryError, redis.RedisError, OSError) as exc:
+        raise LabError(f"the cluster did not converge: {exc}") from None
+
+
+def wait_envoy(socket_path: Path, expected: int, client: Any, container_name: str) -> None:
+    @retry_until(30, 0.05)
+    def healthy() -> None:
+        status = client.containers.get(container_name).status
+        if status in ("exited", "dead"):
+            logs = client.containers.get(container_name).logs(tail=5).decode(errors="replace")
+            raise LabError(f"Envoy exited: {' | '.join(logs.strip().splitlines())}")
+        hosts = parse_hosts(admin.admin_get(socket_path, CLUSTERS_JSON), CLUSTER_PROXY)
+        ok = [h for h, flags in hosts.items() if flags == "healthy"]
+        if len(ok) != expected:
+            raise NotReady(f"{len(ok)}/{expected} hosts of {CLUSTER_PROXY} healthy")
+
+    try:
+        healthy()
+    except (NotReady, OSError) as exc:
+        raise LabError(f"Envoy did not become ready: {exc}") from None
+
+
+def wait_admin(socket_path: Path, client: Any, container_name: str) -> None:
+    """Envoy is up and its config is loaded (a mutant's proxy may well be broken)."""
+    @retry_until(30, 0.05)
+    def loaded() -> None:
+        if client.containers.get(container_name).status in ("exited", "dead"):
+            raise LabError("Envoy exited after reconfigure")
+        if "LIVE" not in admin.admin_get(socket_path, "/server_info"):
+            raise NotReady("Envoy is not LIVE yet")
+
+    try:
+        loaded()
+    except (NotReady, OSError) as exc:
+        raise LabError(f"Envoy did not come back: {exc}") from None
+
+
+def redis_version(ip: str, credentials: acl.Credentials) -> str:
+    with node_client(ip, credentials) as conn:
+        return str(conn.info("server").get("redis_version", ""))
+
+
+def admin_version(socket_path: Path) -> str:
+    version = str(json.loads(admin.admin_get(socket_path, "/server_info")).get("version", ""))
+    return version.split("/")[1] if "/" in version else version

@@ -1,0 +1,119 @@
+"""The single-file HTML report: verdicts on the landing view, the implementation on every
+test, a link to conformance.yaml, and no network request when opened (headless Chromium)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lab.reporting import html
+from tests.chromium import chromium, open_page
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.skipif(not shutil.which("npm") or not chromium(),
+                                reason="needs npm (Allure Report 3) and chromium")
+
+CONFTEST = '''
+import pytest
+
+class _Lab:
+    """Stands in for a lab: the report only needs what it says about the implementation."""
+    captures: list = []
+
+    def implementation(self):
+        return {"lab": "html", "backend": "local", "envoyVersion": "1.40.0",
+                "redisVersion": "6.2.5", "readPolicy": "MASTER", "mirrorEnabled": True,
+                "controlPlane": "builtin patcher", "envoyfilters": ["break-reads.yaml"]}
+
+    def diagnostics(self):
+        return {"cluster-nodes.txt": "(nodes)"}
+
+@pytest.fixture(scope="session")
+def lab():
+    return _Lab()
+'''
+
+SUITE = '''
+import pytest
+
+@pytest.mark.feature("Sharding")
+def test_keys(lab):
+    """Every key lands on the master that owns its slot"""
+
+@pytest.mark.feature("ReadPolicyReplica")
+def test_reads(lab):
+    """Every read reaches the key's replica, never its master"""
+    assert False, "GET reached redis-cluster-0 (a master)"
+'''
+READY = "document.body.innerText.includes('Sharding: success')"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    project = tmp_path_factory.mktemp("html-project")
+    (project / "conftest.py").write_text(CONFTEST)
+    (project / "test_suite.py").write_text(SUITE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REDIS_MESH_LAB_")}
+    env["REDIS_MESH_LAB_TOOLS"] = str(ROOT / ".tools")  # one Allure install for every test
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"],
+                          cwd=project, capture_output=True, text=True, timeout=120,
+                          env={**env, "PYTHONPATH": str(ROOT)}, check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    os.environ.setdefault("REDIS_MESH_LAB_TOOLS", env["REDIS_MESH_LAB_TOOLS"])
+    latest = (project / "reports" / "latest").resolve()
+    html.build(latest)
+    return latest
+
+
+def test_allure_output_carries_an_analytics_tag_that_build_removes(run: Path, tmp_path: Path):
+    raw = html.generate(run, tmp_path / "raw").read_text(encoding="utf-8")
+    assert "googletagmanager.com" in raw  # what Allure 3.18 writes into every page
+    assert "googletagmanager" not in html.strip_analytics(raw)
+    assert "googletagmanager" not in (run / "html" / "index.html").read_text(encoding="utf-8")
+
+
+def test_opening_the_report_requests_nothing_from_the_network(run: Path, tmp_path: Path):
+    page = open_page((run / "html" / "index.html").as_uri(), READY)
+    assert page.requests, "the network log recorded nothing: the check would be void"
+    assert all(url.startswith(("file://", "data:")) for url in page.requests), [
+        url[:80] for url in page.requests if not url.startswith(("file://", "data:"))]
+    (tmp_path / "landing.png").write_bytes(page.screenshot)
+
+
+def test_the_network_check_sees_a_remote_request(run: Path, tmp_path: Path):
+    """The same check fails a page that loads a remote script (as Allure's tag would)."""
+    page_file = tmp_path / "index.html"
+    page_file.write_text((run / "html" / "index.html").read_text(encoding="utf-8").replace(
+        "</head>", '<script async src="https://www.googletagmanager.com/gtag/js"></script>'
+        "</head>", 1), encoding="utf-8")
+    page = open_page(page_file.as_uri(), READY)
+    assert any(url.startswith("https://www.googletagmanager.com/") for url in page.requests)
+
+
+def test_landing_view_lists_every_feature_with_its_verdict(run: Path):
+    page = open_page((run / "html" / "index.html").as_uri(), READY)
+    for line in ("Sharding: success", "ReadPolicyReplica: failure",
+                 "TopologyDiscovery: notCovered", "WriteMirroring: notCovered",
+                 "profile tutorial failure"):
+        assert line in page.text, line
+    for panel in ("backend", "local", "envoy", "1.40.0", "read policy", "MASTER",
+                  "break-reads.yaml"):
+        assert panel in page.text, panel
+
+
+def test_every_test_shows_the_implementation_and_links_the_verdicts(run: Path):
+    data = json.loads((run / "html" / "test-results.json").read_text())
+    failed = next(t for t in data["byId"].values() if t["status"] == "failed")
+    assert failed["name"] == "Every read reaches the key's replica, never its master"
+    page = open_page(f"{(run / 'html' / 'index.html').as_uri()}#/{failed['id']}",
+                     "document.body.innerText.includes('conformance.yaml')")
+    for text in ("read policy", "MASTER", "mirror", "Envoy", "1.40.0", "extra EnvoyFilters",
+                 "break-reads.yaml", "conformance.yaml (this run's verdicts)"):
+        assert text.lower() in page.text.lower(), text
+    assert "_redis_mesh_lab" not in page.text  # no internal fixture in Set up

@@ -30,6 +30,7 @@ from suites import (
     test_ext_read_policies,
     test_ext_regressions,
     test_ext_resharding,
+    test_ext_scale_out,
     test_ext_transactions,
 )
 from tests.conftest import needs_binaries, processes_under
@@ -43,6 +44,8 @@ CONFIGURATIONS = {
     "master": {"read_policy": "MASTER"},
     "any": {"read_policy": "ANY"},
     "nomirror": {"mirror": False},
+    "noredirect": {"read_policy": "PREFER_REPLICA", "envoyfilters": (
+        manifests_dir() / "mutants" / "no-redirection.yaml",)},
     "slowrefresh": {"envoyfilters": (
         manifests_dir() / "mutants" / "ext-slow-topology-refresh.yaml",)},
 }
@@ -190,3 +193,9 @@ def test_failover_fails_when_envoy_refreshes_its_topology_slowly(labs):
 def test_variant_labs_are_what_they_say(labs):
     assert labs("master").state.read_policy == "MASTER"
     assert Path(labs("master").state.directory).is_dir()
+
+
+def test_scale_out_fails_when_envoy_does_not_follow_moved(labs):
+    """mutant no-redirection: right after the rebalance the client sees MOVED"""
+    _fails(test_ext_scale_out.test_a_shard_added_with_add_node_and_rebalance_is_served,
+           _variant(labs("noredirect")))

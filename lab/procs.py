@@ -159,6 +159,21 @@ def terminate(process: Process, grace: float = 5.0, sig: int = signal.SIGTERM) -
         os.close(fd)
 
 
+def send(process: Process, sig: int) -> None:
+    """Send `sig` if the pid is still the recorded process (checked through a pidfd, as
+    `terminate` does); a process that is gone is left alone."""
+    try:
+        fd = os.pidfd_open(process.pid)
+    except OSError:
+        return
+    try:
+        if alive(process):
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(fd, sig)
+    finally:
+        os.close(fd)
+
+
 def stop(pid: int, expect: str | None = None, grace: float = 5.0) -> None:
     """SIGTERM, wait up to `grace` seconds, then SIGKILL. A pid that is not ours is left."""
     if not running(pid, expect):

@@ -115,9 +115,19 @@ def _selection(config: pytest.Config) -> list[str]:
     return why
 
 
+def _also(config: pytest.Config) -> set[str]:
+    """--lab-also: features run besides the profile's (`nox -s e2e` adds Resharding)."""
+    names = {f.strip() for f in (options.text(config, "--lab-also") or "").split(",") if f.strip()}
+    unknown = sorted(names - set(ALL))
+    if unknown:
+        raise pytest.UsageError(f"--lab-also: unknown feature {', '.join(unknown)}; "
+                                f"valid features: {', '.join(ALL)}")
+    return names
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     profile = config.stash[_COLLECTOR].profile
-    wanted = set(PROFILES[profile])
+    wanted = set(PROFILES[profile]) | _also(config)
     featured = False
     for item in items:
         features = _features(item)
@@ -333,6 +343,15 @@ def pytest_runtest_call(item: pytest.Item) -> None:
     handle.captures = []
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """Seam 3: revert the faults a test left in place (a stopped node is started again)."""
+    handle = getattr(item, "funcargs", {}).get("lab")
+    faults = getattr(handle, "faults", None)
+    if faults is not None and faults.active:
+        faults.undo_all()
+
+
 class _Shown:
     """A parameter value Allure shows as it is (it quotes plain strings: 'local')."""
 
@@ -404,7 +423,9 @@ class _Recorder:
         if _IMPLEMENTATION in props:
             self.collector.record_implementation(json.loads(str(props[_IMPLEMENTATION])))
         reason = ""
-        if report.skipped and isinstance(report.longrepr, tuple):
+        if getattr(report, "wasxfail", None) is not None:  # expected failure: keep why
+            reason = f"xfail: {report.wasxfail}" if report.wasxfail else "xfail"
+        elif report.skipped and isinstance(report.longrepr, tuple):
             reason = str(report.longrepr[2]).removeprefix("Skipped: ")
         elif report.failed:
             crash = getattr(report.longrepr, "reprcrash", None)

@@ -4,54 +4,78 @@ from __future__ import annotations
 
 import allure
 import pytest
+from redis.crc import key_slot
 
-from lab.slots import key_slot
-
-from .keys import TUTORIAL_KEYS, ok, text, token
+from .keys import TUTORIAL_KEYS, errors, run_keys, show, through_proxy, wait_all_replicated
 
 
-def _keys_on(lab, node, match: str) -> set[str]:
-    return {text(k) or "" for k in lab.client(node).scan_iter(match=match, count=1000)}
+def _held(lab, node, wanted: set[bytes]) -> set[bytes]:
+    """Which of `wanted` the node holds (SCAN on the node itself: no redirection)."""
+    found = set()
+    for key in lab.client(node).scan_iter(count=1000):
+        if key in wanted:
+            found.add(key)
+    return found
+
+
+def _values(lab, node, keys: list[bytes]) -> list[object]:
+    client = lab.client(node, readonly=True)  # a replica serves reads of its slots
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.get(key)
+    return list(pipe.execute(raise_on_error=False))
 
 
 @pytest.mark.feature("Sharding")
 def test_tutorial_keys_land_as_the_tutorial_shows(lab):
     """set a..h through the proxy: b,f on 0-5460; c,g on 5461-10922; a,d,e,h on 10923-16383"""
-    for key in TUTORIAL_KEYS:
-        with allure.step(f"set {key} {key}"):
-            assert ok(lab.proxy.execute_command("SET", key, key))
-    for shard in lab.topology.shards:
-        lab.wait_replicated(shard.master)
-    for shard in lab.topology.shards:
-        expected = {k for k, (first, last) in TUTORIAL_KEYS.items()
-                    if (first, last) in shard.slots}
-        assert expected, f"no shard with the tutorial's ranges: {shard.slots}"
-        for node in shard.nodes:
-            with allure.step(f"SCAN MATCH ? on {node.name} at {lab.address(node)}"):
-                found = _keys_on(lab, node, "?") & set(TUTORIAL_KEYS)
-            assert found == expected, f"{node.name} holds {sorted(found)}"
+    with run_keys(lab) as keys:
+        names = keys.take(TUTORIAL_KEYS)
+        values = {key: keys.value(key.decode()) for key in names}
+        for key, value in values.items():
+            with allure.step(f"set {key.decode()} <a value unique to this run>"):
+                replies = through_proxy(lab, [("SET", key, value)])
+                assert not errors(replies), replies
+        wait_all_replicated(lab)
+        topology = lab.topology
+        for key in names:
+            first, last = TUTORIAL_KEYS[key.decode()]
+            assert first <= key_slot(key) <= last  # the tutorial's ranges are CRC16's
+        for shard in topology.shards:
+            expected = sorted(k for k in names if (*TUTORIAL_KEYS[k.decode()],) in shard.slots)
+            assert expected, f"no shard with the tutorial's ranges: {shard.slots}"
+            for node in shard.nodes:
+                with allure.step(f"GET on {node.name} at {lab.address(node)}"):
+                    got = _values(lab, node, expected)
+                assert got == [values[k] for k in expected], \
+                    f"{node.name} does not hold this run's values of {expected}"
+            others = [n for n in topology.nodes if n not in shard.nodes]
+            for node in others:
+                assert not _held(lab, node, set(expected)), f"{node.name} holds {expected}"
 
 
 @pytest.mark.feature("Sharding")
 def test_random_keys_land_on_their_slot_owner_only(lab):
-    """A few hundred random keys: each on CRC16(key) mod 16384's master and replica, nowhere else"""
-    prefix = f"sharding-{token()}"
-    keys = [f"{prefix}-{i}" for i in range(300)]
-    with allure.step(f"set {len(keys)} keys through the proxy (no MOVED/ASK to the client)"):
-        for key in keys:
-            assert ok(lab.proxy.execute_command("SET", key, "v")), key
-    for shard in lab.topology.shards:
-        lab.wait_replicated(shard.master)
-    placed: dict[str, set[str]] = {}
-    for node in lab.nodes:
-        with allure.step(f"SCAN MATCH {prefix}-* on {node.name} at {lab.address(node)}"):
-            placed[node.name] = _keys_on(lab, node, f"{prefix}-*")
-    for shard in lab.topology.shards:
-        owned = {k for k in keys if shard.owns(key_slot(k))}
-        assert owned, f"no random key fell on shard {shard.slots}"
-        for node in shard.nodes:
-            assert placed[node.name] == owned, f"{node.name} does not hold exactly its slots' keys"
-    assert sum(len(v) for v in placed.values()) == 2 * len(keys)
-    with allure.step("read every key back through the proxy"):
-        for key in keys:
-            assert text(lab.proxy.execute_command("GET", key)) == "v"
+    """Random binary keys with every first byte: each on CRC16(key) mod 16384's master and
+    replica, nowhere else; the client never sees MOVED/ASK"""
+    topology = lab.topology
+    with run_keys(lab) as keys:
+        written = keys.spread(topology, per_shard=40)
+        values = {key: keys.value() for key in written}
+        with allure.step(f"set {len(written)} keys through the proxy (no MOVED/ASK)"):
+            replies = through_proxy(lab, [("SET", k, v) for k, v in values.items()])
+        assert not errors(replies), f"the client saw errors: {errors(replies)[:3]}"
+        wait_all_replicated(lab)
+        wanted = set(written)
+        for shard in topology.shards:
+            owned = sorted(k for k in written if shard.owns(key_slot(k)))
+            assert owned, f"no key fell on shard {shard.slots}"
+            for node in shard.nodes:
+                with allure.step(f"SCAN on {node.name} at {lab.address(node)}"):
+                    held = _held(lab, node, wanted)
+                assert held == set(owned), \
+                    f"{node.name}: {len(held - set(owned))} keys it does not own, " \
+                    f"{len(set(owned) - held)} of its keys missing " \
+                    f"(e.g. {[show(k) for k in list(held ^ set(owned))[:2]]})"
+                assert _values(lab, node, owned) == [values[k] for k in owned], \
+                    f"{node.name} does not hold this run's values"

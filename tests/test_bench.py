@@ -141,3 +141,43 @@ def test_envoy_runs_with_the_concurrency_asked_for(no_leaks: Path):
 @pytest.mark.skipif(shutil.which("redis-benchmark") is None, reason="no redis-tools")
 def test_redis_benchmark_is_found_and_is_7():
     assert redisbench.version(redisbench.find()).startswith("7.")
+
+
+@needs_binaries
+@pytest.mark.integration
+@pytest.mark.skipif(shutil.which("redis-benchmark") is None, reason="no redis-tools")
+def test_bench_script_end_to_end_quick(no_leaks: Path, tmp_path: Path):
+    """benchmarks/run.py with the smallest settings: one lab, one rep, short runs."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    done = subprocess.run(
+        [sys.executable, "benchmarks/run.py", "--reps", "1", "--seconds", "0.2",
+         "--configs", "off:1", "--ups", "1", "--ready-backends", "local", "--no-suite",
+         "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = json.loads((tmp_path / "benchmarks.json").read_text())
+    (config,) = figures["ProxyOverhead"]
+    assert config["mirror"] is False and config["envoy_concurrency"] == 1
+    assert [c["test"] for c in config["cases"]][:4] == ["SET", "GET", "INCR", "MSET (10 keys)"]
+    assert all(c["ratio_median"] > 0 for c in config["cases"])
+    assert "| MSET P16 |" in (tmp_path / "benchmarks.md").read_text()
+
+
+def test_reproducibility_compares_median_ratios_case_by_case():
+    from lab.bench import compare
+
+    def figures(set_ratio: float, get_ratio: float) -> dict:
+        cases = [{"test": "SET", "pipeline": 1, "ratio_median": set_ratio},
+                 {"test": "GET", "pipeline": 16, "ratio_median": get_ratio}]
+        return {"ProxyOverhead": [{"mirror": True, "envoy_concurrency": 2, "cases": cases}]}
+
+    rows = compare.compare(figures(0.55, 0.30), figures(0.50, 0.40))
+    assert [(r["test"], r["change_pct"], r["within"]) for r in rows] == [
+        ("SET", 10.0, True), ("GET", -25.0, False)]
+    text = compare.markdown(rows, "now", "then")
+    assert "1 of 2 median ratios within +-10%" in text
+    assert "| mirror on, --concurrency 2 | GET P16 | 0.30 | 0.40 | -25.0% **(outside)** |" in text

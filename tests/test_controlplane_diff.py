@@ -128,17 +128,40 @@ def _replace_missing_filter(doc: dict[str, Any]) -> None:
 class Edge:
     change: Callable[[dict[str, Any]], None] | None
     builtin: str  # "error" | "applied"
-    istiod: str  # "ignored" | "applied" | "rejected"
-    extra_first: bool = False  # priority case: a second filter with a lower priority
+    istiod: str  # "ignored" | "applied" | "error" (refused as a whole) | "rejected" (by Envoy)
+    extra: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # a filter added after
+
+
+def _read_master_first(doc: dict[str, Any]) -> dict[str, Any]:
+    """The lab's REPLACE again, read_policy MASTER, priority -1: Istio applies it first."""
+    doc["metadata"]["name"] = "zz-read-master-first"
+    doc["spec"]["priority"] = -1
+    doc["spec"]["configPatches"][0]["patch"]["value"]["typed_config"]["settings"][
+        "read_policy"] = "MASTER"
+    return doc
+
+
+def _merge_read_master(doc: dict[str, Any]) -> dict[str, Any]:
+    """MERGE read_policy MASTER into the redis proxy: MASTER is the enum's zero value."""
+    patch = doc["spec"]["configPatches"][0]
+    patch["match"]["listener"]["filterChain"]["filter"]["name"] = PROXY_FILTER
+    typed = patch["patch"]["value"]["typed_config"]
+    patch["patch"] = {"operation": "MERGE", "value": {"typed_config": {
+        "@type": typed["@type"], "settings": {"read_policy": "MASTER"}}}}
+    doc["metadata"]["name"] = "merge-read-master"
+    return doc
 
 
 EDGE_CASES = {
     "no match (listener name)": Edge(_no_match, "error", "ignored"),
     "wrong filter name (envoy.tcp_proxy)": Edge(_wrong_filter_name, "error", "ignored"),
     "unrendered ${REDIS_VIP}": Edge(_unrendered_vip, "error", "ignored"),
-    "v2 type URL": Edge(_v2_type_url, "error", "rejected"),
+    "v2 type URL": Edge(_v2_type_url, "error", "error"),
     "REPLACE on a missing filter": Edge(_replace_missing_filter, "error", "ignored"),
-    "priority -1 filter first (MASTER)": Edge(None, "applied", "applied", extra_first=True),
+    "priority -1 filter first (MASTER)": Edge(None, "error", "applied",
+                                              extra=_read_master_first),
+    "MERGE read_policy: MASTER (enum zero value)": Edge(None, "applied", "applied",
+                                                        extra=_merge_read_master),
 }
 
 
@@ -151,13 +174,8 @@ def _outcome(rendered: Rendered, vip: str) -> str:
 
 
 def _edge_inputs(spec: model.LabSpec, edge: Edge) -> tuple[model.LabSpec, list[dict[str, Any]]]:
-    if edge.extra_first:
-        doc = _proxy_doc(spec)
-        doc["metadata"]["name"] = "zz-read-master-first"
-        doc["spec"]["priority"] = -1
-        doc["spec"]["configPatches"][0]["patch"]["value"]["typed_config"]["settings"][
-            "read_policy"] = "MASTER"
-        return spec, [doc]
+    if edge.extra is not None:
+        return spec, [edge.extra(_proxy_doc(spec))]
     without = dataclasses.replace(spec, envoyfilters=tuple(
         m for m in spec.envoyfilters if m.relpath == model.CLUSTER_FILTER))
     doc = _proxy_doc(spec)
@@ -180,6 +198,13 @@ def test_edge_case_outcomes_are_the_documented_ones(renderer: Renderer, case: st
     if edge.istiod == "ignored":  # and the lab names the filter istiod ignored, in one line
         lines = istiod.unmatched(real.config_dump or {}, extra)
         assert len(lines) == 1 and "EnvoyFilter istio-system/add-redis-proxy" in lines[0]
+    if edge.extra is _read_master_first:  # priority first: MASTER wins, the lab's is ignored
+        assert "priority" in (builtin.error or "") or "matched nothing" in (builtin.error or "")
+        settings = compare.parts(real.config_dump or {}, vip)[f"listener {vip}_6379 filters"][
+            0]["typed_config"]["settings"]
+        assert settings.get("read_policy", "MASTER") == "MASTER"
+        lines = istiod.unmatched(real.config_dump or {}, [*spec.envoyfilter_documents, *extra])
+        assert lines == [], lines  # the lab's REPLACE left a redis proxy: nothing is missing
 
 
 def test_edge_case_table_is_in_the_readme() -> None:

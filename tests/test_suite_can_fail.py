@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lab import mutants
+from lab.mutations import evaluate
 from lab.paths import manifests_dir
 from tests.conftest import ROOT, cli, needs_binaries
 
@@ -66,7 +68,9 @@ def test_read_policy_master_fails_replica_reads_only(no_leaks: Path, tmp_path: P
     assert _results(report) == {"TopologyDiscovery": "success", "Sharding": "success",
                                 "ReadPolicyReplica": "failure", "WriteMirroring": "success"}
     failed = [t["test"] for t in report["profiles"][0]["failedTests"]]
-    assert failed == ["suites/test_read_policy.py::test_reads_reach_only_the_replica"]
+    assert failed == ["suites/test_read_policy.py::test_reads_reach_only_the_replica",
+                      "suites/test_read_policy.py::"
+                      "test_replica_down_reads_are_not_served_by_the_master"]
     # the failure carries its evidence: MONITOR capture and Envoy/cluster diagnostics
     result = next(json.loads(p.read_text()) for p in results.glob("*-result.json")
                   if "test_reads_reach_only_the_replica" in p.read_text())
@@ -121,3 +125,25 @@ def test_ignored_proxy_patch_is_refused_by_up(no_leaks: Path, tmp_path: Path):
     assert up.returncode == 2, up.stderr
     assert "istio/envoyfilter-redis-proxy-with-mirror.yaml" in up.stderr.splitlines()[-1]
     assert not (no_leaks / "ignored").exists()
+
+
+# A few entries of the catalogue (manifests/mutants/), one per kind of breakage: `nox -s
+# mutations` runs them all; here each is brought up with `up --envoyfilter` and judged by the
+# same verdict recorder.
+CATALOGUE_SAMPLE = ("tcp-proxy-left", "catch-all-to-passthrough", "mirror-fraction-99",
+                    "read-policy-prefer-replica", "no-redirection", "seed-one-replica")
+
+
+@pytest.mark.parametrize("name", CATALOGUE_SAMPLE)
+def test_catalogue_mutants_fail_exactly_what_they_declare(no_leaks: Path, tmp_path: Path,
+                                                          name: str):
+    mutant = mutants.get(name)
+    up = cli("up", "--name", "mutant", "--envoyfilter", str(mutant.path))
+    assert up.returncode == 0, up.stderr
+    try:
+        verdict = evaluate(mutant.name, mutant.description, mutant.expect_fail, lab="mutant",
+                           profile=mutant.profile, reports=tmp_path)
+    finally:
+        cli("down", "--name", "mutant")
+    assert verdict.verdict == ("passed" if mutant.conforming else "caught"), verdict
+    assert set(verdict.failed) == set(mutant.expect_fail)

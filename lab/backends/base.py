@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from lab.model import DEFAULT_READ_POLICY
@@ -22,6 +24,8 @@ class UpOptions:
     context: str | None = None
     preload_images: bool = False  # kind: `kind load` the images (for offline use)
     dry_run: bool = False
+    # Seam 1: extra EnvoyFilter files applied after the lab's own (a mutant lab).
+    envoyfilters: tuple[Path, ...] = ()
     keep: bool = False  # leave what a failed `up` created, for debugging (kind/existing)
     envoy_concurrency: int | None = None  # local: Envoy's --concurrency (None: Envoy's default)
     control_plane: str = "builtin"  # local: "builtin" (our patcher) or "istiod" (real istiod)
@@ -53,7 +57,19 @@ class Access(Protocol):
         """The logs of the lab's processes or pods, by name."""
         ...
 
+    def fault(self, node: Node, action: str) -> None:
+        """Seam 3: inject or revert a fault on one node or the mirror (one of FAULTS).
+
+        kill (SIGKILL), stop (graceful), start (back with its data and nodes.conf), freeze /
+        unfreeze (SIGSTOP / SIGCONT), isolate / reconnect (cut off from the other nodes and
+        the proxy). A backend that cannot do one raises LabError saying why.
+        """
+        ...
+
     def close(self) -> None: ...
+
+
+FAULTS = ("kill", "stop", "start", "freeze", "unfreeze", "isolate", "reconnect")
 
 
 class Backend(Protocol):
@@ -70,3 +86,8 @@ class Backend(Protocol):
         ...
 
     def access(self, state: LabState) -> Access: ...
+
+    def reconfigure(self, name: str, envoyfilters: Sequence[Path | str],
+                    progress: Progress) -> LabState:
+        """Seam 1: swap a running lab's extra EnvoyFilters and restart only its Envoy."""
+        ...

@@ -12,6 +12,7 @@ import functools
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import redis
 from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from lab import acl, binaries, locks, model, paths, ports, procs
+from lab.backends import local_envoy, local_faults
 from lab.backends.base import Access, UpOptions
 from lab.controlplane import addresses as cp_addresses
 from lab.controlplane import istiod as cp_istiod
@@ -132,6 +134,10 @@ class LocalAccess:
         if self.state.extra.get("control_plane") == cp_istiod.NAME:
             logs.update(cp_istiod.diagnostics(self.state.extra, self.state.directory / "logs"))
         return logs
+
+    def fault(self, node: Node, action: str) -> None:
+        """Seam 3 (lab/backends/local_faults.py)."""
+        local_faults.fault(self.state, node, action, self.credentials())
 
     def close(self) -> None:
         pass
@@ -270,7 +276,8 @@ class LocalBackend:
             with progress.step(f"start Envoy, wait for {sts.replicas} healthy hosts"):
                 self._start_envoy(envoy, spec, vips, plan=plan, admin_socket=admin_socket,
                                   label=label, journal=journal, holds=holds, options=options)
-                self._wait_envoy(admin, sts.replicas, journal.processes[-1], directory)
+                self._wait_ready(admin, bool(mutant), sts.replicas, journal.processes[-1],
+                                 directory)
         finally:
             holds.release_all()
         if block:
@@ -343,7 +350,7 @@ class LocalBackend:
     def _load_spec(vip: str, options: UpOptions) -> LabSpec:
         extra = tuple(getattr(options, "envoyfilters", ()) or ())
         if extra:
-            return model.load_spec(vip, options.read_policy, options.mirror,  # type: ignore[call-arg]
+            return model.load_spec(vip, options.read_policy, options.mirror,
                                    extra_envoyfilters=extra)
         return model.load_spec(vip, options.read_policy, options.mirror)
 
@@ -607,6 +614,42 @@ class LocalBackend:
         except (redis.RedisError, OSError) as exc:
             raise LabError(f"Envoy's admin API did not answer: {exc}") from None
 
+    def _wait_ready(self, admin: Admin, mutant: bool, expected: int, process: Process,
+                    directory: Path) -> None:
+        """A mutant lab is ready once Envoy is LIVE: the suite judges its proxy, not `up`."""
+        if mutant:
+            local_envoy.wait_live(admin, process, lambda: self._log_tail(directory, "envoy"))
+        else:
+            self._wait_envoy(admin, expected, process, directory)
+
+    def reconfigure(self, name: str, envoyfilters: Sequence[Path | str],
+                    progress: Progress) -> LabState:
+        """Seam 1: swap the extra EnvoyFilters of a running lab; restart only Envoy."""
+        state = LabState.load(paths.check_name(name))
+        if state is None or state.backend != self.name:
+            raise LabError(f"lab {name!r} is not up on backend local")
+        files = [str(Path(f).resolve()) for f in envoyfilters]
+        vips = dict(state.extra["vips"])
+        admin_socket = Path(state.admin["socket"])
+        with progress.step("derive Envoy's config: sidecar baseline + EnvoyFilters"
+                           + (f" + {local_envoy.describe(files)}" if files else "")):
+            spec = model.load_spec(vips[model.CLIENT_SERVICE], state.read_policy,
+                                   state.mirror_enabled, extra_envoyfilters=files)
+            proof.check_envoyfilters(spec.envoyfilters)
+            config = self._envoy_config(spec, vips, _plan_of(state), state.directory,
+                                        admin_socket)
+        with progress.step("envoy --mode validate"):
+            sidecar.validate(config, binaries.envoy())
+        with progress.step("restart Envoy"):
+            process = local_envoy.restart(
+                state, lambda: admin_socket.unlink(missing_ok=True))
+            state.envoyfilters = files
+            state.extra["envoyfilters"] = files
+            state.save()
+            self._wait_ready(Admin.of(state.admin, timeout=5.0), bool(files),
+                             len(state.topology.nodes), process, state.directory)
+        return state
+
     def _wait_envoy(self, admin: Admin, expected: int, process: Process, directory: Path) -> None:
         @_retry_until(30, 0.05)
         def healthy() -> None:
@@ -666,6 +709,16 @@ class LocalBackend:
 
     def access(self, state: LabState) -> Access:
         return LocalAccess(state)
+
+
+def _plan_of(state: LabState) -> _Plan:
+    """The ports and names of a running lab, from its state (for reconfigure)."""
+    names = dict(state.extra["names_by_address"])
+    nodes = [Node(name, address.rsplit(":", 1)[0], int(address.rsplit(":", 1)[1]))
+             for address, name in names.items()]
+    nodes.sort(key=lambda n: int(n.name.rsplit("-", 1)[1]))
+    return _Plan(nodes=nodes, mirror=state.mirror_node, proxy_port=int(state.proxy["port"]),
+                 names_by_address=names)
 
 
 def _write_private(path: Path, text: str) -> None:

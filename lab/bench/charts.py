@@ -66,8 +66,10 @@ def ratio_bars(out: Path, stem: str, title: str, categories: Sequence[str],
             highs.append(high - median)
         bars = ax.bar(xs, heights, width * 0.92, label=name, yerr=[lows, highs], capsize=2,
                       error_kw={"elinewidth": 0.8})
-        if len(series) <= 4:
-            ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=2)
+        # the median, on a white patch so the whisker through it does not hide it
+        for label in ax.bar_label(bars, fmt="%.2f", fontsize=6 if len(series) > 2 else 7,
+                                  label_type="center"):
+            label.set_bbox({"facecolor": "white", "edgecolor": "none", "pad": 0.6})
     ax.axhline(1.0, color="0.3", linewidth=0.8, linestyle="--")
     ax.text(len(categories) - 0.45, 1.0, "direct = 1.0", fontsize=7, va="bottom", ha="right",
             color="0.3")
@@ -116,13 +118,14 @@ def samples_chart(out: Path, stem: str, title: str, unit: str,
             ordered[len(ordered) // 2 - 1] + ordered[len(ordered) // 2]) / 2
         ax.bar(position, median, 0.5, color="#aec7e8")
         ax.scatter([position] * len(values), values, color="#1f77b4", s=14, zorder=3)
-        ax.text(position, median, f"{median:.2f} {unit}", ha="center", va="bottom", fontsize=8)
+        ax.text(position + 0.28, median, f"median {median:.2f} {unit}", ha="left",
+                va="center", fontsize=8)
     if target is not None:
         ax.axhline(target, color="#d62728", linewidth=0.8, linestyle="--")
         ax.text(len(samples) - 0.6, target, f"target {target:g} {unit}", fontsize=7,
                 color="#d62728", va="bottom", ha="right")
     ax.set_xticks(range(len(samples)), list(samples))
-    ax.set_xlim(-0.6, len(samples) - 0.4)
+    ax.set_xlim(-0.6, len(samples) - 0.1)
     ax.set_ylabel(unit)
     ax.set_ylim(0, max(ax.get_ylim()[1], (target or 0) * 1.15))
     ax.set_title(title)

@@ -63,7 +63,9 @@ def charts(figures: dict[str, Any], out: Path) -> list[tuple[str, str]]:
         drawn.append(("Throughput ratio, proxy / direct, per command and pipeline depth",
                       charts_mod.ratio_bars(where, "bench-overhead-ratios", title, categories,
                                             series)))
-        main = configs[0]
+        # the tutorial's sidecar: mirror on, Envoy's default concurrency (2 on this machine)
+        main = next((c for c in configs if c["mirror"] and c["envoy_concurrency"] == 2),
+                    configs[0])
         latency = {
             "proxy p50": [c["proxy"]["p50_ms_median"] for c in main["cases"]],
             "direct p50": [c["direct"]["p50_ms_median"] for c in main["cases"]],
@@ -74,7 +76,8 @@ def charts(figures: dict[str, Any], out: Path) -> list[tuple[str, str]]:
                       charts_mod.latency_bars(where, "bench-latency",
                                               f"Latency, {_config_label(main)}",
                                               categories, latency)))
-    ready = {entry["backend"]: entry["samples_s"] for entry in figures.get("TimeToReady", [])}
+    ready = {entry["backend"]: entry["samples_s"] for entry in figures.get("TimeToReady", [])
+             if entry["samples_s"]}
     if ready:
         drawn.append(("TimeToReady per backend",
                       charts_mod.samples_chart(where, "bench-time-to-ready",
@@ -104,6 +107,10 @@ def markdown(figures: dict[str, Any], drawn: list[tuple[str, str]], out: Path) -
         "the same run, not absolute rps across runs.", "",
     ]
     for entry in figures.get("TimeToReady", []):
+        if not entry["samples_s"]:
+            lines += [f"**TimeToReady** ({entry['backend']} backend): `up` failed: "
+                      f"{entry.get('error', '?')}", ""]
+            continue
         lines += [f"**TimeToReady** ({entry['backend']} backend): median {entry['median_s']} s, "
                   f"min {entry['min_s']} s, max {entry['max_s']} s over "
                   f"{len(entry['samples_s'])} runs (target <= {entry['target_s']:g} s).", ""]
@@ -135,6 +142,11 @@ def markdown(figures: dict[str, Any], drawn: list[tuple[str, str]], out: Path) -
         lines.append("")
     if configs:
         lines += [LIMITS, ""]
+    if figures.get("Reproducibility"):
+        from lab.bench import compare
+
+        again = figures["Reproducibility"]
+        lines += [compare.markdown(again["rows"], figures["date"], again["other_date"])]
     if drawn:
         lines += ["## Charts", ""]
         for title, stem in drawn:

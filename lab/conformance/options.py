@@ -48,6 +48,8 @@ OPTIONS: tuple[Option, ...] = (
            "(default: conformance)"),
     Option("--lab-profile", "tutorial", "the features the run must prove (default: tutorial)",
            choices=tuple(sorted(PROFILES))),
+    Option("--lab-also", None, "features to prove besides the profile's, comma-separated "
+           "(e.g. Resharding); reported as features outside the profile"),
     Option("--lab-keep", False, "leave a provisioned lab up after the run, for debugging",
            boolean=True),
     Option("--lab-istio", "modern", "kind/existing: the Istio profile (default: modern)",

@@ -10,6 +10,7 @@ naming the EnvoyFilter that matched nothing (istiod ignores such a patch silentl
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import urllib.error
 import urllib.request
@@ -163,17 +164,23 @@ def _wait_dns(port_file: Path, pid: int, logs: Path) -> int:
         raise LabError("the lab's DNS responder did not start within 15 s") from None
 
 
-def wait_ready(ports: pilot.Ports, pid: int, log: Path) -> None:
-    url = f"http://{ports.address(ports.http)}/ready"
+READY_LINE = "marking server ready"  # ads: caches synced, push context built
 
+
+def wait_ready(ports: pilot.Ports, pid: int, log: Path) -> None:
+    """Until istiod's xDS server is ready: its log says so and its gRPC port accepts.
+
+    Not `/ready`: without Kubernetes its "config validation" and "sidecar injector" probes
+    are never set (istiod starts neither), so it answers 503 for ever.
+    """
     @retry(stop=stop_after_delay(60), wait=wait_fixed(0.2),
            retry=retry_if_exception_type((_NotYet, OSError)), reraise=True)
     def ready() -> None:
         if not procs.running(pid):
             raise LabError(f"istiod exited: {_tail(log)}")
-        status, body = http_get(url, timeout=2)
-        if status != 200:
-            raise _NotYet(f"{url}: {status} {body.strip()[:200]}")
+        if READY_LINE not in log.read_text(errors="replace"):
+            raise _NotYet(f"its log does not say {READY_LINE!r} yet")
+        socket.create_connection((ports.host, ports.grpc), timeout=2).close()
 
     try:
         ready()

@@ -156,6 +156,7 @@ ENVIRONMENT: Mapping[str, str] = {
     "POD_NAME": "istiod-lab",
     "REVISION": "default",
     "ENABLE_CA_SERVER": "false",
+    "INJECT_ENABLED": "false",  # no injection webhook (it would hold /ready at 503)
     "PILOT_ENABLE_ALPN_FILTER": "false",
     "PILOT_ENABLE_METADATA_EXCHANGE": "false",
     "PILOT_ENABLE_WORKLOAD_ENTRY_AUTOREGISTRATION": "false",

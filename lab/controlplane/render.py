@@ -142,7 +142,10 @@ class Renderer:
         log = work / "logs" / "istiod.log"
         pid = procs.spawn(istiod.wrapped(argv), log, work)
         try:
-            istiod.wait_ready(iports, pid, log)
+            try:
+                istiod.wait_ready(iports, pid, log)
+            except LabError as exc:  # istiod refused its configuration as a whole
+                return Rendered(error=str(exc), rejected=_lines(log))
             boot = xds_bootstrap.build(
                 istio_config.node_id(self.block.client),
                 istio_config.node_metadata(spec, self.block.client,

@@ -24,8 +24,20 @@ Patch = dict[str, Any]
 OUTBOUND_CONTEXTS = (None, "ANY", "SIDECAR_OUTBOUND")
 
 
+# proto3 merge copies only fields that are set, and an enum at its zero value is not set:
+# MERGE `read_policy: MASTER` leaves the filter's read_policy as it was (what istiod does,
+# found by tests/test_controlplane_diff.py). The enum fields the lab's filters use, by name.
+PROTO3_ENUM_ZEROS = {
+    "read_policy": "MASTER",
+    "lb_policy": "ROUND_ROBIN",
+    "dns_lookup_family": "AUTO",
+    "traffic_direction": "UNSPECIFIED",
+}
+
+
 def merge(base: Any, overlay: Any) -> Any:
-    """Protobuf merge: messages merge field by field, repeated fields append, scalars replace."""
+    """Protobuf merge: messages merge field by field, repeated fields append, scalars replace
+    (an enum at its zero value is not set in proto3, so it replaces nothing)."""
     if isinstance(base, dict) and isinstance(overlay, dict):
         if "@type" in base and "@type" in overlay and base["@type"] != overlay["@type"]:
             raise PatchError(
@@ -33,6 +45,8 @@ def merge(base: Any, overlay: Any) -> Any:
             )
         merged = dict(base)
         for key, value in overlay.items():
+            if PROTO3_ENUM_ZEROS.get(key) == value:
+                continue
             merged[key] = merge(base[key], value) if key in base else copy.deepcopy(value)
         return merged
     if isinstance(base, list) and isinstance(overlay, list):

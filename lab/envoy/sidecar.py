@@ -22,9 +22,9 @@ def patched_config(
     endpoints: Callable[[Service, int], list[Address]],
     bind: Callable[[Service, int], Address],
 ) -> dict[str, list[dict[str, Any]]]:
-    """The sidecar's listeners and clusters after the lab's EnvoyFilters."""
+    """The sidecar's listeners and clusters after the lab's EnvoyFilters, then the extra ones."""
     base = baseline.build(spec.services, vips, endpoints, bind)
-    return patcher.apply_envoyfilters(base, spec.envoyfilter_documents)
+    return patcher.apply_envoyfilters(base, spec.all_envoyfilter_documents)
 
 
 def write(config: dict[str, Any], path: Path) -> Path:

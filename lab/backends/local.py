@@ -628,9 +628,6 @@ class LocalBackend:
         state = LabState.load(paths.check_name(name))
         if state is None or state.backend != self.name:
             raise LabError(f"lab {name!r} is not up on backend local")
-        if state.extra.get("control_plane") == cp_istiod.NAME:
-            raise LabError(f"lab {name!r} is configured by istiod: reconfigure rewrites the "
-                           "builtin patcher's config only; bring it up with --envoyfilter")
         files = [str(Path(f).resolve()) for f in envoyfilters]
         vips = dict(state.extra["vips"])
         admin_socket = Path(state.admin["socket"])

@@ -108,7 +108,8 @@ def e2e_istiod(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The project's own tests: units, the local lab end to end, and the suite's failure proofs."""
-    session.install("-e", ".[dev]")
+    # pip too: a uv-made venv has none, and a test builds the wheel with `python -m pip wheel`
+    session.install("-e", ".[dev]", "pip")
     session.run("pytest", "tests", "-p", "no:cacheprovider", *session.posargs)
 
 

@@ -47,7 +47,7 @@ CONFIGURATIONS = {
     "noredirect": {"read_policy": "PREFER_REPLICA", "envoyfilters": (
         manifests_dir() / "mutants" / "no-redirection.yaml",)},
     "slowrefresh": {"envoyfilters": (
-        manifests_dir() / "mutants" / "ext-slow-topology-refresh.yaml",)},
+        Path(__file__).parent / "data" / "slow-topology-refresh.yaml",)},
 }
 
 
@@ -186,7 +186,7 @@ def test_mirror_isolation_fails_when_the_primary_is_the_mirror(labs):
 
 
 def test_failover_fails_when_envoy_refreshes_its_topology_slowly(labs):
-    """mutant ext-slow-topology-refresh (60 s): writes do not recover within the bound"""
+    """tests/data/slow-topology-refresh.yaml (60 s): writes do not recover within the bound"""
     _fails(test_ext_failover.test_master_killed_under_traffic, labs("slowrefresh"), None)
 
 

@@ -110,3 +110,11 @@ def test_an_envoy_that_refuses_the_config_is_a_column_not_a_crash(no_leaks: Path
     assert column["status"] == "rejected"
     assert "Envoy refused" in column["reason"] and "unknown field" in column["reason"]
     assert column["profiles"] == {}
+
+
+@pytest.mark.skipif(not Path("/usr/bin/redis-check-rdb").exists(), reason="no redis-tools")
+def test_redis_7_column_is_debians_server_with_its_own_cli(tmp_path: Path):
+    server = implementations.redis_server("7", tmp_path)
+    env = Implementation("1.40.0", "7", Path("/bin/true"), server).env()
+    assert "7.0" in implementations.version_of(Path(env["REDIS_MESH_LAB_REDIS_SERVER"]))
+    assert "7.0" in implementations.version_of(Path(env["REDIS_MESH_LAB_REDIS_CLI"]))

@@ -628,9 +628,6 @@ class LocalBackend:
         state = LabState.load(paths.check_name(name))
         if state is None or state.backend != self.name:
             raise LabError(f"lab {name!r} is not up on backend local")
-        if state.extra.get("control_plane") == cp_istiod.NAME:
-            raise LabError(f"lab {name!r} is configured by istiod: reconfigure rewrites the "
-                           "builtin patcher's config only; bring it up with --envoyfilter")
         files = [str(Path(f).resolve()) for f in envoyfilters]
         vips = dict(state.extra["vips"])
         admin_socket = Path(state.admin["socket"])
@@ -639,8 +636,11 @@ class LocalBackend:
             spec = model.load_spec(vips[model.CLIENT_SERVICE], state.read_policy,
                                    state.mirror_enabled, extra_envoyfilters=files)
             proof.check_envoyfilters(spec.envoyfilters)
-            config = self._envoy_config(spec, vips, _plan_of(state), state.directory,
-                                        admin_socket)
+            if state.extra.get("control_plane") == cp_istiod.NAME:  # istiod reads them
+                config = cp_istiod.reconfigure(state, spec)
+            else:
+                config = self._envoy_config(spec, vips, _plan_of(state), state.directory,
+                                            admin_socket)
         with progress.step("envoy --mode validate"):
             sidecar.validate(config, binaries.envoy())
         with progress.step("restart Envoy"):
@@ -651,6 +651,10 @@ class LocalBackend:
             state.save()
             self._wait_ready(Admin.of(state.admin, timeout=5.0), bool(files),
                              len(state.topology.nodes), process, state.directory)
+        if state.extra.get("control_plane") == cp_istiod.NAME:
+            state.extra["unmatched_envoyfilters"] = cp_istiod.check_config(
+                Admin.of(state.admin, timeout=5.0), spec, mutant=bool(files))
+            state.save()
         return state
 
     def _wait_envoy(self, admin: Admin, expected: int, process: Process, directory: Path) -> None:

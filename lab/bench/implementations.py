@@ -45,8 +45,12 @@ class Implementation:
         return f"envoy-{self.envoy_package}_redis-{self.redis}"
 
     def env(self) -> dict[str, str]:
-        return {"REDIS_MESH_LAB_ENVOY": str(self.envoy),
-                "REDIS_MESH_LAB_REDIS_SERVER": str(self.redis_server)}
+        env = {"REDIS_MESH_LAB_ENVOY": str(self.envoy),
+               "REDIS_MESH_LAB_REDIS_SERVER": str(self.redis_server)}
+        cli = self.redis_server.parent / "redis-cli"  # redis-cli of the same release
+        if cli.exists():
+            env["REDIS_MESH_LAB_REDIS_CLI"] = str(cli)
+        return env
 
 
 def envoy(version: str, cache: Path) -> Path:
@@ -90,9 +94,12 @@ def redis_server(source: str, cache: Path) -> Path:
             raise LabError("Redis 7 needs Debian's redis-tools: apt-get install redis-tools")
         path = cache / "redis-7" / "redis-server"
         path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.is_symlink() or os.readlink(path) != target:
-            path.unlink(missing_ok=True)
-            path.symlink_to(target)
+        links = {path: target, path.parent / "redis-cli": shutil.which("redis-cli")
+                 or "/usr/bin/redis-cli"}  # redis-tools' redis-cli 7.0 with its server
+        for link, points_to in links.items():
+            if not link.is_symlink() or os.readlink(link) != points_to:
+                link.unlink(missing_ok=True)
+                link.symlink_to(points_to)
     else:
         raise LabError(f"unknown Redis source {source!r}; valid: {', '.join(REDIS_SOURCES)}")
     if not os.access(path, os.X_OK):

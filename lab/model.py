@@ -112,7 +112,28 @@ class LabSpec:
     @property
     def all_envoyfilter_documents(self) -> list[Document]:
         """What a control plane applies: the lab's own EnvoyFilters, then the extra ones."""
-        return self.envoyfilter_documents + self.extra_envoyfilter_documents
+        return combine_envoyfilters(self.envoyfilter_documents, self.extra_envoyfilter_documents)
+
+
+def _identity(doc: Document) -> tuple[str, str]:
+    meta = doc.get("metadata") or {}
+    return str(meta.get("namespace", "default")), str(meta.get("name", ""))
+
+
+def combine_envoyfilters(own: Sequence[Document], extra: Sequence[Document]) -> list[Document]:
+    """The EnvoyFilters a cluster would hold after `kubectl apply` of `own`, then `extra`.
+
+    An extra EnvoyFilter with the namespace and name of an earlier one replaces it in place
+    (the tutorial reconfigures `add-redis-proxy` exactly so); any other is added after.
+    """
+    combined = list(own)
+    for doc in extra:
+        same = [i for i, d in enumerate(combined) if _identity(d) == _identity(doc)]
+        if same:
+            combined[same[0]] = doc
+        else:
+            combined.append(doc)
+    return combined
 
 
 _POD_FQDN = re.compile(

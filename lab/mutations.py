@@ -150,7 +150,7 @@ class _Worker(threading.Thread):
 
 
 def run(backend_name: str, *, labs: int, only: Sequence[str], reports: Path, prefix: str,
-        keep: bool, progress: Progress) -> list[Verdict]:
+        keep: bool, progress: Progress, control_plane: str = "builtin") -> list[Verdict]:
     backend = get_backend(backend_name)
     entries: list[catalogue_mod.Mutant | None] = [None]
     entries += [m for m in catalogue_mod.catalogue() if not only or m.name in only]
@@ -166,7 +166,8 @@ def run(backend_name: str, *, labs: int, only: Sequence[str], reports: Path, pre
     try:
         for name in names:
             with progress.step(f"up lab {name} on backend {backend_name}"):
-                backend.up(UpOptions(name=name), Progress(quiet=True))
+                backend.up(UpOptions(name=name, control_plane=control_plane),
+                           Progress(quiet=True))
         progress.say(f"{len(entries)} runs (baseline + {len(entries) - 1} catalogue entries) "
                      f"on {len(names)} labs")
         lock = threading.Lock()
@@ -232,17 +233,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--reports", default="reports", type=Path)
     parser.add_argument("--prefix", default="mutations", help="lab name prefix")
     parser.add_argument("--keep", action="store_true", help="leave the labs up")
+    parser.add_argument("--control-plane", default="builtin", choices=("builtin", "istiod"),
+                        help="local: who applies the EnvoyFilters (default: builtin)")
     args = parser.parse_args(argv)
     progress = Progress()
     began = time.monotonic()
     try:
         only = [n.strip() for n in args.only.split(",") if n.strip()]
         results = run(args.backend, labs=args.labs, only=only, reports=args.reports,
-                      prefix=args.prefix, keep=args.keep, progress=progress)
+                      prefix=args.prefix, keep=args.keep, progress=progress,
+                      control_plane=args.control_plane)
     except LabError as exc:
         print(f"mutations: error: {exc}", file=sys.stderr)
         return 2
-    md, data = write_reports(results, args.backend, time.monotonic() - began, args.reports)
+    label = args.backend + ("" if args.control_plane == "builtin" else " (control plane istiod)")
+    md, data = write_reports(results, label, time.monotonic() - began, args.reports)
     bad = [r for r in results if not r.ok]
     progress.say(f"{len(results) - len(bad)}/{len(results)} as declared in "
                  f"{time.monotonic() - began:.0f}s; reports: {md}, {data}")

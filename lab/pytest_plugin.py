@@ -299,19 +299,24 @@ def lab_variant(request: pytest.FixtureRequest, lab: Lab) -> Iterator[Any]:
     capture = config.pluginmanager.getplugin("capturemanager")
     labs = VariantLabs(lab, lambda name: _dc.replace(base, name=name), Progress)
 
-    def provide(variant: Variant) -> Lab:
-        shown = capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
-        with shown:
-            try:
-                return labs.get(variant)
-            except NotImplementedError as exc:
-                pytest.skip(f"variant {variant.label}: {exc}")
-            except LabError as exc:
-                pytest.fail(f"could not provision variant lab {variant.label}: {exc}",
-                            pytrace=False)
+    class Provide:
+        def __call__(self, variant: Variant) -> Lab:
+            shown = (capture.global_and_fixture_disabled() if capture
+                     else contextlib.nullcontext())
+            with shown:
+                try:
+                    return labs.get(variant)
+                except NotImplementedError as exc:
+                    pytest.skip(f"variant {variant.label}: {exc}")
+                except LabError as exc:
+                    pytest.fail(f"could not provision variant lab {variant.label}: {exc}",
+                                pytrace=False)
+
+        def handles(self) -> list[Lab]:
+            return labs.handles()
 
     try:
-        yield provide
+        yield Provide()
     finally:
         labs.close()
 
@@ -346,10 +351,13 @@ def pytest_runtest_call(item: pytest.Item) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_teardown(item: pytest.Item) -> None:
     """Seam 3: revert the faults a test left in place (a stopped node is started again)."""
-    handle = getattr(item, "funcargs", {}).get("lab")
-    faults = getattr(handle, "faults", None)
-    if faults is not None and faults.active:
-        faults.undo_all()
+    handles = [getattr(item, "funcargs", {}).get("lab")]
+    variants = getattr(item, "funcargs", {}).get("lab_variant")  # seam 6: its labs too
+    handles += list(getattr(variants, "handles", list)())
+    for handle in handles:
+        faults = getattr(handle, "faults", None)
+        if faults is not None and faults.active:
+            faults.undo_all()
 
 
 class _Shown:

@@ -83,9 +83,13 @@ class RunKeys:
 
     def in_slot(self, slot: int, count: int) -> list[bytes]:
         """`count` fresh keys that all hash to `slot` (through a hash tag)."""
-        tag = self.key()
+        def braceless(size: int) -> bytes:  # a { or } inside would end the hash tag early
+            return os.urandom(size).replace(b"{", b"(").replace(b"}", b")")
+
+        run = self.run.replace(b"{", b"(").replace(b"}", b")")
+        tag = braceless(8) + run
         while key_slot(tag) != slot:
-            tag = os.urandom(8) + self.run
+            tag = braceless(8) + run
         keys = [b"{" + tag + b"}" + os.urandom(6) for _ in range(count)]
         assert all(key_slot(k) == slot for k in keys)
         self.issued.extend(keys)
@@ -174,6 +178,9 @@ def errors(replies: Iterable[object]) -> list[str]:
 
 def redirections(lab: Lab) -> dict[str, int]:
     """MOVED + ASK replies each node has given so far (INFO errorstats, Redis >= 6.2)."""
+    found = str(lab.client(lab.nodes[0]).info("server").get("redis_version", "0"))
+    version = tuple(int(p) for p in found.split(".")[:2] if p.isdigit())
+    assert version >= (6, 2), f"INFO errorstats needs Redis >= 6.2, not {found}"
     counts = {}
     for node in lab.nodes:
         stats = lab.client(node).info("errorstats")

@@ -41,6 +41,7 @@ def test_commands_need_auth_first(lab_variant):
         for key in keys:  # one on every shard
             with allure.step(f"set/get {key} after auth"):
                 assert raw.call("SET", key, key) == "+OK"
+                assert variant.wait_replicated(variant.topology.shard_for_key(key).master) >= 1
                 assert raw.call("GET", key) == key
                 master = variant.topology.shard_for_key(key).master
                 assert variant.client(master).get(key) == key.encode()

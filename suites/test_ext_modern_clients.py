@@ -38,6 +38,8 @@ def _round_trip(lab, client: redis.Redis) -> dict[str, str]:
     try:
         for key in keys:
             client.set(key, key)
+        for shard in lab.topology.shards:  # reads go to replicas: let the writes replicate
+            lab.wait_replicated(shard.master)
         values = [client.get(key) for key in keys]
         stored = [lab.client(lab.topology.shard_for_key(k).master).get(k) for k in keys]
         client.delete(*keys)
@@ -77,6 +79,7 @@ def test_redis_cli_unchanged(lab):
         for key in keys:  # one on every shard
             with allure.step(f"redis-cli set {key} v"):
                 assert cli("SET", key, "v") == "OK"
+            lab.wait_replicated(lab.topology.shard_for_key(key).master)
             with allure.step(f"redis-cli get {key}"):
                 assert cli("GET", key) == "v"
             master = lab.topology.shard_for_key(key).master

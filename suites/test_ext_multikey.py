@@ -9,6 +9,7 @@ from __future__ import annotations
 import allure
 import pytest
 
+from .health import NoFailover, heal
 from .keys import ok, per_shard, text, token
 
 KEYS_PER_SHARD = 2
@@ -61,6 +62,8 @@ def test_counting_commands_sum_the_shards_replies(lab):
         for key in keys:  # written where the cluster keeps them, not on some single server
             master = lab.client(lab.topology.shard_for_key(key).master)
             assert master.execute_command("EXISTS", key) == 1, f"{key} is not on its master"
+        for shard in lab.state.topology.shards:  # the counting reads go to the replicas
+            assert lab.wait_replicated(shard.master) >= 1
         with allure.step(f"exists {len(keys)} keys + {len(missing)} missing"):
             assert lab.proxy.execute_command("EXISTS", *everything) == len(keys)
         with allure.step("exists with a key repeated counts it twice, as Redis does"):
@@ -72,6 +75,8 @@ def test_counting_commands_sum_the_shards_replies(lab):
             assert lab.proxy.execute_command("UNLINK", *keys[:half], *missing) == half
         with allure.step("del everything: only the second half is left"):
             assert lab.proxy.execute_command("DEL", *everything) == len(keys) - half
+        for shard in lab.state.topology.shards:
+            assert lab.wait_replicated(shard.master) >= 1
         with allure.step("exists: nothing is left on any node"):
             assert lab.proxy.execute_command("EXISTS", *everything) == 0
         for key in keys:
@@ -114,18 +119,21 @@ def test_mget_with_a_shard_down_gives_per_element_errors(lab):
     keys = _keys(lab)
     for key in keys:
         assert ok(lab.proxy.execute_command("SET", key, key))
-    down = lab.topology.shards[0]
-    for shard in lab.topology.shards:
+    down = lab.state.topology.shards[0]
+    for shard in lab.state.topology.shards:
         assert lab.wait_replicated(shard.master) >= 1
     try:
-        faults.freeze(down.master)
-        faults.freeze(down.replicas[0])
-        client = lab.proxy_client()
-        with allure.step("mget with one shard frozen (op_timeout 5s)"):
-            try:
-                reply = client.execute_command("MGET", *keys)
-            except Exception as exc:  # an error for the whole command is the failure
-                pytest.fail(f"MGET failed as a whole: {exc}")
+        with NoFailover(lab, down):
+            for node in (*down.replicas, down.master):
+                faults.freeze(node)
+            client = lab.proxy_client()
+            with allure.step("mget with one shard frozen (op_timeout 5s)"):
+                try:
+                    reply = client.execute_command("MGET", *keys)
+                except Exception as exc:  # an error for the whole command is the failure
+                    pytest.fail(f"MGET failed as a whole: {exc}")
+            faults.undo_all()
+        allure.attach(repr(reply), name="MGET reply", attachment_type=allure.attachment_type.TEXT)
         for key, value in zip(keys, reply, strict=True):
             if keys[key] == down:
                 assert value is None or isinstance(value, Exception), (key, value)
@@ -133,4 +141,5 @@ def test_mget_with_a_shard_down_gives_per_element_errors(lab):
                 assert text(value) == key, f"{key} on a healthy shard: {value!r}"
     finally:
         faults.undo_all()
+        heal(lab)
         lab.proxy.execute_command("DEL", *keys)

@@ -6,10 +6,15 @@ PREFER_* policies need a node down: they use the faults API (seam 3) when it is 
 
 from __future__ import annotations
 
+import time
+
 import pytest
+import redis
 
 from lab.conformance.variants import Variant
 
+from .health import heal
+from .keys import ok, per_shard, text
 from .reads import (
     ANY_MIN_SHARE,
     READS_PER_SHARD,
@@ -50,3 +55,89 @@ def test_any_reads_are_spread_over_master_and_replica(lab_variant):
     # the bound is tight enough to catch a one-sided policy and loose enough never to flake
     assert binomial_tail(READS_PER_SHARD, least) < 1e-6
     assert_reads_spread(observe_reads(lab_variant(ANY)))
+
+
+# ---- fallbacks: the PREFER_* policies with a node down ------------------------------------
+# Envoy learns that a replica is down from CLUSTER SLOTS (Redis leaves FAILed replicas out) at
+# its next refresh; a master that is down but not failed over stays in CLUSTER SLOTS, and only
+# an active health check takes it out of Envoy's choice (envoyproxy/envoy#31877).
+FALLBACK_BOUND_S = 2 * 2.0 + 5.0 + 3.0  # 2 x node timeout + refresh rate + refresh timeout
+PREFER_MASTER_HC = Variant("prefer-master-hc", read_policy="PREFER_MASTER",
+                           envoyfilters=("redis-health-check.yaml",))
+
+
+def _reads_served_by(lab, keys: list[str], deadline_s: float) -> set[str] | None:
+    """Wait until GETs of `keys` through the proxy succeed; then the nodes serving them."""
+    client = lab.proxy_client()
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        try:
+            values = [client.execute_command("GET", k) for k in keys]
+        except redis.RedisError:
+            time.sleep(0.1)
+            continue
+        assert [text(v) for v in values] == keys
+        with lab.monitor([n for n in lab.state.topology.nodes if n not in down_nodes(lab)]) \
+                as capture:
+            for key in keys:
+                client.execute_command("GET", key)
+        return {e.node for e in capture.entries if e.command == "GET" and e.args[1] in keys}
+    return None
+
+
+def down_nodes(lab) -> set:
+    return {f.node for f in lab.faults.active}
+
+
+def _fallback(lab, stop: str, no_failover: bool) -> set[str] | None:
+    """Stop shard 0's master or replica; the nodes that then serve reads of its keys."""
+    if getattr(lab, "faults", None) is None:
+        pytest.skip("needs the faults API (lab.faults, seam 3)")
+    shard = lab.state.topology.shards[0]
+    keys = [k for k, s in per_shard(lab.state.topology, "fallback", 2).items() if s == shard]
+    for key in keys:
+        assert ok(lab.proxy.execute_command("SET", key, key))
+    assert lab.wait_replicated(shard.master) >= 1
+    replica = shard.replicas[0]
+    if no_failover:  # keep the master down without its replica taking over
+        lab.client(replica).execute_command("CONFIG", "SET", "cluster-replica-no-failover", "yes")
+    try:
+        lab.faults.stop(shard.master if stop == "master" else replica)
+        return _reads_served_by(lab, keys, FALLBACK_BOUND_S)
+    finally:
+        lab.faults.undo_all()
+        if no_failover:
+            lab.client(replica).execute_command("CONFIG", "SET", "cluster-replica-no-failover",
+                                                "no")
+        heal(lab)
+        lab.proxy.execute_command("DEL", *keys)
+
+
+@pytest.mark.feature("ReadPolicyPreferReplica")
+def test_prefer_replica_falls_back_to_the_master(lab_variant):
+    """PREFER_REPLICA, shard's replica stopped: its reads are served by its master"""
+    lab = lab_variant(PREFER_REPLICA)
+    served = _fallback(lab, stop="replica", no_failover=False)
+    assert served is not None, f"no read served within {FALLBACK_BOUND_S:g} s"
+    assert served == {lab.state.topology.shards[0].master.name}, served
+
+
+@pytest.mark.feature("ReadPolicyPreferMaster")
+def test_prefer_master_falls_back_to_the_replica_with_a_health_check(lab_variant):
+    """PREFER_MASTER + a redis health check, master stopped (no failover): replica serves"""
+    lab = lab_variant(PREFER_MASTER_HC)
+    served = _fallback(lab, stop="master", no_failover=True)
+    assert served is not None, f"no read served within {FALLBACK_BOUND_S:g} s"
+    assert served == {lab.state.topology.shards[0].replicas[0].name}, served
+
+
+@pytest.mark.feature("ReadPolicyPreferMaster")
+@pytest.mark.xfail(strict=True, reason=(
+    "envoyproxy/envoy#31877: with the tutorial's configuration (no active health check) "
+    "PREFER_MASTER keeps choosing the stopped master and reads fail"))
+def test_prefer_master_falls_back_to_the_replica_with_the_tutorials_config(lab_variant):
+    """PREFER_MASTER as the tutorial configures Envoy, master stopped (no failover)"""
+    lab = lab_variant(PREFER_MASTER)
+    served = _fallback(lab, stop="master", no_failover=True)
+    assert served is not None, f"no read served within {FALLBACK_BOUND_S:g} s"
+    assert served == {lab.state.topology.shards[0].replicas[0].name}, served

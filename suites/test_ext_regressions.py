@@ -6,13 +6,17 @@ fix upstream turns it into an unexpected pass.
 
 from __future__ import annotations
 
+import json
+
 import allure
 import pytest
 from tenacity import retry, stop_after_delay, wait_fixed
 
 from lab.conformance.variants import Variant
 
+from .health import NoFailover, heal
 from .keys import ok, per_shard, text, token
+from .latency import bound, p99, timed
 from .profile import only_in
 
 NO_MIRROR = Variant("no-mirror", mirror=False)
@@ -32,25 +36,39 @@ def _one_xadd(lab) -> None:
             assert lab.proxy.execute_command("XLEN", stream) == 1
             ids = [text(e[0]) for e in lab.proxy.execute_command("XRANGE", stream, "-", "+")]
             assert ids == [entry]
-        if lab.state.mirror_enabled:
-            mirror = lab.client(lab.mirror)
-
-            @retry(stop=stop_after_delay(10), wait=wait_fixed(0.05), reraise=True)
-            def mirrored() -> None:
-                assert mirror.execute_command("XLEN", stream) == 1
-
-            with allure.step("the mirror got exactly one entry too"):
-                mirrored()
     finally:
         lab.proxy.execute_command("DEL", stream)
-        if lab.state.mirror_enabled:
-            lab.client(lab.mirror).delete(stream)
 
 
 def test_xadd_star_writes_one_entry_with_the_mirror(lab, request):
     """envoyproxy/envoy#27273: XADD * through the proxy writes one entry (mirror on)"""
     only_in(request, "extended")
     _one_xadd(lab)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "Envoy 1.40 does not mirror XADD under exclude_read_commands: true (seen here; no upstream "
+    "issue found: XADD seems missing from the redis proxy's write-command list)"))
+def test_xadd_is_mirrored(lab, request):
+    """XADD through the proxy reaches the mirror too (it is a write)"""
+    only_in(request, "extended")
+    if not lab.state.mirror_enabled:
+        pytest.skip("the lab has no mirror")
+    stream = f"xadd-mirror-{token()}"
+    mirror = lab.client(lab.mirror)
+    try:
+        lab.proxy.execute_command("XADD", stream, "*", "f", "v")
+        lab.proxy.execute_command("SET", f"{stream}-after", "v")  # mirrored after the XADD
+
+        @retry(stop=stop_after_delay(10), wait=wait_fixed(0.05), reraise=True)
+        def after_arrived() -> None:
+            assert mirror.exists(f"{stream}-after") == 1
+
+        after_arrived()  # the mirror's connection is ordered: the XADD would be there by now
+        assert mirror.execute_command("XLEN", stream) == 1, "XADD was not mirrored"
+    finally:
+        lab.proxy.execute_command("DEL", stream, f"{stream}-after")
+        mirror.delete(stream, f"{stream}-after")
 
 
 def test_xadd_star_writes_one_entry_without_the_mirror(lab_variant, request):
@@ -93,4 +111,45 @@ def test_read_commands_under_replica_never_reach_the_master(lab, request):
                 assert not on_master, f"{command} {key} reached master {shard.master.name}"
                 assert on_replica == 1, f"{command} {key}: {on_replica} on the replica"
     finally:
+        lab.proxy.execute_command("DEL", *keys)
+
+
+def test_healthy_shards_keep_their_latency_while_one_shard_is_frozen(lab, request):
+    """envoyproxy/envoy#36962: a frozen shard does not slow the keys of the healthy shards
+
+    The issue proposes failover policies because a slow or dead shard hurts; here a client
+    reading keys of the two healthy shards (its own connection) keeps its p99 within
+    `latency.bound` of the all-up run while the third shard (master and replica) is frozen.
+    """
+    only_in(request, "extended")
+    faults = getattr(lab, "faults", None)
+    if faults is None:
+        pytest.skip("needs the faults API (lab.faults, seam 3)")
+    topology = lab.state.topology
+    frozen = topology.shards[0]
+    keys = [k for k, s in per_shard(topology, "r36962", 4).items() if s != frozen]
+    for key in keys:
+        assert ok(lab.proxy.execute_command("SET", key, key))
+    for shard in topology.shards:
+        assert lab.wait_replicated(shard.master) >= 1
+    reads = [("GET", k) for k in keys] * 25
+    client = lab.proxy_client()
+    try:
+        before, errors = timed(client, reads)
+        assert not errors, errors[:3]
+        with NoFailover(lab, frozen):
+            for node in (*frozen.replicas, frozen.master):
+                faults.freeze(node)
+            during, errors = timed(client, reads)
+            faults.undo_all()
+        figures = {"p99AllUpMs": round(p99(before) * 1000, 3),
+                   "p99OneShardFrozenMs": round(p99(during) * 1000, 3) if during else None,
+                   "boundMs": round(bound(p99(before)) * 1000, 3), "errors": len(errors)}
+        allure.attach(json.dumps(figures, indent=2), name="healthy shards' latency",
+                      attachment_type=allure.attachment_type.JSON)
+        assert not errors, errors[:3]
+        assert p99(during) <= bound(p99(before)), figures
+    finally:
+        faults.undo_all()
+        heal(lab)
         lab.proxy.execute_command("DEL", *keys)

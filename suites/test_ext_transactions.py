@@ -47,6 +47,7 @@ def test_single_slot_transaction_is_executed_and_mirrored_as_a_unit(lab):
 
             with allure.step("the mirror has the transaction's result"):
                 mirrored()
+        assert lab.wait_replicated(shard.master) >= 1
         assert text(lab.proxy.execute_command("GET", a)) == "xy"
         on_master = [e.command for e in capture.on(shard.master)
                      if e.command in {"MULTI", "EXEC", "SET", "INCR", "APPEND"}]

@@ -72,21 +72,37 @@ def test_builtin_equals_istiod(renderer: Renderer, policy: str, mirror: bool) ->
     assert ("request_mirror_policy" in str(filters[0])) is mirror
 
 
-def _mutants() -> list[Path]:
+# Known differences, reported and not fixed here: istiod applies CLUSTER MERGE/REPLACE/REMOVE
+# only to the clusters it generates, never to one an EnvoyFilter added (custom-redis-cluster),
+# so these mutants change nothing under Istio; the builtin patcher applies them. Making the
+# builtin refuse them (as it refuses every patch Istio ignores) waits for the catalogue to
+# express them another way. strict: the day they agree, this list must shrink.
+ISTIO_IGNORES: dict[str, str] = {}
+
+
+def _mutants() -> list[Any]:
     directory = paths.manifests_dir() / "mutants"
-    return sorted(directory.glob("*.yaml")) if directory.is_dir() else []
+    found = sorted(directory.glob("*.yaml")) if directory.is_dir() else []
+    return [pytest.param(path, id=path.stem, marks=[pytest.mark.xfail(
+        strict=True, reason=f"istiod ignores it, builtin applies it: {ISTIO_IGNORES[path.stem]}",
+    )] if path.stem in ISTIO_IGNORES else []) for path in found]
 
 
 @pytest.mark.skipif(not _mutants(), reason="no mutant catalogue (manifests/mutants/) yet")
-@pytest.mark.parametrize("mutant", _mutants(), ids=lambda p: p.stem)
+@pytest.mark.parametrize("mutant", _mutants())
 def test_mutants_builtin_equals_istiod(renderer: Renderer, mutant: Path) -> None:
     spec = _spec(renderer)
     extra = manifests.by_kind([manifests.load(mutant, model.render_values(
         _vip(spec), spec.read_policy))], "EnvoyFilter")
     builtin, real = renderer.builtin(spec, extra), renderer.istiod(spec, extra)
     if builtin.error is not None:  # builtin refuses what istiod ignores: see EDGE_CASES
-        assert real.error is None and istiod.unmatched(real.config_dump or {}, extra), (
-            f"builtin refused ({builtin.error}) but istiod applied {mutant.name}")
+        assert real.error is None, real.error
+        plain = renderer.istiod(spec)  # "ignored": istiod's result is the lab's without it
+        assert not (lines := compare.diff(compare.parts(plain.config_dump or {}, _vip(spec)),
+                                          compare.parts(real.config_dump or {}, _vip(spec)))), (
+            f"builtin refused ({builtin.error}) but istiod applied {mutant.name}: {lines}")
+        applied = model.combine_envoyfilters(spec.all_envoyfilter_documents, extra)
+        assert istiod.unmatched(real.config_dump or {}, applied), "the lab would not name it"
         return
     assert real.error is None, real.error
     assert not (lines := _differences(builtin, real, _vip(spec))), "\n".join(lines)
@@ -124,12 +140,31 @@ def _replace_missing_filter(doc: dict[str, Any]) -> None:
     _match(doc)["filterChain"]["filter"]["name"] = PROXY_FILTER
 
 
+def _replace_added_cluster(doc: dict[str, Any]) -> dict[str, Any]:
+    """REPLACE custom-redis-cluster (which the lab's INSERT_FIRST added) with one seed."""
+    doc["metadata"]["name"] = "replace-added-cluster"
+    doc["spec"]["configPatches"] = [{
+        "applyTo": "CLUSTER",
+        "match": {"context": "SIDECAR_OUTBOUND", "cluster": {"name": compare.CLUSTER}},
+        "patch": {"operation": "REPLACE", "value": {
+            "name": compare.CLUSTER, "connect_timeout": "1s", "lb_policy": "CLUSTER_PROVIDED",
+            "cluster_type": {"name": "envoy.clusters.redis", "typed_config": {
+                "@type": "type.googleapis.com/"
+                         "envoy.extensions.clusters.redis.v3.RedisClusterConfig"}},
+            "load_assignment": {"cluster_name": compare.CLUSTER, "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {
+                    "address": "redis-cluster-0.redis-cluster-headless.redis.svc.cluster.local",
+                    "port_value": 6379}}}}]}]}}}}]
+    return doc
+
+
 @dataclasses.dataclass(frozen=True)
 class Edge:
     change: Callable[[dict[str, Any]], None] | None
     builtin: str  # "error" | "applied"
     istiod: str  # "ignored" | "applied" | "error" (refused as a whole) | "rejected" (by Envoy)
     extra: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # a filter added after
+    by_effect: bool = False  # judged by comparison with the lab's own result ("no effect")
 
 
 def _read_master_first(doc: dict[str, Any]) -> dict[str, Any]:
@@ -160,9 +195,26 @@ EDGE_CASES = {
     "REPLACE on a missing filter": Edge(_replace_missing_filter, "error", "ignored"),
     "priority -1 filter first (MASTER)": Edge(None, "error", "applied",
                                               extra=_read_master_first),
-    "MERGE read_policy: MASTER (enum zero value)": Edge(None, "applied", "applied",
-                                                        extra=_merge_read_master),
+    "MERGE read_policy: MASTER (enum zero value)": Edge(
+        None, "no effect", "no effect", extra=_merge_read_master, by_effect=True),
+    "CLUSTER REPLACE of the EnvoyFilter-added cluster": Edge(
+        None, "error", "no effect", extra=_replace_added_cluster, by_effect=True),
 }
+
+
+@pytest.fixture(scope="module")
+def plain(renderer: Renderer) -> dict[str, Rendered]:
+    """The lab as the manifests define it, through each control plane."""
+    spec = _spec(renderer)
+    return {"builtin": renderer.builtin(spec), "istiod": renderer.istiod(spec)}
+
+
+def _effect(rendered: Rendered, plain: Rendered, vip: str) -> str:
+    if rendered.error is not None:
+        return "error" if rendered.config_dump is None else "rejected"
+    same = not compare.diff(compare.parts(plain.config_dump or {}, vip),
+                            compare.parts(rendered.config_dump or {}, vip))
+    return "no effect" if same else "applied"
 
 
 def _outcome(rendered: Rendered, vip: str) -> str:
@@ -185,25 +237,33 @@ def _edge_inputs(spec: model.LabSpec, edge: Edge) -> tuple[model.LabSpec, list[d
 
 
 @pytest.mark.parametrize("case", list(EDGE_CASES))
-def test_edge_case_outcomes_are_the_documented_ones(renderer: Renderer, case: str) -> None:
+def test_edge_case_outcomes_are_the_documented_ones(renderer: Renderer, case: str,
+                                                   plain: dict[str, Rendered]) -> None:
     edge = EDGE_CASES[case]
     spec, extra = _edge_inputs(_spec(renderer), EDGE_CASES[case])
     vip = _vip(_spec(renderer))
     builtin, real = renderer.builtin(spec, extra), renderer.istiod(spec, extra)
-    observed = (_outcome(builtin, vip), _outcome(real, vip))
+    if edge.by_effect:
+        observed = (_effect(builtin, plain["builtin"], vip), _effect(real, plain["istiod"], vip))
+    else:
+        observed = (_outcome(builtin, vip), _outcome(real, vip))
     detail = f"builtin: {builtin.error or 'ok'}; istiod: {real.error or 'ok'} {real.rejected[:2]}"
     assert observed == (edge.builtin, edge.istiod), detail
     if observed == ("applied", "applied"):
         assert not (lines := _differences(builtin, real, vip)), "\n".join(lines)
-    if edge.istiod == "ignored":  # and the lab names the filter istiod ignored, in one line
-        lines = istiod.unmatched(real.config_dump or {}, extra)
-        assert len(lines) == 1 and "EnvoyFilter istio-system/add-redis-proxy" in lines[0]
+    if edge.istiod == "ignored" or (edge.istiod == "no effect" != edge.builtin):
+        # and the lab names the filter istiod ignored, in one line
+        lines = istiod.unmatched(real.config_dump or {},
+                                 model.combine_envoyfilters(spec.all_envoyfilter_documents, extra))
+        name = extra[0]["metadata"]["name"]
+        assert len(lines) == 1 and f"EnvoyFilter istio-system/{name}" in lines[0], lines
     if edge.extra is _read_master_first:  # priority first: MASTER wins, the lab's is ignored
         assert "priority" in (builtin.error or "") or "matched nothing" in (builtin.error or "")
         settings = compare.parts(real.config_dump or {}, vip)[f"listener {vip}_6379 filters"][
             0]["typed_config"]["settings"]
         assert settings.get("read_policy", "MASTER") == "MASTER"
-        lines = istiod.unmatched(real.config_dump or {}, [*spec.envoyfilter_documents, *extra])
+        lines = istiod.unmatched(real.config_dump or {},
+                                 model.combine_envoyfilters(spec.envoyfilter_documents, extra))
         assert lines == [], lines  # the lab's REPLACE left a redis proxy: nothing is missing
 
 

@@ -81,3 +81,36 @@ def test_an_envoyfilter_istiod_ignores_is_named(no_leaks: Path, tmp_path: Path) 
     assert "istiod ignored an EnvoyFilter" in lines[0]
     assert "EnvoyFilter istio-system/add-redis-proxy configPatches[0]" in lines[0]
     assert not (no_leaks / "cp-ignored").exists()
+
+
+def test_reconfigure_swaps_the_extra_envoyfilters_through_istiod(no_leaks: Path) -> None:
+    from lab.backends import get_backend
+    from lab.controlplane import compare
+    from lab.envoy.admin import Admin
+    from lab.progress import Progress
+    from lab.state import LabState
+
+    up = cli("up", "--name", "cp-reconf", "--control-plane", "istiod", "--read-policy", "MASTER")
+    assert up.returncode == 0, up.stderr
+    backend = get_backend("local")
+
+    def read_policy(state: LabState) -> str:
+        vip = state.extra["vips"]["redis-cluster"]
+        dump = json.loads(Admin.of(state.admin, timeout=5.0).get("/config_dump"))
+        filters = compare.parts(dump, vip)[f"listener {vip}_6379 filters"]
+        return str(filters[0]["typed_config"]["settings"].get("read_policy", "MASTER"))
+
+    try:
+        before = LabState.load("cp-reconf")
+        assert before is not None and read_policy(before) == "MASTER"
+        istiod_pid = next(p.pid for p in before.processes if p.name == "istiod")
+        mutant = ROOT / "manifests" / "mutants" / "ext-read-policy-replica.yaml"
+        after = backend.reconfigure("cp-reconf", [mutant], Progress(quiet=True))
+        assert read_policy(after) == "REPLICA"  # pushed by the restarted istiod
+        assert next(p.pid for p in after.processes if p.name == "istiod") != istiod_pid
+        boot = json.loads((no_leaks / "cp-reconf" / "envoy.json").read_text())
+        assert "listeners" not in boot["static_resources"]  # still configured over ADS only
+        back = backend.reconfigure("cp-reconf", [], Progress(quiet=True))
+        assert read_policy(back) == "MASTER"
+    finally:
+        assert cli("down", "--name", "cp-reconf").returncode == 0

@@ -309,7 +309,8 @@ def test_the_suite_fails_exactly_the_broken_claim(docker_lab: LabState, tmp_path
     finally:
         backend.reconfigure(LAB, [], Progress(quiet=True))
     features = report["profiles"][0]["features"]
-    assert {name for name, f in features.items() if f["result"] != "success"} == failing
+    failed = {name for name, f in features.items() if f["result"] != "success"}
+    assert failed == failing, report["profiles"][0].get("failedTests")
 
 
 def test_failed_up_leaves_diagnostics_and_nothing_running(tmp_path: Path,

@@ -18,14 +18,19 @@ import redis
 
 from lab.backends import UpOptions, get_backend
 from lab.handle import Lab
+from lab.paths import manifests_dir
 from lab.progress import Progress
 from suites import (
     test_ext_downstream_auth,
+    test_ext_failover,
     test_ext_mirror_fraction,
+    test_ext_mirror_isolation,
     test_ext_modern_clients,
     test_ext_multikey,
     test_ext_read_policies,
     test_ext_regressions,
+    test_ext_resharding,
+    test_ext_scale_out,
     test_ext_transactions,
 )
 from tests.conftest import needs_binaries, processes_under
@@ -34,9 +39,15 @@ pytestmark = [needs_binaries]
 
 CONFIGURATIONS = {
     "replica": {},  # the tutorial's lab
+    "replica-b": {},  # another, for the tests that break a lab on purpose
+    "replica-c": {},
     "master": {"read_policy": "MASTER"},
     "any": {"read_policy": "ANY"},
     "nomirror": {"mirror": False},
+    "noredirect": {"read_policy": "PREFER_REPLICA", "envoyfilters": (
+        manifests_dir() / "mutants" / "no-redirection.yaml",)},
+    "slowrefresh": {"envoyfilters": (
+        Path(__file__).parent / "data" / "slow-topology-refresh.yaml",)},
 }
 
 
@@ -133,7 +144,7 @@ class _ProxyIsOneServer(Lab):
     def proxy(self):
         if self._proxy is None:
             host, port = self._access.address(self._target)
-            self._proxy = redis.Redis(host, port, socket_timeout=10, protocol=2)
+            self._proxy = redis.Redis(host, port, socket_timeout=2, protocol=2)
         return self._proxy
 
 
@@ -144,12 +155,14 @@ SESSION_LAB_TESTS = [
     test_ext_transactions.test_single_slot_transaction_is_executed_and_mirrored_as_a_unit,
     test_ext_modern_clients.test_redis_cli_unchanged,
     test_ext_modern_clients.test_redis_py_protocol_2,
+    test_ext_resharding.test_reshard_under_traffic_is_invisible_to_the_client,
 ]
 
 
 @pytest.mark.parametrize("target", ["redis-mirror", "redis-cluster-0"])
 def test_session_lab_features_fail_when_the_proxy_is_one_server(labs, target: str):
-    good = labs("replica")
+    good = labs("replica-b" if target == "redis-mirror" else "replica-c")  # a lab each: a
+    # failing test on a broken proxy may leave its lab changed
     for test in SESSION_LAB_TESTS:  # they hold on the real proxy ...
         test(good)
     broken = _ProxyIsOneServer(good, good.mirror if target == "redis-mirror"
@@ -161,6 +174,28 @@ def test_session_lab_features_fail_when_the_proxy_is_one_server(labs, target: st
         broken.close()
 
 
+def test_mirror_isolation_fails_when_the_primary_is_the_mirror(labs):
+    """catch_all_route to the mirror: freezing the mirror stops the primary traffic"""
+    isolation = test_ext_mirror_isolation.test_primary_traffic_ignores_a_dead_mirror
+    isolation(labs("replica"), "freeze")
+    broken = _ProxyIsOneServer(labs("replica"), labs("replica").mirror)
+    try:
+        _fails(isolation, broken, "freeze")
+    finally:
+        broken.close()
+
+
+def test_failover_fails_when_envoy_refreshes_its_topology_slowly(labs):
+    """tests/data/slow-topology-refresh.yaml (60 s): writes do not recover within the bound"""
+    _fails(test_ext_failover.test_master_killed_under_traffic, labs("slowrefresh"), None)
+
+
 def test_variant_labs_are_what_they_say(labs):
     assert labs("master").state.read_policy == "MASTER"
     assert Path(labs("master").state.directory).is_dir()
+
+
+def test_scale_out_fails_when_envoy_does_not_follow_moved(labs):
+    """mutant no-redirection: right after the rebalance the client sees MOVED"""
+    _fails(test_ext_scale_out.test_a_shard_added_with_add_node_and_rebalance_is_served,
+           _variant(labs("noredirect")))

@@ -11,9 +11,10 @@ import yaml
 from lab import model, mutants
 from lab.backends.local import local_vips
 from lab.conformance.features import ALL, TUTORIAL
-from lab.envoy import sidecar
+from lab.envoy import bootstrap, sidecar
 from lab.errors import ManifestError
 from lab.mutations import judge
+from tests.conftest import needs_binaries
 
 REDIS_PROXY = "envoy.filters.network.redis_proxy"
 
@@ -133,3 +134,11 @@ def test_verdicts():
     assert judge([], ["Sharding"]) == "false alarm"
     assert judge(["WriteMirroring"], ["Sharding"]) == "missed, false alarm"
     assert set(TUTORIAL) <= set(ALL)
+
+
+@needs_binaries
+@pytest.mark.parametrize("mutant", mutants.catalogue(profile="tutorial"), ids=lambda m: m.name)
+def test_real_envoy_accepts_every_entry(tmp_path: Path, mutant: mutants.Mutant):
+    boot = bootstrap.build(_config([mutant.path]), ("127.0.0.1", 0), "n",
+                           resolve=lambda host, port: ("127.0.0.1", 7000))
+    sidecar.validate(sidecar.write(boot, tmp_path / "envoy.json"))

@@ -59,5 +59,5 @@ def test_another_project_runs_the_shipped_suite_and_its_own_test(no_leaks: Path,
     report = yaml.safe_load((project / "reports" / "latest" / "conformance.yaml").read_text())
     profile = report["profiles"][0]
     assert profile["result"] == "success"
-    assert profile["statistics"]["passed"] == 9  # the 8 shipped tests and theirs
+    assert profile["statistics"]["passed"] == 10  # the 9 shipped tutorial tests and theirs
     assert any("test_their_app.py" in t for t in profile["features"]["Sharding"]["tests"])

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab import manifests, model
+from lab import model
 from lab.backends.local import local_vips
-from lab.envoy import bootstrap, patcher, sidecar
+from lab.envoy import bootstrap, sidecar
 from lab.paths import manifests_dir
 from tests.conftest import needs_binaries
 
@@ -24,13 +24,11 @@ EXTENDED_MUTANTS = sorted(
 def _patched(extra: Path) -> dict:
     probe = model.load_spec("127.0.10.1")
     vips = local_vips(probe.services)
-    spec = model.load_spec(vips["redis-cluster"])
-    config = sidecar.patched_config(spec, vips, endpoints=lambda s, p: [("127.0.0.1", 7000)],
-                                    bind=lambda s, p: ("127.0.0.1", 0))
-    values = model.render_values(vips["redis-cluster"], spec.read_policy)
-    rel = extra.relative_to(manifests_dir()).as_posix()
-    documents = manifests.by_kind([manifests.load(rel, values)], "EnvoyFilter")
-    return patcher.apply_envoyfilters(config, documents)
+    # the lab's EnvoyFilters and the extra one, combined as `kubectl apply` would (an extra
+    # filter named like one of the lab's replaces it)
+    spec = model.load_spec(vips["redis-cluster"], extra_envoyfilters=[extra])
+    return sidecar.patched_config(spec, vips, endpoints=lambda s, p: [("127.0.0.1", 7000)],
+                                  bind=lambda s, p: ("127.0.0.1", 0))
 
 
 def test_there_are_variants_and_extended_mutants():

@@ -636,8 +636,11 @@ class LocalBackend:
             spec = model.load_spec(vips[model.CLIENT_SERVICE], state.read_policy,
                                    state.mirror_enabled, extra_envoyfilters=files)
             proof.check_envoyfilters(spec.envoyfilters)
-            config = self._envoy_config(spec, vips, _plan_of(state), state.directory,
-                                        admin_socket)
+            if state.extra.get("control_plane") == cp_istiod.NAME:  # istiod reads them
+                config = cp_istiod.reconfigure(state, spec)
+            else:
+                config = self._envoy_config(spec, vips, _plan_of(state), state.directory,
+                                            admin_socket)
         with progress.step("envoy --mode validate"):
             sidecar.validate(config, binaries.envoy())
         with progress.step("restart Envoy"):
@@ -648,6 +651,10 @@ class LocalBackend:
             state.save()
             self._wait_ready(Admin.of(state.admin, timeout=5.0), bool(files),
                              len(state.topology.nodes), process, state.directory)
+        if state.extra.get("control_plane") == cp_istiod.NAME:
+            state.extra["unmatched_envoyfilters"] = cp_istiod.check_config(
+                Admin.of(state.admin, timeout=5.0), spec, mutant=bool(files))
+            state.save()
         return state
 
     def _wait_envoy(self, admin: Admin, expected: int, process: Process, directory: Path) -> None:
@@ -718,7 +725,7 @@ def _plan_of(state: LabState) -> _Plan:
              for address, name in names.items()]
     nodes.sort(key=lambda n: int(n.name.rsplit("-", 1)[1]))
     return _Plan(nodes=nodes, mirror=state.mirror_node, proxy_port=int(state.proxy["port"]),
-                 names_by_address=names)
+                 names_by_address=names, proxy_host=str(state.proxy.get("host", LOOPBACK)))
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -98,6 +98,9 @@ class VariantLabs:
         self._labs[variant] = handle
         return handle
 
+    def handles(self) -> list[Lab]:
+        return list(self._labs.values())
+
     def close(self) -> None:
         from lab.backends import get_backend
         from lab.progress import Progress

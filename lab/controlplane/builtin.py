@@ -7,7 +7,7 @@ from typing import Any
 
 from lab.envoy import baseline, patcher
 from lab.manifests import Document
-from lab.model import LabSpec, Service
+from lab.model import LabSpec, Service, combine_envoyfilters
 
 NAME = "builtin"
 Address = tuple[str, int]
@@ -26,4 +26,5 @@ def sidecar_config(
 ) -> dict[str, list[dict[str, Any]]]:
     """The sidecar's listeners and clusters after the lab's (and any extra) EnvoyFilters."""
     base = baseline.build(spec.services, vips, endpoints, bind)
-    return patcher.apply_envoyfilters(base, [*spec.envoyfilter_documents, *extra_envoyfilters])
+    return patcher.apply_envoyfilters(base, combine_envoyfilters(spec.all_envoyfilter_documents,
+                                                                 extra_envoyfilters))

@@ -17,15 +17,14 @@ the same as the captured listener of a Kubernetes sidecar.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from lab.errors import ManifestError
 from lab.manifests import Document
-from lab.model import CLIENT_SERVICE, LabSpec
+from lab.model import CLIENT_SERVICE, LabSpec, combine_envoyfilters
 
 ROOT_NAMESPACE = "istio-system"
 CLIENT = "redis-client"
@@ -140,7 +139,8 @@ def envoyfilters(spec: LabSpec, extra: Sequence[Document] = ()) -> list[Document
     creation time, so each document gets the one `kubectl apply` in this order would give
     it (one second apart), unless it says its own: otherwise istiod would order by name.
     """
-    docs = [copy.deepcopy(doc) for doc in [*spec.envoyfilter_documents, *extra]]
+    docs = [copy.deepcopy(doc) for doc in combine_envoyfilters(spec.all_envoyfilter_documents,
+                                                                extra)]
     for index, doc in enumerate(docs):
         doc.setdefault("metadata", {}).setdefault("creationTimestamp", APPLIED_AT.format(index))
     return docs
@@ -153,7 +153,9 @@ def documents(spec: LabSpec, vips: Mapping[str, str], addresses: Mapping[str, st
 
 
 def to_yaml(docs: Sequence[Document]) -> str:
-    return yaml.safe_dump_all(list(docs), sort_keys=False)
+    """YAML documents written as JSON: istiod reads YAML 1.1, where an unquoted `y` or `n`
+    (PyYAML leaves them unquoted) is a bool; JSON quotes every string."""
+    return "".join(f"---\n{json.dumps(doc, indent=1)}\n" for doc in docs)
 
 
 def node_id(client_ip: str, namespace: str = "redis") -> str:

@@ -167,7 +167,7 @@ def _wait_dns(port_file: Path, pid: int, logs: Path) -> int:
 READY_LINE = "marking server ready"  # ads: caches synced, push context built
 
 
-def wait_ready(ports: pilot.Ports, pid: int, log: Path) -> None:
+def wait_ready(ports: pilot.Ports, pid: int, log: Path, offset: int = 0) -> None:
     """Until istiod's xDS server is ready: its log says so and its gRPC port accepts.
 
     Not `/ready`: without Kubernetes its "config validation" and "sidecar injector" probes
@@ -178,7 +178,10 @@ def wait_ready(ports: pilot.Ports, pid: int, log: Path) -> None:
     def ready() -> None:
         if not procs.running(pid):
             raise LabError(f"istiod exited: {_tail(log)}")
-        if READY_LINE not in log.read_text(errors="replace"):
+        with open(log, "rb") as handle:
+            handle.seek(offset)
+            text = handle.read().decode(errors="replace")
+        if READY_LINE not in text:
             raise _NotYet(f"its log does not say {READY_LINE!r} yet")
         socket.create_connection((ports.host, ports.grpc), timeout=2).close()
 
@@ -230,6 +233,23 @@ def plan_lines() -> list[str]:
     ]
 
 
+def reconfigure(state: Any, spec: LabSpec) -> Path:
+    """Seam 1 for an istiod lab: rewrite istiod's inputs (the new extra EnvoyFilters are in
+    `spec`), restart istiod (the journal's process), wait until it is ready; Envoy's ADS
+    bootstrap stays as it is (the caller restarts Envoy). Returns the bootstrap's path."""
+    block = Block(int(state.extra["loopback_block"]))
+    write_inputs(state.directory, spec, block)
+    old = next(p for p in state.processes if p.name == NAME)
+    procs.terminate(old)
+    log = Path(old.log)
+    offset = log.stat().st_size if log.exists() else 0
+    new = procs.relaunch(old, str(state.directory))
+    state.processes = [new if p is old else p for p in state.processes]
+    state.save()
+    wait_ready(pilot.Ports(block.istiod), new.pid, log, offset)
+    return Path(state.directory) / "envoy.json"
+
+
 def require_block(name: str, states: Sequence[Any]) -> Block:
     """The istiod binary first (`up` never builds it), then the lab's loopback block."""
     pilot.require()
@@ -277,12 +297,17 @@ def _filters(listener: dict[str, Any]) -> list[str]:
 def unmatched(config_dump: dict[str, Any], envoyfilters: Sequence[Document]) -> list[str]:
     """One line per EnvoyFilter patch whose effect is missing from Envoy's config.
 
-    Checked: CLUSTER ADD/INSERT_FIRST (a cluster of that name), NETWORK_FILTER
+    Checked: CLUSTER ADD/INSERT_FIRST (a cluster of that name), CLUSTER MERGE/REPLACE/
+    REMOVE of a cluster an EnvoyFilter added (istiod never patches those), NETWORK_FILTER
     REPLACE/ADD/INSERT_* (a filter of that name on the matched listener); other operations
     leave no name to look for and are not judged here.
     """
     listeners = {lst.get("name"): lst for lst in _dynamic(config_dump, "listeners")}
     clusters = {c.get("name") for c in _dynamic(config_dump, "clusters")}
+    added = {(p.get("patch", {}).get("value") or {}).get("name")
+             for doc in envoyfilters for p in doc.get("spec", {}).get("configPatches", [])
+             if p.get("applyTo") == "CLUSTER"
+             and p.get("patch", {}).get("operation") in ("ADD", "INSERT_FIRST")}
     problems: list[str] = []
     for doc in envoyfilters:
         meta = doc.get("metadata", {})
@@ -295,6 +320,13 @@ def unmatched(config_dump: dict[str, Any], envoyfilters: Sequence[Document]) -> 
             if patch.get("applyTo") == "CLUSTER" and operation in ("ADD", "INSERT_FIRST"):
                 if name and name not in clusters:
                     problems.append(f"{where} matched nothing: Envoy has no cluster {name}")
+            elif patch.get("applyTo") == "CLUSTER" and operation in ("MERGE", "REPLACE",
+                                                                      "REMOVE"):
+                target = ((patch.get("match") or {}).get("cluster") or {}).get("name")
+                if target in added:
+                    problems.append(f"{where} matched nothing: cluster {target} was added by an "
+                                    "EnvoyFilter, and istiod patches only the clusters it "
+                                    "generates")
             elif patch.get("applyTo") == "NETWORK_FILTER" and name and operation in (
                     "REPLACE", "ADD", "INSERT_FIRST", "INSERT_BEFORE", "INSERT_AFTER"):
                 wanted = (patch.get("match") or {}).get("listener", {}).get("name")

@@ -89,6 +89,7 @@ def _cluster_matches(cluster: dict[str, Any], match: dict[str, Any]) -> bool:
 class _Patcher:
     def __init__(self, config: Config) -> None:
         self.config = copy.deepcopy(config)
+        self.inserted: set[str] = set()  # clusters an EnvoyFilter added
 
     def apply(self, envoyfilter: dict[str, Any]) -> None:
         meta = envoyfilter.get("metadata", {})
@@ -134,9 +135,19 @@ class _Patcher:
                 raise PatchError(f"{where}: a cluster named {value['name']!r} already exists")
             position = 0 if operation == "INSERT_FIRST" else len(clusters)
             clusters.insert(position, copy.deepcopy(value))
+            self.inserted.add(str(value["name"]))
             return 1
         wanted = match.get("cluster", {})
         hits = [i for i, c in enumerate(clusters) if _cluster_matches(c, wanted)]
+        added = [clusters[i].get("name") for i in hits if clusters[i].get("name") in self.inserted]
+        if added:
+            # Istio patches only the clusters it generates (EnvoyFilter-inserted ones are
+            # added after every CLUSTER patch), so such a patch would silently change nothing.
+            raise PatchError(
+                f"{where}: CLUSTER {operation} of {', '.join(map(str, added))}, which an "
+                "EnvoyFilter added: Istio patches only the clusters it generates, so this "
+                "changes nothing there; edit (re-apply under its name) the EnvoyFilter that "
+                "adds it instead")
         for i in reversed(hits):
             if operation == "REMOVE":
                 del clusters[i]

@@ -42,19 +42,6 @@ RELAY_SOCKET = relay_launch.SOCKET
 ACL_FILE = "/conf/users.acl"
 
 
-def _extra_filters(paths_: Sequence[str], vip: str, read_policy: str) -> list[dict[str, Any]]:
-    """Extra EnvoyFilters (seam 1), rendered with the same placeholders as the lab's own."""
-    from lab import manifests
-
-    values = model.render_values(vip, read_policy)
-    documents: list[dict[str, Any]] = []
-    for path in paths_:
-        # a file that exists as given, else a path under the manifests (mutants/, variants/)
-        source = Path(path).resolve() if Path(path).exists() else path
-        documents += manifests.by_kind([manifests.load(source, values)], "EnvoyFilter")
-    return documents
-
-
 class DockerBackend:
     name = "docker"
 
@@ -141,10 +128,11 @@ class DockerBackend:
         with progress.step("network: a /24 of its own"):
             net, addresses = network.create(client, name)
         vip = addresses.vip()
-        extra_paths = [str(p) for p in getattr(options, "envoyfilters", ())]
+        extra_paths = [str(Path(p).resolve()) for p in options.envoyfilters]
         with progress.step("render manifests into the lab model"):
-            spec = model.load_spec(vip, options.read_policy, options.mirror)
-            extra = _extra_filters(extra_paths, vip, options.read_policy)
+            spec = model.load_spec(vip, options.read_policy, options.mirror,
+                                   extra_envoyfilters=extra_paths)
+            proof.check_envoyfilters(spec.envoyfilters + spec.extra_envoyfilters)
         sts = spec.statefulset
         node_pods = [sts.pod(i) for i in range(sts.replicas)]
         ips = {pod: addresses.node(i) for i, pod in enumerate(node_pods)}
@@ -163,7 +151,7 @@ class DockerBackend:
         # The client pod's side does not depend on the cluster: it runs meanwhile.
         with ThreadPoolExecutor(max_workers=3) as pool:
             capture = pool.submit(pods.capture)
-            config = pool.submit(self._write_envoy_config, spec, vip, ips, extra, pods.side_dir)
+            config = pool.submit(self._write_envoy_config, spec, vip, ips, pods.side_dir)
             relay = pool.submit(relay_launch.start, pid, directory, vip)
             try:
                 with progress.step("redis-cli --cluster create (in redis-cluster-0) "
@@ -185,7 +173,7 @@ class DockerBackend:
                         started.append(relay.result())
                 raise
         with progress.step(f"start the sidecar, wait for {sts.replicas} healthy hosts"):
-            pods.start_sidecar(getattr(options, "envoy_concurrency", None))
+            pods.start_sidecar(options.envoy_concurrency)
             readiness.wait_envoy(admin_socket, sts.replicas, client, pods.name(SIDECAR))
         self._prove(options, progress, admin_socket, relay=directory / RELAY_SOCKET,
                     topology=topology, listener=f"{vip}_{model.REDIS_PORT}")
@@ -219,7 +207,7 @@ class DockerBackend:
         """The proxy is a Redis proxy that routes by slot (skipped for a mutant lab)."""
         from . import admin
 
-        mutant = tuple(getattr(options, "envoyfilters", ()) or ())
+        mutant = tuple(options.envoyfilters)
         if mutant:
             progress.say(f"mutant lab: extra EnvoyFilters {', '.join(map(str, mutant))}; "
                          "the proxy checks are skipped, the suite judges it")
@@ -280,14 +268,14 @@ class DockerBackend:
 
     @staticmethod
     def _write_envoy_config(spec: LabSpec, vip: str, ips: dict[str, str],
-                            extra: list[dict[str, Any]], side_dir: Path) -> Path:
+                            side_dir: Path) -> Path:
         routed = [s for s in spec.services if not s.headless]
         prefix, last = vip.rsplit(".", 1)
         # the redis-cluster Service holds the lab's VIP; other routed Services the next ones
         vips = {s.name: f"{prefix}.{int(last) + i}" for i, s in enumerate(
             sorted(routed, key=lambda s: s.name != model.CLIENT_SERVICE))}
         pods = [ips[spec.statefulset.pod(i)] for i in range(spec.statefulset.replicas)]
-        config = sidecar.config(spec, vips, pods, ips[model.MIRROR_SERVICE], extra)
+        config = sidecar.config(spec, vips, pods, ips[model.MIRROR_SERVICE])
         boot = sidecar.bootstrap(config, ips[CLIENT_POD])
         path = envoy_files.write(boot, side_dir / sidecar.CONFIG_FILE)
         envoy_files.validate(path)
@@ -307,14 +295,15 @@ class DockerBackend:
             raise LabError(f"lab {name!r} is not up on backend docker")
         client = engine.connect()
         try:
-            extra_paths = [str(p) for p in envoyfilters]
+            extra_paths = [str(Path(p).resolve()) for p in envoyfilters]
             vip = str(state.extra["vip"])
-            spec = model.load_spec(vip, state.read_policy, state.mirror_enabled)
+            spec = model.load_spec(vip, state.read_policy, state.mirror_enabled,
+                                   extra_envoyfilters=extra_paths)
             ips = state.extra["ips"]
             side_dir = state.directory / SIDECAR_DIR
             with progress.step("Envoy config with the new EnvoyFilters"):
-                extra = _extra_filters(extra_paths, vip, state.read_policy)
-                self._write_envoy_config(spec, vip, ips, extra, side_dir)
+                proof.check_envoyfilters(spec.envoyfilters + spec.extra_envoyfilters)
+                self._write_envoy_config(spec, vip, ips, side_dir)
             names = state.extra["containers"]
             with progress.step("restart the sidecar's Envoy"):
                 client.containers.get(names[SIDECAR]).restart(timeout=2)
@@ -372,5 +361,4 @@ class DockerBackend:
 def _record_envoyfilters(state: LabState, extra_paths: list[str]) -> None:
     """Seam 1: the extra EnvoyFilters of a mutant lab (empty: the lab as the manifests say)."""
     state.extra["envoyfilters"] = list(extra_paths)
-    if hasattr(state, "envoyfilters"):
-        state.envoyfilters = list(extra_paths)
+    state.envoyfilters = list(extra_paths)

@@ -25,9 +25,10 @@ ADMIN_SOCKET = "admin.sock"
 Address = tuple[str, int]
 
 
-def config(spec: LabSpec, vips: Mapping[str, str], pods: Sequence[str], mirror: str,
-           extra_envoyfilters: Sequence[dict[str, Any]] = ()) -> dict[str, list[dict[str, Any]]]:
-    """Listeners and clusters: the Services' baseline, capture shape, EnvoyFilters applied."""
+def config(spec: LabSpec, vips: Mapping[str, str], pods: Sequence[str],
+           mirror: str) -> dict[str, list[dict[str, Any]]]:
+    """Listeners and clusters: the Services' baseline, capture shape, then the lab's
+    EnvoyFilters and the extra ones (a mutant lab's), in that order."""
 
     def endpoints(service: Service, port: int) -> list[Address]:
         if service.name == model.MIRROR_SERVICE:
@@ -38,8 +39,7 @@ def config(spec: LabSpec, vips: Mapping[str, str], pods: Sequence[str], mirror: 
         return vips[service.name], port
 
     base = baseline.with_capture(baseline.build(spec.services, vips, endpoints, bind))
-    return patcher.apply_envoyfilters(base, [*spec.envoyfilter_documents,
-                                             *extra_envoyfilters])
+    return patcher.apply_envoyfilters(base, spec.all_envoyfilter_documents)
 
 
 def bootstrap(listeners_and_clusters: dict[str, list[dict[str, Any]]],

@@ -1,0 +1,171 @@
+"""Proving a lab healthy after a test changed it, and putting the roles back (CLUSTER FAILOVER).
+
+"As at up" means: cluster_state:ok on every node, the slot map and the master/replica roles of
+`lab.state.topology`, every replica's link up and in sync (WAIT), and Envoy's /clusters showing
+exactly the original hosts, all healthy, and routing reads of every part of the slot map without
+following a single MOVED/ASK (its slot map is the cluster's again).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import allure
+from tenacity import retry, stop_after_delay, wait_fixed
+
+from lab.slots import key_slot
+
+from .keys import text
+
+
+def _shape(topology) -> set:
+    return {(s.slots, s.master.name, tuple(r.name for r in s.replicas)) for s in topology.shards}
+
+
+def failure_flags(lab) -> list[str]:
+    """`fail` / `fail?` flags any node still holds about another (CLUSTER NODES)."""
+    found = []
+    for node in lab.state.topology.nodes:
+        raw = text(lab.client(node).execute_command("CLUSTER", "NODES")) or ""
+        for line in raw.splitlines():
+            parts = line.split()
+            if len(parts) > 2 and {"fail", "fail?"} & set(parts[2].split(",")):
+                found.append(f"{node.name} sees {parts[1]} {parts[2]}")
+    return found
+
+
+_REDIRECTS = re.compile(
+    r"^cluster\.custom-redis-cluster\.upstream_internal_redirect_succeeded_total: (\d+)$", re.M)
+
+
+def _probe_keys(every: int = 64) -> list[str]:
+    """A key in every `every`-th slot: a read of each touches the proxy's whole slot map."""
+    found: dict[int, str] = {}
+    index = 0
+    while len(found) < 16384 // every:
+        key = f"rml-probe-{index}"
+        index += 1
+        block = key_slot(key) // every
+        found.setdefault(block, key)
+    return list(found.values())
+
+
+PROBES = _probe_keys()
+
+
+def redirections(lab) -> int:
+    found = _REDIRECTS.search(lab.admin("/stats?filter=custom-redis-cluster"))
+    return int(found.group(1)) if found else 0
+
+
+def proxy_routes_by_itself(lab) -> bool:
+    """Reads of a key in every 64th slot cause no MOVED/ASK for Envoy to follow: its slot map
+    matches the cluster's (after a topology change it may lag until its next refresh)."""
+    client = lab.proxy_client()
+    before = redirections(lab)
+    for key in PROBES:
+        client.execute_command("GET", key)
+    return redirections(lab) == before
+
+
+def assert_lab_as_at_up(lab, timeout: float = 30) -> None:
+    @retry(stop=stop_after_delay(timeout), wait=wait_fixed(0.2), reraise=True)
+    def healthy() -> None:
+        for node in lab.state.topology.nodes:
+            info = text(lab.client(node).execute_command("CLUSTER", "INFO")) or ""
+            assert "cluster_state:ok" in info, f"{node.name}: {info.splitlines()[:1]}"
+        flags = failure_flags(lab)  # a FAIL flag left behind still starts a failover later
+        assert not flags, flags
+        assert _shape(lab.cluster_slots_topology()) == _shape(lab.state.topology)
+        for shard in lab.state.topology.shards:  # replication is back: links up, in sync
+            for replica in shard.replicas:
+                info = lab.client(replica).info("replication")
+                assert info.get("master_link_status") == "up", f"{replica.name}: link not up"
+            acked = int(lab.client(shard.master).execute_command("WAIT", len(shard.replicas),
+                                                                  1000))
+            assert acked == len(shard.replicas), f"{shard.master.name}: WAIT {acked}"
+        hosts = lab.proxy_hosts()
+        assert set(hosts) == {n.address for n in lab.state.topology.nodes}
+        assert set(hosts.values()) == {"healthy"}, hosts
+        assert proxy_routes_by_itself(lab), "Envoy still follows redirections: stale slot map"
+
+    with allure.step("the lab is as at up: cluster_state:ok, slots and roles, Envoy healthy"):
+        healthy()
+
+
+def _role(client) -> str:
+    try:
+        return text(client.execute_command("ROLE")[0]) or ""
+    except Exception:  # a node coming back answers LOADING / refuses for a moment
+        return ""
+
+
+def _take_back(lab, shard, timeout: float) -> None:
+    """The shard's original master is a replica now: once it says so itself (a restarted node
+    reports its old role until gossip corrects it) and its link is up, CLUSTER FAILOVER on it
+    until it is master and the other node its replica."""
+    node, other = shard.master, shard.replicas[0]
+    client = lab.client(node)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _role(client) == "master" and _role(lab.client(other)) == "slave":
+            return
+        if _role(client) == "slave" and client.info("replication").get(
+                "master_link_status") == "up":
+            client.execute_command("CLUSTER", "FAILOVER")
+            settle = time.monotonic() + 10  # a manual failover takes well under node timeout
+            while time.monotonic() < min(settle, deadline) and _role(client) != "master":
+                time.sleep(0.05)
+        time.sleep(0.1)
+    raise AssertionError(f"{node.name} did not become master again within {timeout:g} s")
+
+
+def restore_roles(lab, timeout: float = 30) -> list[str]:
+    """Every shard whose original replica is master now gets its roles back (CLUSTER FAILOVER
+    on the original master, as an operator would); returns the original masters that had to."""
+    moved = []
+    for shard in lab.state.topology.shards:
+        if _role(lab.client(shard.replicas[0])) != "master":
+            continue
+        moved.append(shard.master.name)
+        with allure.step(f"cluster failover on {shard.master.name}: its master role back"):
+            _take_back(lab, shard, timeout)
+    return moved
+
+
+def heal(lab, timeout: float = 60) -> None:
+    """Put roles back and prove the lab as at up; repeated until `timeout`, because a replica
+    may still be promoted a moment after a fault was undone (a FAIL flag outlives the fault)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        restore_roles(lab, timeout=max(1.0, deadline - time.monotonic()))
+        try:
+            assert_lab_as_at_up(lab, timeout=min(5.0, max(0.5, deadline - time.monotonic())))
+            return
+        except AssertionError:
+            if time.monotonic() >= deadline:
+                raise
+
+
+class NoFailover:
+    """`with NoFailover(lab, shard):` its replicas do not take over while the master is down
+    (cluster-replica-no-failover), so a fault on a whole shard changes no role."""
+
+    def __init__(self, lab, shard) -> None:
+        self.lab = lab
+        self.clients = [lab.client(r) for r in shard.replicas]
+
+    def __enter__(self) -> NoFailover:
+        for client in self.clients:
+            client.execute_command("CONFIG", "SET", "cluster-replica-no-failover", "yes")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # a master's FAIL flag outlives its fault (cleared 2 x node timeout later): allowing
+        # failovers before it is gone would let the replica take over after all
+        deadline = time.monotonic() + 30
+        while failure_flags(self.lab) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for client in self.clients:
+            client.execute_command("CONFIG", "SET", "cluster-replica-no-failover", "no")

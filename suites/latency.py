@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 FACTOR = 3.0
-SLACK_S = 0.005
+SLACK_S = 0.1  # seen: 10 ms spikes on the shared 2-core machine; a waiting proxy: 5 s
 
 
 def p99(samples: list[float]) -> float:

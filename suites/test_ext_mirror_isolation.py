@@ -2,7 +2,7 @@
 
 WRITES SETs through the proxy with the mirror up, then the same with the mirror frozen
 (SIGSTOP: it holds its connections and answers nothing) or killed: no primary error, and the
-p99 latency within `latency.bound` of the mirror-up run (3 x p99 + 5 ms).
+p99 latency within `latency.bound` of the mirror-up run (3 x p99 + 100 ms).
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ import allure
 from tenacity import retry, stop_after_delay, wait_fixed
 
 from lab.slots import key_slot
+from lab.topology import from_cluster_slots
 
 from .keys import text
 
@@ -78,6 +79,11 @@ def assert_lab_as_at_up(lab, timeout: float = 30) -> None:
         flags = failure_flags(lab)  # a FAIL flag left behind still starts a failover later
         assert not flags, flags
         assert _shape(lab.cluster_slots_topology()) == _shape(lab.state.topology)
+        names = {n.address: n.name for n in lab.state.topology.nodes}
+        for node in lab.state.topology.nodes:  # every node agrees: Envoy may ask any of them
+            reply = lab.client(node).execute_command("CLUSTER", "SLOTS", NEVER_DECODE=True)
+            seen = from_cluster_slots(reply, lambda h, p: names.get(f"{h}:{p}", f"{h}:{p}"))
+            assert _shape(seen) == _shape(lab.state.topology), f"{node.name}: stale slot map"
         for shard in lab.state.topology.shards:  # replication is back: links up, in sync
             for replica in shard.replicas:
                 info = lab.client(replica).info("replication")

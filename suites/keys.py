@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 
@@ -187,6 +188,20 @@ def redirections(lab: Lab) -> dict[str, int]:
         counts[node.name] = sum(int(stats.get(f"errorstat_{kind}", {}).get("count", 0))
                                 for kind in ("MOVED", "ASK"))
     return counts
+
+
+def wait_proxy_settled(lab: Lab, keys: list[bytes], seconds: float = 10) -> bool:
+    """Until reading `keys` through the proxy makes no node answer MOVED/ASK: after an earlier
+    test moved slots, Envoy's slot map may lag until its next refresh. Gives up (False) at
+    the deadline; the caller's assertions then judge the proxy as it is."""
+    deadline = time.monotonic() + seconds
+    while True:
+        before = redirections(lab)
+        through_proxy(lab, [("GET", k) for k in keys])
+        if redirections(lab) == before:
+            return True
+        if time.monotonic() >= deadline:
+            return False
 
 
 def wait_all_replicated(lab: Lab) -> None:

@@ -8,7 +8,7 @@ import pytest
 from redis.crc import key_slot
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from .keys import errors, run_keys, show, through_proxy, wait_all_replicated
+from .keys import errors, run_keys, show, through_proxy, wait_all_replicated, wait_proxy_settled
 
 READS_PER_KEY = 2
 
@@ -32,6 +32,7 @@ def test_reads_reach_only_the_replica(lab):
         replies = through_proxy(lab, [("SET", k, v) for k, v in values.items()])
         assert not errors(replies), errors(replies)[:3]
         wait_all_replicated(lab)
+        wait_proxy_settled(lab, written)
         with lab.monitor(lab.nodes) as capture, \
                 allure.step(f"get each of {len(written)} keys {READS_PER_KEY} times"):
             got = through_proxy(lab, [("GET", k) for k in written] * READS_PER_KEY)

@@ -7,7 +7,16 @@ import allure
 import pytest
 from redis.crc import key_slot
 
-from .keys import errors, redirections, run_keys, show, text, through_proxy, wait_all_replicated
+from .keys import (
+    errors,
+    redirections,
+    run_keys,
+    show,
+    text,
+    through_proxy,
+    wait_all_replicated,
+    wait_proxy_settled,
+)
 
 
 @pytest.mark.feature("TopologyDiscovery")
@@ -37,6 +46,7 @@ def test_each_key_is_executed_by_the_node_owning_its_slot(lab):
     with run_keys(lab) as keys:
         written = keys.spread(topology, per_shard=16)
         values = {key: keys.value() for key in written}
+        wait_proxy_settled(lab, written)
         before = redirections(lab)
         with lab.monitor(lab.nodes) as capture:
             with allure.step(f"set {len(written)} random binary keys through the proxy"):

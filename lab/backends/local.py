@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from lab import acl, binaries, locks, model, paths, ports, procs
-from lab.backends import local_envoy, local_faults
+from lab.backends import converge, local_envoy, local_faults
 from lab.backends.base import Access, UpOptions
 from lab.controlplane import addresses as cp_addresses
 from lab.controlplane import istiod as cp_istiod
@@ -31,7 +31,7 @@ from lab.errors import LabError
 from lab.model import LabSpec, Service
 from lab.progress import Progress
 from lab.state import CorruptState, LabState, Process, all_states
-from lab.topology import Node, Topology, from_cluster_slots
+from lab.topology import Node, Topology
 
 LOOPBACK = ports.LOOPBACK
 # The redis-cluster Service's "cluster IP" on the local backend. It names the sidecar
@@ -507,28 +507,8 @@ class LocalBackend:
 
     @staticmethod
     def _wait_cluster(plan: _Plan, credentials: acl.Credentials) -> Topology:
-        def name_of(host: str, port: int) -> str:
-            return plan.names_by_address.get(f"{host}:{port}", f"{host}:{port}")
-
-        @_retry_until(30, 0.1)
-        def converged() -> Topology:
-            for node in plan.nodes:
-                with _node_client(node, credentials) as client:
-                    info = client.execute_command("CLUSTER", "INFO")
-                    text = info.decode() if isinstance(info, bytes) else str(info)
-                    if "cluster_state:ok" not in text:
-                        raise _NotReady(f"{node.name}: cluster_state not ok")
-            with _node_client(plan.nodes[0], credentials) as client:
-                reply = client.execute_command("CLUSTER", "SLOTS", NEVER_DECODE=True)
-            topology = from_cluster_slots(reply, name_of)
-            if len(topology.shards) != 3 or any(len(s.replicas) != 1 for s in topology.shards):
-                raise _NotReady("CLUSTER SLOTS does not show 3 shards with a replica each yet")
-            return topology
-
-        try:
-            return converged()
-        except (_NotReady, RetryError, redis.RedisError, OSError) as exc:
-            raise LabError(f"the cluster did not converge: {exc}") from None
+        return converge.wait_converged(plan.nodes, lambda n: _node_client(n, credentials),
+                                       plan.names_by_address)
 
     @staticmethod
     def _envoy_config(spec: LabSpec, vips: dict[str, str], plan: _Plan, directory: Path,

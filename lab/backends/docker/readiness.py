@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from lab import acl, model
+from lab.backends import converge
 from lab.envoy.admin import CLUSTERS_JSON, parse_hosts
 from lab.errors import LabError
-from lab.topology import Node, Topology, from_cluster_slots
+from lab.topology import Node, Topology
 
 from . import admin
 
@@ -48,29 +49,9 @@ def wait_ping(nodes: list[Node], credentials: acl.Credentials) -> None:
 
 
 def wait_cluster(nodes: list[Node], names_by_address: dict[str, str],
-                  credentials: acl.Credentials) -> Topology:
-    def name_of(host: str, port: int) -> str:
-        return names_by_address.get(f"{host}:{port}", f"{host}:{port}")
-
-    @retry_until(30, 0.1)
-    def converged() -> Topology:
-        for node in nodes:
-            with node_client(node.host, credentials) as conn:
-                info = conn.execute_command("CLUSTER", "INFO")
-                text = info.decode() if isinstance(info, bytes) else str(info)
-                if "cluster_state:ok" not in text:
-                    raise NotReady(f"{node.name}: cluster_state not ok")
-        with node_client(nodes[0].host, credentials) as conn:
-            reply = conn.execute_command("CLUSTER", "SLOTS", NEVER_DECODE=True)
-        topology = from_cluster_slots(reply, name_of)
-        if len(topology.shards) != 3 or any(len(s.replicas) != 1 for s in topology.shards):
-            raise NotReady("CLUSTER SLOTS does not show 3 shards with a replica each yet")
-        return topology
-
-    try:
-        return converged()
-    except (NotReady, RetryError, redis.RedisError, OSError) as exc:
-        raise LabError(f"the cluster did not converge: {exc}") from None
+                 credentials: acl.Credentials) -> Topology:
+    return converge.wait_converged(nodes, lambda n: node_client(n.host, credentials),
+                                   names_by_address)
 
 
 def wait_envoy(socket_path: Path, expected: int, client: Any, container_name: str) -> None:

@@ -1,0 +1,48 @@
+"""Waiting for a freshly created Redis Cluster to converge, on any backend.
+
+`redis-cli --cluster create` returns before every node agrees: the lab is usable once every
+node says `cluster_state:ok` and CLUSTER SLOTS shows 3 shards with a replica each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import redis
+from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
+
+from lab.errors import LabError
+from lab.topology import Node, Topology, from_cluster_slots
+
+
+class _NotConverged(Exception):
+    pass
+
+
+def wait_converged(nodes: Sequence[Node], connect: Callable[[Node], redis.Redis],
+                   names_by_address: Mapping[str, str], seconds: float = 30) -> Topology:
+    """The topology once the cluster converged; LabError after `seconds`."""
+
+    def name_of(host: str, port: int) -> str:
+        return names_by_address.get(f"{host}:{port}", f"{host}:{port}")
+
+    @retry(stop=stop_after_delay(seconds), wait=wait_fixed(0.1), reraise=True,
+           retry=retry_if_exception_type((_NotConverged, redis.RedisError, OSError)))
+    def converged() -> Topology:
+        for node in nodes:
+            with connect(node) as client:
+                info = client.execute_command("CLUSTER", "INFO")
+                text = info.decode() if isinstance(info, bytes) else str(info)
+                if "cluster_state:ok" not in text:
+                    raise _NotConverged(f"{node.name}: cluster_state not ok")
+        with connect(nodes[0]) as client:
+            reply = client.execute_command("CLUSTER", "SLOTS", NEVER_DECODE=True)
+        topology = from_cluster_slots(reply, name_of)
+        if len(topology.shards) != 3 or any(len(s.replicas) != 1 for s in topology.shards):
+            raise _NotConverged("CLUSTER SLOTS does not show 3 shards with a replica each yet")
+        return topology
+
+    try:
+        return converged()
+    except (_NotConverged, RetryError, redis.RedisError, OSError) as exc:
+        raise LabError(f"the cluster did not converge: {exc}") from None

@@ -155,10 +155,12 @@ class _Worker(threading.Thread):
 
 
 def run(backend_name: str, *, labs: int, only: Sequence[str], reports: Path, prefix: str,
+        profile: str | None = None,
         keep: bool, progress: Progress, control_plane: str = "builtin") -> list[Verdict]:
     backend = get_backend(backend_name)
     entries: list[catalogue_mod.Mutant | None] = [None]
-    entries += [m for m in catalogue_mod.catalogue() if not only or m.name in only]
+    entries += [m for m in catalogue_mod.catalogue(profile=profile)
+                if not only or m.name in only]
     unknown = set(only) - {m.name for m in entries if m}
     if unknown:
         raise LabError(f"no mutant {', '.join(sorted(unknown))} in the catalogue")
@@ -240,6 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="leave the labs up")
     parser.add_argument("--control-plane", default="builtin", choices=("builtin", "istiod"),
                         help="local: who applies the EnvoyFilters (default: builtin)")
+    parser.add_argument("--profile", default=None, choices=sorted(PROFILES),
+                        help="only the catalogue entries of this profile (default: all)")
     args = parser.parse_args(argv)
     progress = Progress()
     began = time.monotonic()
@@ -247,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         only = [n.strip() for n in args.only.split(",") if n.strip()]
         results = run(args.backend, labs=args.labs, only=only, reports=args.reports,
                       prefix=args.prefix, keep=args.keep, progress=progress,
-                      control_plane=args.control_plane)
+                      control_plane=args.control_plane, profile=args.profile)
     except LabError as exc:
         print(f"mutations: error: {exc}", file=sys.stderr)
         return 2

@@ -104,7 +104,7 @@ def test_reconfigure_swaps_the_extra_envoyfilters_through_istiod(no_leaks: Path)
         before = LabState.load("cp-reconf")
         assert before is not None and read_policy(before) == "MASTER"
         istiod_pid = next(p.pid for p in before.processes if p.name == "istiod")
-        mutant = ROOT / "manifests" / "mutants" / "ext-read-policy-replica.yaml"
+        mutant = ROOT / "tests" / "data" / "read-policy-replica-merge.yaml"
         after = backend.reconfigure("cp-reconf", [mutant], Progress(quiet=True))
         assert read_policy(after) == "REPLICA"  # pushed by the restarted istiod
         assert next(p.pid for p in after.processes if p.name == "istiod") != istiod_pid

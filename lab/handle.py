@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -192,8 +193,43 @@ class Lab:
         return self._access.admin_get(path)
 
     def wait_replicated(self, master: Node, timeout_ms: int = 5000) -> int:
-        """WAIT on the master until its replicas acknowledged every write so far."""
-        return int(self.client(master).execute_command("WAIT", 1, timeout_ms))
+        """Until every replica of `master` processed every write the master took so far, from
+        any client (the proxy's included); returns how many did by then (0 on timeout).
+
+        Not `WAIT`: WAIT waits only for the writes of the connection that sends it (the
+        client's own replication offset), and this one wrote nothing, so WAIT would return at
+        once, before the proxy's last write reached the replica (a read policy test then reads
+        a stale replica, now and then).
+        """
+        client = self.client(master)
+        info = client.info("replication")
+        target = int(info["master_repl_offset"])
+        deadline = time.monotonic() + timeout_ms / 1000
+        by_address = {n.address: n for n in self.nodes}
+        while True:
+            links = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
+            done = 0
+            for link in links:  # the replicas the master feeds now (INFO, not gossip)
+                node = by_address.get(f"{link.get('ip')}:{link.get('port')}")
+                # a replica the lab knows is asked what it processed; another (an address
+                # this side cannot map) counts by the offset it last acknowledged
+                offset = (self._processed_offset(node) if node is not None
+                          else int(link.get("offset", -1)))
+                done += offset >= target
+            if (links and done == len(links)) or time.monotonic() >= deadline:
+                return done
+            time.sleep(0.002)  # polling the offsets; replication on a lab takes microseconds
+            info = client.info("replication")
+
+    def _processed_offset(self, replica: Node) -> int:
+        """The replication offset the replica has processed (-1 while its link is down)."""
+        try:
+            info = self._quick_client(replica).info("replication")
+        except (redis.RedisError, OSError):
+            return -1
+        if info.get("master_link_status") != "up":
+            return -1
+        return int(info.get("slave_repl_offset", -1))
 
     # ---- diagnostics --------------------------------------------------------------------------
     def diagnostics(self) -> dict[str, str]:

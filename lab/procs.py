@@ -225,6 +225,7 @@ class _Signals:
     fired: list[int] = []
     depth = 0
     pending: int | None = None
+    nesting = 0  # interruptible() within interruptible(): the pytest plugin, then a backend's up
 
 
 @contextlib.contextmanager
@@ -259,15 +260,22 @@ def interruptible() -> Iterator[None]:
             return
         raise Interrupted(signum)
 
+    if _Signals.nesting and _Signals.fired:
+        # an enclosing interruptible() was interrupted and something went on regardless
+        # (a clean-up that provisions, a fixture after the signal): start nothing new
+        raise Interrupted(_Signals.fired[0])
     try:
         previous = {sig: signal.signal(sig, handler) for sig in HANDLED}
     except ValueError:  # not the main thread
         yield
         return
-    _Signals.fired = []
-    _Signals.pending = None
+    if not _Signals.nesting:  # a nested one keeps what the outer one saw
+        _Signals.fired = []
+        _Signals.pending = None
+    _Signals.nesting += 1
     try:
         yield
     finally:
+        _Signals.nesting -= 1
         for sig, old in previous.items():
             signal.signal(sig, old)

@@ -39,7 +39,7 @@ def _round_trip(lab, client: redis.Redis) -> dict[str, str]:
         for key in keys:
             client.set(key, key)
         for shard in lab.topology.shards:  # reads go to replicas: let the writes replicate
-            lab.wait_replicated(shard.master)
+            assert lab.wait_replicated(shard.master) >= 1, f"{shard.master.name}: not replicated"
         values = [client.get(key) for key in keys]
         stored = [lab.client(lab.topology.shard_for_key(k).master).get(k) for k in keys]
         client.delete(*keys)
@@ -79,10 +79,10 @@ def test_redis_cli_unchanged(lab):
         for key in keys:  # one on every shard
             with allure.step(f"redis-cli set {key} v"):
                 assert cli("SET", key, "v") == "OK"
-            lab.wait_replicated(lab.topology.shard_for_key(key).master)
+            master = lab.topology.shard_for_key(key).master
+            assert lab.wait_replicated(master) >= 1, f"{master.name}: the SET did not replicate"
             with allure.step(f"redis-cli get {key}"):
                 assert cli("GET", key) == "v"
-            master = lab.topology.shard_for_key(key).master
             assert text(lab.client(master).get(key)) == "v", f"{key} is not on its master"
     finally:
         cli("DEL", *keys)

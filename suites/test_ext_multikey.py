@@ -106,7 +106,7 @@ def test_hash_tags_keep_keys_on_one_shard(lab):
                 with allure.step(f"mset {len(keys)} keys tagged {{{tag}}}"):
                     assert ok(lab.proxy.execute_command(
                         "MSET", *[p for k in keys for p in (k, k)]))
-                lab.wait_replicated(home.master)
+                assert lab.wait_replicated(home.master) >= 1
                 with allure.step(f"mget the keys tagged {{{tag}}}"):
                     assert [text(v) for v in lab.proxy.execute_command("MGET", *keys)] == keys
         for tag, keys in groups.items():

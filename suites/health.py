@@ -1,7 +1,7 @@
 """Proving a lab healthy after a test changed it, and putting the roles back (CLUSTER FAILOVER).
 
 "As at up" means: cluster_state:ok on every node, the slot map and the master/replica roles of
-`lab.state.topology`, every replica's link up and in sync (WAIT), and Envoy's /clusters showing
+`lab.state.topology`, every replica's link up and in sync (offsets), and Envoy's /clusters showing
 exactly the original hosts, all healthy, and routing reads of every part of the slot map without
 following a single MOVED/ASK (its slot map is the cluster's again).
 """
@@ -88,9 +88,8 @@ def assert_lab_as_at_up(lab, timeout: float = 30) -> None:
             for replica in shard.replicas:
                 info = lab.client(replica).info("replication")
                 assert info.get("master_link_status") == "up", f"{replica.name}: link not up"
-            acked = int(lab.client(shard.master).execute_command("WAIT", len(shard.replicas),
-                                                                  1000))
-            assert acked == len(shard.replicas), f"{shard.master.name}: WAIT {acked}"
+            acked = lab.wait_replicated(shard.master, 1000)
+            assert acked == len(shard.replicas), f"{shard.master.name}: {acked} in sync"
         hosts = lab.proxy_hosts()
         assert set(hosts) == {n.address for n in lab.state.topology.nodes}
         assert set(hosts.values()) == {"healthy"}, hosts

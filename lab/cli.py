@@ -62,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="local: the proxy's loopback port (default: a free one)")
     up.add_argument("--envoy-concurrency", type=int, default=None, metavar="N",
                     help="local: Envoy worker threads (default: Envoy's, one per core)")
+    up.add_argument("--spare-pods", type=int, default=0, metavar="N",
+                    help="local/docker: N more redis pods, running but not in the cluster "
+                         "(the StatefulSet scaled up), for `redis-cli --cluster add-node`")
     up.add_argument("--control-plane", default="builtin", choices=CONTROL_PLANES,
                     help="local: builtin (our EnvoyFilter patcher, default) or istiod (real "
                          f"Istio; install it once with `{PROG} tools install istiod`)")
@@ -125,8 +128,12 @@ def _up(args: argparse.Namespace) -> int:
                         preload_images=args.preload_images, dry_run=args.dry_run,
                         keep=args.keep_on_failure,
                         envoy_concurrency=args.envoy_concurrency,
-                        control_plane=args.control_plane,
+                        control_plane=args.control_plane, spare_pods=args.spare_pods,
                         envoyfilters=_envoyfilter_files(args.envoyfilter))
+    if not 0 <= args.spare_pods <= 4:
+        raise LabError(f"--spare-pods must be 0 to 4, not {args.spare_pods}")
+    if args.spare_pods and args.backend not in ("local", "docker"):
+        raise LabError("--spare-pods is for --backend local or docker")
     if args.control_plane != "builtin" and args.backend != "local":
         raise LabError(f"--control-plane {args.control_plane} is for --backend local")
     if args.control_plane == "istiod" and args.proxy_port is not None:
@@ -171,6 +178,10 @@ def _describe(state: LabState, topology_lines: list[str] | None = None) -> str:
         lines.append(f"  mutant lab: extra EnvoyFilters {', '.join(extra_filters)}")
     if state.backend == "local":
         lines[2] += f"   ({_cli_hint(state.name)})"
+    spares = state.extra.get("spares") or []
+    if spares:
+        lines.append("  spare pods (not in the cluster; redis-cli --cluster add-node): "
+                     + ", ".join(f"{s['name']} {s['host']}:{s['port']}" for s in spares))
     lines += topology_lines if topology_lines is not None else health.describe_topology(
         state.topology)
     return "\n".join(lines)

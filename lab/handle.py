@@ -63,6 +63,13 @@ class Lab:
         """The six cluster nodes (as started, whatever their role now)."""
         return tuple(sorted(self.state.topology.nodes, key=lambda n: n.name))
 
+    @property
+    def spares(self) -> tuple[Node, ...]:
+        """Redis pods running but not in the cluster at `up` (`UpOptions.spare_pods`): the
+        StatefulSet scaled up, for a test to `redis-cli --cluster add-node`."""
+        return tuple(Node(str(n["name"]), str(n["host"]), int(n["port"]))
+                     for n in self.state.extra.get("spares", []))
+
     def implementation(self) -> dict[str, Any]:
         """For reports: what was under test (not for tests to adapt to)."""
         return {
@@ -126,7 +133,10 @@ class Lab:
     def _node(self, node: Node | str) -> Node:
         if isinstance(node, Node):
             return node
-        return self.mirror if node == self.mirror.name else self.state.topology.node(node)
+        if node == self.mirror.name:
+            return self.mirror
+        spare = next((n for n in self.spares if n.name == node), None)
+        return spare if spare is not None else self.state.topology.node(node)
 
     def _auth(self) -> dict[str, str]:
         """The lab's admin user ({} when the backend has none)."""
@@ -151,7 +161,7 @@ class Lab:
         capture = MonitorCapture(
             targets,
             address=self._access.address,
-            replication_sources={n.address for n in self.nodes},
+            replication_sources={n.address for n in (*self.nodes, *self.spares)},
             send=lambda node, marker: self.client(node).echo(marker),
             prelude=prelude,
         )
@@ -161,7 +171,7 @@ class Lab:
     def cluster_slots_topology(self) -> Topology:
         """The topology as the cluster reports it now (CLUSTER SLOTS on the first node that
         answers; a node that is down or frozen is skipped)."""
-        names = {n.address: n.name for n in self.nodes}
+        names = {n.address: n.name for n in (*self.nodes, *self.spares)}
         errors = []
         for node in self.nodes:
             try:
@@ -205,7 +215,7 @@ class Lab:
         info = client.info("replication")
         target = int(info["master_repl_offset"])
         deadline = time.monotonic() + timeout_ms / 1000
-        by_address = {n.address: n for n in self.nodes}
+        by_address = {n.address: n for n in (*self.nodes, *self.spares)}
         while True:
             links = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
             done = 0

@@ -70,6 +70,31 @@ def proxy_routes_by_itself(lab) -> bool:
     return redirections(lab) == before
 
 
+def _owned_key(shard) -> str:
+    """A key in one of the shard's slots, for a write straight to its master."""
+    index = 0
+    while not shard.owns(key_slot(f"rml-heal-{index}")):
+        index += 1
+    return f"rml-heal-{index}"
+
+
+def _replication_flows(lab, shard) -> None:
+    """A new write on the master reaches every replica within a second. In sync now is not
+    enough: after CLUSTER FAILOVER, Redis 6.2's demoted master keeps the failover's client
+    pause for a while and applies nothing its new master sends (a read policy test then reads
+    a stale replica); this waits that out."""
+    key = _owned_key(shard)
+    master = lab.client(shard.master)
+    master.set(key, "1")
+    try:
+        acked = lab.wait_replicated(shard.master, 1000)
+        assert acked == len(shard.replicas), (
+            f"{shard.master.name}: a new write reached {acked} of {len(shard.replicas)} "
+            "replicas within 1 s")
+    finally:
+        master.delete(key)
+
+
 def assert_lab_as_at_up(lab, timeout: float = 30) -> None:
     @retry(stop=stop_after_delay(timeout), wait=wait_fixed(0.2), reraise=True)
     def healthy() -> None:
@@ -90,6 +115,7 @@ def assert_lab_as_at_up(lab, timeout: float = 30) -> None:
                 assert info.get("master_link_status") == "up", f"{replica.name}: link not up"
             acked = lab.wait_replicated(shard.master, 1000)
             assert acked == len(shard.replicas), f"{shard.master.name}: {acked} in sync"
+            _replication_flows(lab, shard)
         hosts = lab.proxy_hosts()
         assert set(hosts) == {n.address for n in lab.state.topology.nodes}
         assert set(hosts.values()) == {"healthy"}, hosts

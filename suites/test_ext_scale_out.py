@@ -1,13 +1,13 @@
-"""ScaleOut: a shard added with `redis-cli --cluster add-node` + `rebalance`, under an unchanged
-client, on a variant lab of its own (the session lab is never reshaped).
+"""ScaleOut: the StatefulSet scaled up, the new pods joined with `redis-cli --cluster
+add-node` (one as a new master, given slots by `rebalance`; one as a second replica of an
+existing shard), under an unchanged client, on a variant lab of its own (the session lab is
+never reshaped).
 
-The lab has six redis-server processes and no way to start a seventh through the `Lab` handle,
-so the new master is a node that leaves the cluster first: shard 0's replica is forgotten by
-every node and reset (CLUSTER FORGET / CLUSTER RESET HARD, what `del-node` does short of shutting
-it down), then joins again as an empty master (`add-node`), and `rebalance
---cluster-use-empty-masters` gives it slots. The claim: the proxy picks up a fourth shard with
-no client change; keys of the slots that moved are written and read through the proxy and are
-served by the new master; no client error or MOVED.
+The variant lab starts two spare pods (`UpOptions.spare_pods`: running, empty, outside the
+cluster, as `kubectl scale statefulset redis-cluster --replicas=8` leaves them). The claims:
+Envoy's /clusters shows the new hosts, healthy, within its refresh bound; keys of the slots that
+moved are written and read through the proxy with no client error or MOVED and are served by
+the new master; reads of the grown shard are shared by both of its replicas.
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ from lab.conformance.variants import Variant
 from lab.slots import key_slot
 
 from .keys import ok, text, token
+from .reads import binomial_tail
 
-# PREFER_REPLICA: the new shard (and the shard that gave up its replica) have no replica, so
-# REPLICA would refuse their reads; the claim here is about routing, not the read policy
-SCALE_OUT = Variant("scale-out", read_policy="PREFER_REPLICA")
+# PREFER_REPLICA: the new shard has no replica, so REPLICA would refuse its reads; the grown
+# shard's reads still go to its replicas (two of them), which is what is checked there
+SCALE_OUT = Variant("scale-out", read_policy="PREFER_REPLICA", spare_pods=2)
 NEW_WEIGHT = "0.1"  # the new master gets ~1/31 of the slots: a quick rebalance
 REFRESH_BOUND_S = 5.0 + 3.0 + 5.0  # Envoy's refresh rate + timeout, + slack for this machine
 
@@ -46,6 +47,13 @@ def _cli(*args: str) -> str:
     return output
 
 
+def _agree(seed: str) -> bool:
+    """`redis-cli --cluster check`: every node agrees on the configuration, no open slot."""
+    run = subprocess.run([binaries.redis_cli(), "--cluster", "check", seed],
+                         capture_output=True, text=True, timeout=60, check=False)
+    return run.returncode == 0
+
+
 def _wait(condition, seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -57,53 +65,119 @@ def _wait(condition, seconds: float, what: str) -> None:
 
 @pytest.mark.feature("ScaleOut")
 def test_a_shard_added_with_add_node_and_rebalance_is_served(lab_variant):
-    """add-node + rebalance a fourth master; keys of its slots served by it through the proxy"""
+    """add-node + rebalance a fourth master, add-node a second replica to a shard: the proxy
+    serves the new master's slots from it and shares the grown shard's reads by its replicas"""
     lab = lab_variant(SCALE_OUT)
+    if len(lab.spares) < 2:
+        pytest.skip("this backend starts no spare pods (UpOptions.spare_pods)")
     topology = lab.state.topology
-    leaving = topology.shards[0].replicas[0]
-    others = [n for n in topology.nodes if n != leaving]
-    leaving_id = text(lab.client(leaving).execute_command("CLUSTER", "MYID")) or ""
-    with allure.step(f"{leaving.name} leaves the cluster (FORGET everywhere, RESET HARD)"):
-        for node in others:
-            lab.client(node).execute_command("CLUSTER", "FORGET", leaving_id)
-        lab.client(leaving).execute_command("CLUSTER", "RESET", "HARD")
-    with allure.step(f"redis-cli --cluster add-node {leaving.name} (an empty master)"):
-        _cli("--cluster", "add-node", _address(lab, leaving), _address(lab, others[0]))
-        new_id = text(lab.client(leaving).execute_command("CLUSTER", "MYID")) or ""
+    new_master, new_replica = lab.spares[:2]
+    grown_master = topology.shards[0].master
+    seed = _address(lab, topology.nodes[0])
+    everyone = [*topology.nodes, new_master, new_replica]
+    with allure.step(f"redis-cli --cluster add-node {new_master.name} (an empty master)"):
+        _cli("--cluster", "add-node", _address(lab, new_master), seed)
+        new_id = text(lab.client(new_master).execute_command("CLUSTER", "MYID")) or ""
         _wait(lambda: all("cluster_state:ok" in (text(lab.client(n).execute_command(
-            "CLUSTER", "INFO")) or "") for n in topology.nodes), 30, "cluster_state:ok")
+            "CLUSTER", "INFO")) or "") for n in everyone[:-1]), 30, "cluster_state:ok")
     with allure.step("redis-cli --cluster rebalance --cluster-use-empty-masters"):
-        _cli("--cluster", "rebalance", _address(lab, others[0]), "--cluster-use-empty-masters",
+        _cli("--cluster", "rebalance", seed, "--cluster-use-empty-masters",
              "--cluster-weight", f"{new_id}={NEW_WEIGHT}")
-    now = lab.cluster_slots_topology()
-    assert len(now.shards) == 4, [s.master.name for s in now.shards]
-    grown = next(s for s in now.shards if s.master.name == leaving.name)
-    with allure.step("Envoy's /clusters: every node, healthy; its topology has 4 masters"):
-        hosts = lab.proxy_hosts()
-        assert set(hosts) == {n.address for n in topology.nodes}
-        assert set(hosts.values()) == {"healthy"}
+    added = next(sh for sh in lab.cluster_slots_topology().shards
+                 if sh.master.name == new_master.name)
     run = token()
-    keys = []
-    index = 0
-    while len(keys) < 12:
-        key = f"scale-{run}-{index}"
-        index += 1
-        if grown.owns(key_slot(key)):
-            keys.append(key)
+    keys = _keys_of(added, f"scale-{run}", 12)
     client = lab.proxy_client()
-    with allure.step(f"set/get {len(keys)} keys of its slots through the proxy, at once: "
-                     "Envoy follows MOVED until its next refresh, the client sees nothing"):
-        with lab.monitor([leaving]) as capture:
+    with allure.step(f"set/get {len(keys)} keys of the new master's slots through the proxy "
+                     "at once: Envoy follows MOVED until its next refresh, the client sees "
+                     "nothing"):
+        with lab.monitor([new_master]) as capture:
             for key in keys:
                 assert ok(client.execute_command("SET", key, f"{key}!"))
                 assert text(client.execute_command("GET", key)) == f"{key}!"
         for key in keys:
-            assert capture.on(leaving.name, command="SET", key=key), \
-                f"SET {key} not executed by the new master {leaving.name}"
-            assert lab.client(leaving).get(key) == f"{key}!".encode()
+            assert capture.on(new_master.name, command="SET", key=key), \
+                f"SET {key} not executed by the new master {new_master.name}"
+            assert lab.client(new_master).get(key) == f"{key}!".encode()
+    _wait(lambda: _agree(seed), 30, "every node agreeing on the slots (--cluster check)")
+    grown_id = text(lab.client(grown_master).execute_command("CLUSTER", "MYID")) or ""
+    with allure.step(f"redis-cli --cluster add-node {new_replica.name} --cluster-slave "
+                     f"--cluster-master-id <{grown_master.name}>"):
+        _cli("--cluster", "add-node", _address(lab, new_replica), seed, "--cluster-slave",
+             "--cluster-master-id", grown_id)
+        _wait(lambda: _shape_settled(lab, new_master, grown_master), 30,
+              "CLUSTER SLOTS: 4 masters, and 2 replicas for " + grown_master.name)
+        assert lab.wait_replicated(grown_master) == 2, "the new replica is not in sync"
+    now = lab.cluster_slots_topology()
+    grown = next(s for s in now.shards if s.master.name == grown_master.name)
+    with allure.step("Envoy's /clusters: the 8 nodes, healthy"):
+        _wait(lambda: _hosts(lab) == ({n.address for n in everyone}, {"healthy"}),
+              REFRESH_BOUND_S, "Envoy's /clusters showing the new hosts, healthy")
     with allure.step("after Envoy's refresh, reads of its keys are served by it directly"):
-        _wait(lambda: _reads_direct(lab, client, leaving, keys), REFRESH_BOUND_S,
+        _wait(lambda: _reads_direct(lab, client, new_master, keys), REFRESH_BOUND_S,
               "reads served by the new master without a redirection")
+    _assert_reads_shared(lab, client, grown, _keys_of(grown, f"scale-{run}-grown", 2))
+
+
+def _assert_reads_shared(lab, client, grown, shared: list[str]) -> None:
+    """The grown shard's reads reach both of its replicas (PREFER_REPLICA, Envoy's pick)."""
+    for key in shared:
+        assert ok(client.execute_command("SET", key, key))
+    assert lab.wait_replicated(grown.master) == 2
+    replicas = [r.name for r in grown.replicas]
+    with allure.step(f"{READS} reads of {grown.master.name}'s keys: shared by {replicas}"):
+        counts: dict[str, int] = {}
+
+        def shared_by_both() -> bool:
+            counts.clear()
+            counts.update(_replica_reads(lab, client, grown, shared))
+            return all(counts[r] >= MIN_SHARE * READS for r in replicas)
+
+        try:
+            _wait(shared_by_both, REFRESH_BOUND_S, f"reads shared by {replicas}")
+        finally:
+            allure.attach(repr(counts), name="reads per node of the grown shard",
+                          attachment_type=allure.attachment_type.TEXT)
+
+
+# The grown shard's reads: each replica gets at least MIN_SHARE of READS reads, except with a
+# probability under 1e-6 when Envoy picks one of two replicas at random (checked below).
+READS = 100
+MIN_SHARE = 0.22
+assert binomial_tail(READS, int(MIN_SHARE * READS)) < 1e-6
+
+
+def _shape_settled(lab, new_master, grown_master) -> bool:
+    now = lab.cluster_slots_topology()
+    masters = {s.master.name: s for s in now.shards}
+    return (len(now.shards) == 4 and new_master.name in masters
+            and len(masters[grown_master.name].replicas) == 2)
+
+
+def _hosts(lab) -> tuple[set[str], set[str]]:
+    hosts = lab.proxy_hosts()
+    return set(hosts), set(hosts.values())
+
+
+def _keys_of(shard, prefix: str, count: int) -> list[str]:
+    keys: list[str] = []
+    index = 0
+    while len(keys) < count:
+        key = f"{prefix}-{index}"
+        index += 1
+        if shard.owns(key_slot(key)):
+            keys.append(key)
+    return keys
+
+
+def _replica_reads(lab, client, shard, keys: list[str]) -> dict[str, int]:
+    nodes = [shard.master, *shard.replicas]
+    with lab.monitor(nodes) as capture:
+        for index in range(READS):
+            key = keys[index % len(keys)]
+            assert text(client.execute_command("GET", key)) == key
+    return {n.name: sum(len(capture.on(n.name, command="GET", key=k)) for k in keys)
+            for n in nodes}
 
 
 def _reads_direct(lab, client, leaving, keys: list[str]) -> bool:

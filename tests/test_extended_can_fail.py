@@ -44,8 +44,9 @@ CONFIGURATIONS = {
     "master": {"read_policy": "MASTER"},
     "any": {"read_policy": "ANY"},
     "nomirror": {"mirror": False},
-    "noredirect": {"read_policy": "PREFER_REPLICA", "envoyfilters": (
+    "noredirect": {"read_policy": "PREFER_REPLICA", "spare_pods": 2, "envoyfilters": (
         manifests_dir() / "mutants" / "no-redirection.yaml",)},
+    "master-spares": {"read_policy": "MASTER", "spare_pods": 2},
     "slowrefresh": {"envoyfilters": (
         Path(__file__).parent / "data" / "slow-topology-refresh.yaml",)},
 }
@@ -199,3 +200,9 @@ def test_scale_out_fails_when_envoy_does_not_follow_moved(labs):
     """mutant no-redirection: right after the rebalance the client sees MOVED"""
     _fails(test_ext_scale_out.test_a_shard_added_with_add_node_and_rebalance_is_served,
            _variant(labs("noredirect")))
+
+
+def test_scale_out_fails_when_the_grown_shards_replicas_take_no_reads(labs):
+    """read_policy MASTER: the shard with a second replica reads from neither replica"""
+    _fails(test_ext_scale_out.test_a_shard_added_with_add_node_and_rebalance_is_served,
+           _variant(labs("master-spares")))

@@ -29,6 +29,9 @@ class UpOptions:
     keep: bool = False  # leave what a failed `up` created, for debugging (kind/existing)
     envoy_concurrency: int | None = None  # local: Envoy's --concurrency (None: Envoy's default)
     control_plane: str = "builtin"  # local: "builtin" (our patcher) or "istiod" (real istiod)
+    # The StatefulSet scaled up by N after the cluster was created (`kubectl scale`): N more
+    # redis pods, running and empty, not in the cluster until `redis-cli --cluster add-node`.
+    spare_pods: int = 0
 
 
 class RedisLike(Protocol):

@@ -195,6 +195,9 @@ class LocalBackend:
     # ---- up -----------------------------------------------------------------------------
     def up(self, options: UpOptions, progress: Progress) -> LabState:
         name = paths.check_name(options.name)
+        if options.spare_pods and options.control_plane == cp_istiod.NAME:
+            raise LabError("--spare-pods needs --control-plane builtin (istiod's inputs list "
+                           "the StatefulSet's six pods)")
         paths.home(create=True)
         with procs.interruptible(), locks.lab_lock(name, "being brought up") as held:
             self._clear_previous(name, progress)
@@ -264,9 +267,9 @@ class LocalBackend:
             plan = self._start_redis(server, spec, options, progress, journal=journal,
                                      holds=holds, security=security, block=block)
             with progress.step("redis-cli --cluster create --cluster-replicas 1"):
-                self._create_cluster(cli, plan.nodes, directory, credentials)
+                self._create_cluster(cli, plan.nodes[:sts.replicas], directory, credentials)
             with progress.step("wait for cluster_state:ok and 3 shards with a replica each"):
-                topology = self._wait_cluster(plan, credentials)
+                topology = self._wait_cluster(plan.nodes[:sts.replicas], plan, credentials)
             admin_socket = directory / ADMIN_SOCKET
             config_path = self._config(progress, spec, vips, plan=plan, block=block,
                                        journal=journal, admin_socket=admin_socket)
@@ -293,7 +296,8 @@ class LocalBackend:
         journal.envoy_version = admin.server_version()
         journal.redis_version = self._redis_version(plan, credentials)
         journal.extra.update({"names_by_address": plan.names_by_address, "vips": vips,
-                              "envoy_config": str(config_path)})
+                              "envoy_config": str(config_path),
+                              "spares": [n.to_dict() for n in plan.nodes[sts.replicas:]]})
         if mutant:
             journal.extra["envoyfilters"] = [str(path) for path in mutant]
             if hasattr(journal, "envoyfilters"):  # seam 1's field, once merged
@@ -372,7 +376,8 @@ class LocalBackend:
                                f"{LOOPBACK}")
             reserved.add(options.proxy_port)
         sts = spec.statefulset
-        node_ports = ports.pick(sts.replicas, reserved, cluster_bus=True, holds=holds)
+        node_ports = ports.pick(sts.replicas + options.spare_pods, reserved, cluster_bus=True,
+                                holds=holds)
         reserved.update(node_ports)
         reserved.update(p + ports.CLUSTER_BUS_OFFSET for p in node_ports)
         extra = ports.pick(2 if options.proxy_port is None else 1, reserved, holds=holds)
@@ -506,8 +511,9 @@ class LocalBackend:
             raise LabError(f"redis-cli --cluster create failed: {reason[-1] if reason else ''}")
 
     @staticmethod
-    def _wait_cluster(plan: _Plan, credentials: acl.Credentials) -> Topology:
-        return converge.wait_converged(plan.nodes, lambda n: _node_client(n, credentials),
+    def _wait_cluster(members: list[Node], plan: _Plan,
+                      credentials: acl.Credentials) -> Topology:
+        return converge.wait_converged(members, lambda n: _node_client(n, credentials),
                                        plan.names_by_address)
 
     @staticmethod

@@ -34,6 +34,7 @@ class Variant:
     read_policy: str | None = None  # None: the session lab's
     mirror: bool | None = None  # None: the session lab's
     envoyfilters: tuple[str, ...] = ()  # files under manifests/variants/, or paths
+    spare_pods: int = 0  # redis pods started outside the cluster (UpOptions.spare_pods)
 
     def filter_paths(self) -> tuple[Path, ...]:
         found = []
@@ -88,6 +89,8 @@ class VariantLabs:
         }
         if extra:
             fields["envoyfilters"] = tuple(Path(p) for p in extra)
+        if variant.spare_pods:
+            fields["spare_pods"] = variant.spare_pods
         options = dataclasses.replace(self._options(name), **fields)
         backend = get_backend(self._backend_name)
         progress = self._progress()

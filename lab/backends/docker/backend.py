@@ -134,7 +134,8 @@ class DockerBackend:
                                    extra_envoyfilters=extra_paths)
             proof.check_envoyfilters(spec.envoyfilters + spec.extra_envoyfilters)
         sts = spec.statefulset
-        node_pods = [sts.pod(i) for i in range(sts.replicas)]
+        node_pods = [sts.pod(i) for i in range(sts.replicas + options.spare_pods)]
+        members = node_pods[:sts.replicas]  # the spares wait for `--cluster add-node`
         ips = {pod: addresses.node(i) for i, pod in enumerate(node_pods)}
         ips |= {model.MIRROR_SERVICE: addresses.mirror, CLIENT_POD: addresses.client}
         (directory / "logs").mkdir(parents=True, exist_ok=True)
@@ -158,10 +159,10 @@ class DockerBackend:
                                    "--cluster-replicas 1; meanwhile istio-init (capture to "
                                    "15001), Envoy's config, the relay in redis-client's netns"):
                     (directory / "logs" / "cluster-create.log").write_text(
-                        pods.create_cluster(node_pods), encoding="utf-8")
+                        pods.create_cluster(members), encoding="utf-8")
                 with progress.step("wait for cluster_state:ok and 3 shards with a replica each"):
                     topology = readiness.wait_cluster(
-                        [Node(p, ips[p], model.REDIS_PORT) for p in node_pods],
+                        [Node(p, ips[p], model.REDIS_PORT) for p in members],
                         names_by_address, credentials)
                 (directory / "logs" / "istio-init.log").write_text(capture.result(),
                                                                     encoding="utf-8")
@@ -195,6 +196,8 @@ class DockerBackend:
                    "containers": {pod: pods.name(pod) for pod in [*ips, SIDECAR]},
                    "aliases": pods.aliases, "names_by_address": names_by_address,
                    "relay_socket": RELAY_SOCKET,
+                   "spares": [Node(p, ips[p], model.REDIS_PORT).to_dict()
+                              for p in node_pods[sts.replicas:]],
                    "admin_socket": f"{SIDECAR_DIR}/{sidecar.ADMIN_SOCKET}"},
         )
         _record_envoyfilters(state, extra_paths)

@@ -39,6 +39,7 @@ _COLLECTOR = pytest.StashKey[Collector]()
 _RUN = pytest.StashKey[Path]()
 _FEATURES = "redis_mesh_lab_features"
 _IMPLEMENTATION = "redis_mesh_lab_implementation"
+MEASUREMENT = "redis_mesh_lab_measurement"  # (name, figures) as JSON: record_measurement
 _TITLE = "redis_mesh_lab_title"
 _WORKER_RUN = "redis_mesh_lab_run"
 
@@ -418,6 +419,11 @@ def _attach_diagnostics(item: pytest.Item, handle: Any) -> None:
             (out / label).write_text(text, encoding="utf-8")
 
 
+def record_measurement(item: pytest.Item, name: str, figures: Any) -> None:
+    """A test's figures into the conformance report (`measurements`), also under xdist."""
+    item.user_properties.append((MEASUREMENT, json.dumps([name, figures])))
+
+
 class _Recorder:
     """Feeds the conformance collector from test reports (on the xdist controller too)."""
 
@@ -426,6 +432,10 @@ class _Recorder:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         props = dict(report.user_properties)
+        for key, value in report.user_properties:  # any phase: a teardown may measure too
+            if key == MEASUREMENT:
+                name, figures = json.loads(str(value))
+                self.collector.record_measurement(name, figures)
         if _FEATURES not in props:
             return
         if _IMPLEMENTATION in props:

@@ -95,8 +95,12 @@ def test_command_coverage_table(lab, request):
     table = "\n".join(lines) + "\n"
     allure.attach(table, name="CommandCoverage", attachment_type=allure.attachment_type.TEXT)
     try:
-        from lab.pytest_plugin import run_folder
+        from lab.pytest_plugin import record_measurement, run_folder
 
+        record_measurement(request.node, "CommandCoverage", {
+            "envoyVersion": envoy, "probes": len(rows), "served": served,
+            "notServed": sorted(r["command"] for r in rows if r["outcome"] != "served"),
+            "table": "command-coverage.md"})
         folder = run_folder(request.config)
     except Exception:  # no run folder (e.g. the plugin is not driving reports): Allure only
         return

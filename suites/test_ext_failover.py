@@ -46,7 +46,9 @@ def _write_figures(request, figures: dict) -> None:
     allure.attach(json.dumps(figures, indent=2), name="FailoverRecovery",
                   attachment_type=allure.attachment_type.JSON)
     try:
-        from lab.pytest_plugin import run_folder
+        from lab.pytest_plugin import record_measurement, run_folder
+
+        record_measurement(request.node, "FailoverRecovery", figures)
 
         folder = run_folder(request.config)
     except Exception:

@@ -74,3 +74,12 @@ def test_a_partial_selection_says_the_profile_was_not_run_whole():
 def test_every_test_skipped_is_skipped_not_success():
     collector = _collector(t1=(("Sharding",), "skipped"))
     assert collector.feature_result("Sharding")[0] == "skipped"
+
+
+def test_measurements_are_reported_but_never_a_verdict():
+    collector = Collector(profile="extended")
+    collector.record_measurement("FailoverRecovery", {"recoverySeconds": 9.9, "lostWrites": 0})
+    profile = collector.build()["profiles"][0]
+    assert profile["measurements"] == {
+        "FailoverRecovery": {"recoverySeconds": 9.9, "lostWrites": 0}}
+    assert "measurements" not in Collector(profile="extended").build()["profiles"][0]

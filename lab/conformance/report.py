@@ -48,6 +48,11 @@ class Collector:
     known: dict[str, set[str]] = field(default_factory=dict)
     # Why the profile did not run whole ("-k Sharding", "node ids"); empty when it did.
     selection: list[str] = field(default_factory=list)
+    # Figures a test measured (FailoverRecovery...), by name: reported, never a verdict.
+    measurements: dict[str, Any] = field(default_factory=dict)
+
+    def record_measurement(self, name: str, figures: Any) -> None:
+        self.measurements[name] = figures
 
     def record_implementation(self, implementation: dict[str, Any]) -> None:
         """What was under test; with pytest-xdist, one lab per worker."""
@@ -128,6 +133,7 @@ class Collector:
                     "failed": sum(r.outcome == "failed" for r in in_profile),
                     "skipped": sum(r.outcome == "skipped" for r in in_profile),
                 },
+                **({"measurements": dict(self.measurements)} if self.measurements else {}),
                 "failedTests": [{"test": r.nodeid, "features": list(r.features),
                                  "reason": r.reason}
                                 for r in self.results.values() if r.outcome == "failed"],

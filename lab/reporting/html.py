@@ -17,12 +17,14 @@ at the version pinned in lab/versions.py.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
 import shutil
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -82,9 +84,33 @@ def ensure_allure() -> Path:
 
 
 def _features_with_verdicts(conformance: dict[str, Any]) -> tuple[str, dict[str, str], str]:
-    profile = conformance["profiles"][0]
-    verdicts = {name: str(value["result"]) for name, value in profile["features"].items()}
-    return str(profile["name"]), verdicts, str(profile["result"])
+    """Every profile's features and verdicts (`nox -s e2e` combines two profiles in one)."""
+    profiles = conformance["profiles"]
+    verdicts = {name: str(value["result"])
+                for profile in profiles for name, value in profile["features"].items()}
+    names = " + ".join(str(p["name"]) for p in profiles)
+    results = {str(p["result"]) for p in profiles}
+    overall = results.pop() if len(results) == 1 else ", ".join(
+        f"{p['name']} {p['result']}" for p in profiles)
+    return names, verdicts, overall
+
+
+def measurement_lines(conformance: dict[str, Any]) -> dict[str, str]:
+    """The headline of each measurement, for the environment panel."""
+    found: dict[str, str] = {}
+    for profile in conformance["profiles"]:
+        for name, figures in (profile.get("measurements") or {}).items():
+            if name == "FailoverRecovery" and isinstance(figures, dict):
+                lost = sum(int((figures.get(part) or {}).get("lostWrites", 0))
+                           for part in ("killedShard", "otherShards"))
+                found[name] = (f"{figures.get('recoverySeconds')} s (bound "
+                               f"{figures.get('boundSeconds')} s), {lost} acknowledged "
+                               "writes lost")
+            elif name == "CommandCoverage" and isinstance(figures, dict):
+                found[name] = f"{figures.get('served')} of {figures.get('probes')} probes served"
+            else:
+                found[name] = json.dumps(figures)[:200]
+    return found
 
 
 def implementation_lines(conformance: dict[str, Any]) -> dict[str, str]:
@@ -114,9 +140,10 @@ def prepare_results(results: Path, conformance: dict[str, Any], out: Path) -> No
         target.write_text(json.dumps(data), encoding="utf-8")
     for feature, verdict in verdicts.items():
         if verdict in EXPLAIN:
-            _placeholder(out, feature, verdict, link)
+            _placeholder(out, feature, verdict, link, _date_ms(conformance))
     environment = {"profile": f"{profile}: {overall}", **implementation_lines(conformance)}
     environment |= {f"feature {f}": v for f, v in verdicts.items()}
+    environment |= {f"measured {k}": v for k, v in measurement_lines(conformance).items()}
     (out / "environment.properties").write_text(
         "".join(f"{_escape(k)}={_escape(v)}\n" for k, v in environment.items()),
         encoding="utf-8")
@@ -126,7 +153,8 @@ def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace(" ", "\\ ").replace(":", "\\:").replace("=", "\\=")
 
 
-def _placeholder(out: Path, feature: str, verdict: str, link: dict[str, str]) -> None:
+def _placeholder(out: Path, feature: str, verdict: str, link: dict[str, str],
+                 when_ms: int) -> None:
     """An entry for a feature with no test result, so the landing tree lists it too."""
     ident = str(uuid.uuid4())
     title = ("Not covered: no test proves " if verdict == "notCovered"
@@ -138,8 +166,16 @@ def _placeholder(out: Path, feature: str, verdict: str, link: dict[str, str]) ->
         "description": EXPLAIN[verdict].format(feature=feature),
         "labels": [{"name": "feature", "value": feature},
                    {"name": VERDICT_LABEL, "value": f"{feature}: {verdict}"}],
-        "links": [link], "start": 0, "stop": 0,
+        "links": [link], "start": when_ms, "stop": when_ms,  # not 0: the report's date
     }), encoding="utf-8")
+
+
+def _date_ms(conformance: dict[str, Any]) -> int:
+    """The run's date (conformance.yaml), in ms since the epoch, for entries with no time."""
+    try:
+        return int(dt.datetime.fromisoformat(str(conformance["date"])).timestamp() * 1000)
+    except (KeyError, ValueError):
+        return int(time.time() * 1000)
 
 
 def _config(conformance: dict[str, Any]) -> str:

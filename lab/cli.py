@@ -65,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--spare-pods", type=int, default=0, metavar="N",
                     help="local/docker: N more redis pods, running but not in the cluster "
                          "(the StatefulSet scaled up), for `redis-cli --cluster add-node`")
+    up.add_argument("--images", default="local", choices=("local", "upstream"),
+                    help="docker: local (built offline from the installed binaries, default) "
+                         "or upstream (the official redis/envoy/proxyv2 images, pulled)")
     up.add_argument("--control-plane", default="builtin", choices=CONTROL_PLANES,
                     help="local: builtin (our EnvoyFilter patcher, default) or istiod (real "
                          f"Istio; install it once with `{PROG} tools install istiod`)")
@@ -129,9 +132,12 @@ def _up(args: argparse.Namespace) -> int:
                         keep=args.keep_on_failure,
                         envoy_concurrency=args.envoy_concurrency,
                         control_plane=args.control_plane, spare_pods=args.spare_pods,
+                        images=args.images,
                         envoyfilters=_envoyfilter_files(args.envoyfilter))
     if not 0 <= args.spare_pods <= 4:
         raise LabError(f"--spare-pods must be 0 to 4, not {args.spare_pods}")
+    if args.images != "local" and args.backend != "docker":
+        raise LabError("--images is for --backend docker")
     if args.spare_pods and args.backend not in ("local", "docker"):
         raise LabError("--spare-pods is for --backend local or docker")
     if args.control_plane != "builtin" and args.backend != "local":

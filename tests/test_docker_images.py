@@ -5,6 +5,8 @@ from __future__ import annotations
 import tarfile
 from pathlib import Path
 
+import pytest
+
 from lab.backends.docker import images
 from tests.conftest import needs_binaries
 
@@ -48,3 +50,57 @@ def test_inputs_hash_follows_the_inputs(tmp_path: Path):
     assert images.inputs_hash(recipe) == first  # stable
     binary.write_bytes(b"three")  # another size: another image
     assert images.inputs_hash(recipe) != first
+
+
+class _Images:
+    """The part of docker-py's client.images that `images.upstream` uses."""
+
+    def __init__(self, present: set[str], pullable: bool) -> None:
+        self.present, self.pullable, self.pulled = set(present), pullable, []
+
+    def get(self, reference: str) -> object:
+        from docker.errors import ImageNotFound
+
+        if reference not in self.present:
+            raise ImageNotFound(f"No such image: {reference}")
+        return object()
+
+    def pull(self, repository: str, tag: str) -> object:
+        from docker.errors import APIError
+
+        if not self.pullable:
+            raise APIError("Get \"https://registry-1.docker.io/v2/\": dial tcp: lookup "
+                           "registry-1.docker.io: no such host")
+        self.pulled.append(f"{repository}:{tag}")
+        self.present.add(f"{repository}:{tag}")
+        return object()
+
+
+class _Client:
+    def __init__(self, present: set[str], pullable: bool = True) -> None:
+        self.images = _Images(present, pullable)
+
+
+def test_upstream_images_are_the_pinned_official_ones_and_pulled_only_when_missing():
+    from lab import versions
+
+    refs = dict(versions.UPSTREAM_IMAGES)
+    assert refs["redis"].startswith("docker.io/library/redis:")
+    assert refs["envoy"].startswith("docker.io/envoyproxy/envoy:v")
+    assert refs["istio-init"].startswith("docker.io/istio/proxyv2:")
+    client = _Client(present={refs["redis"]})
+    assert images.upstream(client) == refs
+    assert client.images.pulled == [refs["envoy"], refs["istio-init"]]
+    again = _Client(present=set(refs.values()))
+    assert images.upstream(again) == refs and again.images.pulled == []
+
+
+def test_upstream_images_offline_is_one_line_naming_the_image_and_the_way_out():
+    from lab import versions
+    from lab.errors import LabError
+
+    with pytest.raises(LabError) as caught:
+        images.upstream(_Client(present=set(), pullable=False))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert versions.UPSTREAM_IMAGES["redis"] in message and "--images local" in message

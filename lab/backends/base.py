@@ -32,6 +32,7 @@ class UpOptions:
     # The StatefulSet scaled up by N after the cluster was created (`kubectl scale`): N more
     # redis pods, running and empty, not in the cluster until `redis-cli --cluster add-node`.
     spare_pods: int = 0
+    images: str = "local"  # docker: "local" (built offline) or "upstream" (official, pulled)
 
 
 class RedisLike(Protocol):

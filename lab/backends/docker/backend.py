@@ -38,6 +38,9 @@ from .pods import CLIENT_POD, SIDECAR, SIDECAR_DIR, Pods
 
 # Failover in seconds, not the ConfigMap's 15 s: faults are part of the suites.
 NODE_TIMEOUT_MS = 2000
+# By path: the official redis image's entrypoint drops to its redis user when the command is
+# `redis-server`, and that user cannot read the lab's 0600 ACL file (--images upstream)
+REDIS_SERVER = "/usr/local/bin/redis-server"
 RELAY_SOCKET = relay_launch.SOCKET
 ACL_FILE = "/conf/users.acl"
 
@@ -105,6 +108,15 @@ class DockerBackend:
                     f"{name} removes them") if options.keep else ""
             raise LabError(f"{exc} (diagnostics in {bundle}{kept})") from None
 
+    @staticmethod
+    def _images(client: Any, options: UpOptions, progress: Progress) -> dict[str, str]:
+        if options.images == "upstream":
+            with progress.step("images: the official ones (--images upstream), pulled if "
+                               "missing"):
+                return images.upstream(client, progress.say)
+        with progress.step("images redis-mesh-lab/{redis,envoy,istio-init}"):
+            return images.ensure_all(client)
+
     def _check_free(self, client: Any, name: str) -> None:
         """Refuse a name in use; forget a stale docker state dir whose containers are gone."""
         wanted = {"label": engine.label_filter(name)}
@@ -123,8 +135,7 @@ class DockerBackend:
     def _up(self, client: Any, options: UpOptions, progress: Progress, directory: Path,
             started: list[Process]) -> LabState:
         name = options.name
-        with progress.step("images redis-mesh-lab/{redis,envoy,istio-init}"):
-            tags = images.ensure_all(client)
+        tags = self._images(client, options, progress)
         with progress.step("network: a /24 of its own"):
             net, addresses = network.create(client, name)
         vip = addresses.vip()
@@ -235,7 +246,7 @@ class DockerBackend:
             conf.parent.mkdir(exist_ok=True)
             conf.write_text(spec.redis_conf, encoding="utf-8")
             # the StatefulSet's command, with a failover in seconds and the lab's ACL
-            command = ["redis-server", "/conf/redis.conf", "--cluster-announce-ip",
+            command = [REDIS_SERVER, "/conf/redis.conf", "--cluster-announce-ip",
                        pods.ips[pod], "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
                        "--aclfile", ACL_FILE]
             runs.append(functools.partial(
@@ -244,7 +255,7 @@ class DockerBackend:
         # what the official redis image runs when given no config file, and the ACL
         runs.append(functools.partial(
             pods.run, model.MIRROR_SERVICE, "redis-mirror",
-            ["redis-server", "--protected-mode", "no", "--save", "", "--aclfile", ACL_FILE],
+            [REDIS_SERVER, "--protected-mode", "no", "--save", "", "--aclfile", ACL_FILE],
             volumes=((str(users), ACL_FILE, "ro"),)))
         runs.append(functools.partial(pods.run, CLIENT_POD, "redis-client", ["sleep", "infinity"],
                                       extra_hosts={h: vip for h in self._vip_names(spec)}))

@@ -235,6 +235,31 @@ def _prune(client: Any) -> None:
             client.images.remove(image.id)
 
 
+def upstream(client: Any, say: Callable[[str], None] = lambda _: None) -> dict[str, str]:
+    """`--images upstream`: {component: reference} of the official images, each pulled unless
+    the engine has it already; a pull that fails is one LabError line."""
+    from docker.errors import DockerException
+
+    from lab import versions
+
+    found: dict[str, str] = {}
+    for component, reference in versions.UPSTREAM_IMAGES.items():
+        try:
+            client.images.get(reference)
+        except DockerException:
+            say(f"pulling {reference}")
+            repository, tag = reference.rsplit(":", 1)
+            try:
+                client.images.pull(repository, tag=tag)
+            except DockerException as exc:
+                reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+                raise LabError(f"--images upstream: could not pull {reference} ({reason}); "
+                               "offline, the default --images local builds the images "
+                               "from the installed binaries") from None
+        found[component] = reference
+    return found
+
+
 RECIPES: dict[str, Callable[[], Recipe]] = {
     "redis": redis_recipe, "envoy": envoy_recipe, "istio-init": init_recipe,
 }

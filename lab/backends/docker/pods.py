@@ -78,7 +78,8 @@ class Pods:
         if code != 0:
             raise LabError(f"istio-init failed (exit {code}): {log.strip()[-300:]}")
         listing = self.client.containers.run(self.tags["istio-init"], ["-t", "nat", "-S"],
-                                             remove=True, **in_client)
+                                             entrypoint=["/usr/sbin/iptables"],  # proxyv2's
+                                             remove=True, **in_client)  # is pilot-agent
         return log + listing.decode(errors="replace")
 
     def start_sidecar(self, concurrency: int | None = None) -> None:

@@ -140,8 +140,8 @@ def _up(args: argparse.Namespace) -> int:
         raise LabError("--images is for --backend docker")
     if args.spare_pods and args.backend not in ("local", "docker"):
         raise LabError("--spare-pods is for --backend local or docker")
-    if args.control_plane != "builtin" and args.backend != "local":
-        raise LabError(f"--control-plane {args.control_plane} is for --backend local")
+    if args.control_plane != "builtin" and args.backend not in ("local", "docker"):
+        raise LabError(f"--control-plane {args.control_plane} is for --backend local or docker")
     if args.control_plane == "istiod" and args.proxy_port is not None:
         raise LabError("--proxy-port does not apply to --control-plane istiod: the proxy "
                        "listens on the redis-cluster VIP at 6379, where the client connects")

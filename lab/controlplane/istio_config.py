@@ -147,9 +147,22 @@ def envoyfilters(spec: LabSpec, extra: Sequence[Document] = ()) -> list[Document
 
 
 def documents(spec: LabSpec, vips: Mapping[str, str], addresses: Mapping[str, str],
-              extra_envoyfilters: Sequence[Document] = ()) -> list[Document]:
+              extra_envoyfilters: Sequence[Document] = (), *,
+              interception: str = "NONE") -> list[Document]:
+    """istiod's inputs. `interception` "REDIRECT" (iptables capture, as on Kubernetes and the
+    docker backend) needs no Sidecar: istiod's default listeners are the captured ones."""
+    sidecar = [client_sidecar(spec, vips)] if interception == "NONE" else [plaintext_mesh()]
     return [*service_entries(spec, vips), *workload_entries(spec, addresses),
-            client_sidecar(spec, vips), *envoyfilters(spec, extra_envoyfilters)]
+            *sidecar, *envoyfilters(spec, extra_envoyfilters)]
+
+
+def plaintext_mesh() -> Document:
+    """Mesh-wide PeerAuthentication DISABLE. A captured sidecar's virtualInbound would
+    otherwise carry mTLS filter chains whose certificates (SDS `default`, `ROOTCA`) only
+    pilot-agent serves; Envoy holds every listener warming until they come, i.e. forever."""
+    return {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+            "metadata": {"name": "default", "namespace": ROOT_NAMESPACE},
+            "spec": {"mtls": {"mode": "DISABLE"}}}
 
 
 def to_yaml(docs: Sequence[Document]) -> str:
@@ -162,7 +175,8 @@ def node_id(client_ip: str, namespace: str = "redis") -> str:
     return f"sidecar~{client_ip}~{CLIENT}.{namespace}~{namespace}.svc.cluster.local"
 
 
-def node_metadata(spec: LabSpec, client_ip: str, istio_version: str) -> dict[str, Any]:
+def node_metadata(spec: LabSpec, client_ip: str, istio_version: str,
+                  interception: str = "NONE") -> dict[str, Any]:
     """The metadata istiod reads from a sidecar's node (what pilot-agent would send)."""
     client = next(p for p in pods(spec) if p.name == CLIENT)
     return {
@@ -171,7 +185,7 @@ def node_metadata(spec: LabSpec, client_ip: str, istio_version: str) -> dict[str
         "ISTIO_VERSION": istio_version,
         "INSTANCE_IPS": client_ip,
         "CLUSTER_ID": CLUSTER_ID,
-        "INTERCEPTION_MODE": "NONE",
+        "INTERCEPTION_MODE": interception,
         "NAME": client.name,
         "WORKLOAD_NAME": client.name,
         "SERVICE_ACCOUNT": "default",

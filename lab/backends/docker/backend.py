@@ -23,8 +23,10 @@ import redis
 
 from lab import acl, locks, model, paths, procs
 from lab.backends.base import Access, UpOptions
+from lab.controlplane import istiod as cp_istiod
 from lab.envoy import proof
 from lab.envoy import sidecar as envoy_files
+from lab.envoy.admin import Admin
 from lab.errors import LabError
 from lab.model import LabSpec
 from lab.progress import Progress
@@ -32,6 +34,7 @@ from lab.state import LabState, Process
 from lab.topology import Node, Topology
 
 from . import diagnostics, engine, images, network, readiness, sidecar
+from . import istiod as docker_istiod
 from . import relay as relay_launch
 from .access import DockerAccess
 from .pods import CLIENT_POD, SIDECAR, SIDECAR_DIR, Pods
@@ -78,6 +81,10 @@ class DockerBackend:
         if os.geteuid() != 0:
             raise LabError("the docker backend needs root: its relay enters the client pod's "
                            "network namespace (nsenter) and Envoy's admin socket is uid 1337's")
+        if options.control_plane == cp_istiod.NAME:
+            from lab.controlplane import pilot
+
+            pilot.require()  # before anything is created: a missing istiod is one line
         client = engine.connect()
         try:
             with locks.lab_lock(name, "being brought up"):
@@ -163,7 +170,9 @@ class DockerBackend:
         # The client pod's side does not depend on the cluster: it runs meanwhile.
         with ThreadPoolExecutor(max_workers=3) as pool:
             capture = pool.submit(pods.capture)
-            config = pool.submit(self._write_envoy_config, spec, vip, ips, pods.side_dir)
+            config = pool.submit(self._control_plane, options, spec, directory, ips, vip,
+                                 net_gateway=addresses.gateway, side_dir=pods.side_dir,
+                                 started=started)
             relay = pool.submit(relay_launch.start, pid, directory, vip)
             try:
                 with progress.step("redis-cli --cluster create (in redis-cluster-0) "
@@ -177,7 +186,7 @@ class DockerBackend:
                         names_by_address, credentials)
                 (directory / "logs" / "istio-init.log").write_text(capture.result(),
                                                                     encoding="utf-8")
-                config.result()
+                control_plane = config.result()
                 started.append(relay.result())
             except BaseException:
                 with contextlib.suppress(Exception):  # so the cleanup stops it
@@ -187,6 +196,8 @@ class DockerBackend:
         with progress.step(f"start the sidecar, wait for {sts.replicas} healthy hosts"):
             pods.start_sidecar(options.envoy_concurrency)
             readiness.wait_envoy(admin_socket, sts.replicas, client, pods.name(SIDECAR))
+        self._check_istiod(progress, control_plane, admin_socket, spec, options,
+                           listener=f"{vip}_{model.REDIS_PORT}")
         self._prove(options, progress, admin_socket, relay=directory / RELAY_SOCKET,
                     topology=topology, listener=f"{vip}_{model.REDIS_PORT}")
         state = LabState(
@@ -201,7 +212,7 @@ class DockerBackend:
             envoy_version=readiness.admin_version(admin_socket),
             redis_version=readiness.redis_version(ips[node_pods[0]], credentials),
             created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            extra={"controlPlane": "builtin patcher", "network": net.name,
+            extra={"controlPlane": "builtin patcher", **control_plane, "network": net.name,
                    "subnet": addresses.subnet, "vip": vip,
                    "vips": {model.CLIENT_SERVICE: vip}, "images": tags, "ips": ips,
                    "containers": {pod: pods.name(pod) for pod in [*ips, SIDECAR]},
@@ -280,14 +291,54 @@ class DockerBackend:
         service = spec.service(model.CLIENT_SERVICE)
         return [service.name, f"{service.name}.{service.namespace}", service.fqdn]
 
+    def _control_plane(self, options: UpOptions, spec: LabSpec, directory: Path,
+                       ips: dict[str, str], vip: str, *, net_gateway: str, side_dir: Path,
+                       started: list[Process]) -> dict[str, Any]:
+        """The sidecar's configuration: from our patcher (static), or from real istiod (ADS;
+        istiod started on the gateway address); returns what the state records of it."""
+        if options.control_plane != cp_istiod.NAME:
+            self._write_envoy_config(spec, vip, ips, side_dir)
+            return {}
+        vips = self._service_vips(spec, vip)
+        _process, ports = docker_istiod.start(
+            spec, directory, gateway=net_gateway, vips=vips, extra_envoyfilters=(),
+            pod_addresses={p: a for p, a in ips.items()}, record=started.append)
+        docker_istiod.write_bootstrap(spec, side_dir, ips[CLIENT_POD], ports)
+        return docker_istiod.state_extra(ports, ips[CLIENT_POD])
+
+    @staticmethod
+    def _check_istiod(progress: Progress, control_plane: dict[str, Any], admin_socket: Path,
+                      spec: LabSpec, options: UpOptions, *, listener: str) -> None:
+        """istiod's listeners have arrived (LDS follows CDS), and every EnvoyFilter's effect
+        is in Envoy (istiod ignores a patch that matches nothing, silently)."""
+        if control_plane.get("control_plane") != cp_istiod.NAME:
+            return
+        from . import admin
+
+        @readiness.retry_until(30, 0.05)
+        def listening() -> None:
+            if f"{listener}::" not in admin.admin_get(admin_socket, "/listeners"):
+                raise readiness.NotReady(f"no listener {listener} from istiod yet")
+
+        with progress.step(f"istiod's listeners ({listener}) in Envoy"):
+            listening()
+        with progress.step("istiod's push holds what every EnvoyFilter asks for"):
+            control_plane["unmatched_envoyfilters"] = cp_istiod.check_config(
+                Admin(socket_path=str(admin_socket), timeout=5.0), spec,
+                mutant=bool(options.envoyfilters))
+
+    @staticmethod
+    def _service_vips(spec: LabSpec, vip: str) -> dict[str, str]:
+        """The redis-cluster Service holds the lab's VIP; other routed Services the next ones."""
+        routed = [s for s in spec.services if not s.headless]
+        prefix, last = vip.rsplit(".", 1)
+        return {s.name: f"{prefix}.{int(last) + i}" for i, s in enumerate(
+            sorted(routed, key=lambda s: s.name != model.CLIENT_SERVICE))}
+
     @staticmethod
     def _write_envoy_config(spec: LabSpec, vip: str, ips: dict[str, str],
                             side_dir: Path) -> Path:
-        routed = [s for s in spec.services if not s.headless]
-        prefix, last = vip.rsplit(".", 1)
-        # the redis-cluster Service holds the lab's VIP; other routed Services the next ones
-        vips = {s.name: f"{prefix}.{int(last) + i}" for i, s in enumerate(
-            sorted(routed, key=lambda s: s.name != model.CLIENT_SERVICE))}
+        vips = DockerBackend._service_vips(spec, vip)
         pods = [ips[spec.statefulset.pod(i)] for i in range(spec.statefulset.replicas)]
         config = sidecar.config(spec, vips, pods, ips[model.MIRROR_SERVICE])
         boot = sidecar.bootstrap(config, ips[CLIENT_POD])
@@ -307,6 +358,10 @@ class DockerBackend:
         state = LabState.load(name)
         if state is None or state.backend != self.name:
             raise LabError(f"lab {name!r} is not up on backend docker")
+        if state.extra.get("control_plane") == cp_istiod.NAME:
+            raise LabError(f"lab {name!r} is configured by istiod: swapping its EnvoyFilters "
+                           "in place is for the builtin control plane (bring a new lab up "
+                           "with --envoyfilter instead)")
         client = engine.connect()
         try:
             extra_paths = [str(Path(p).resolve()) for p in envoyfilters]
@@ -338,6 +393,8 @@ class DockerBackend:
                     if state is not None:
                         for process in state.processes:
                             procs.stop(process.pid, process.expect)
+                    for process in procs.labelled(str(paths.lab_dir(name))):  # no state (kill -9)
+                        procs.stop(process.pid)
                     removed = self._remove(client, name)
                 shutil.rmtree(paths.lab_dir(name), ignore_errors=True)
         finally:

@@ -1,0 +1,72 @@
+"""Real istiod as the docker lab's control plane (`up --backend docker --control-plane istiod`).
+
+pilot-discovery runs on the host, listening only on the lab network's gateway address, fed
+files as on `local` (ServiceEntries and WorkloadEntries with the pods' IPs, the EnvoyFilters
+as the Kubernetes path applies them). The sidecar is captured by iptables, so istiod is told
+INTERCEPTION_MODE REDIRECT and gets no Sidecar resource: its own default listeners
+(virtualOutbound on 15001, `<VIP>_6379` not bound to a port) are the ones the EnvoyFilters
+patch. Envoy resolves the pods' DNS names through the engine's DNS (127.0.0.11), as a pod
+resolves them through the cluster DNS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lab import procs, versions
+from lab.controlplane import istio_config, istiod, pilot, xds_bootstrap
+from lab.envoy import sidecar as envoy_files
+from lab.manifests import Document
+from lab.model import LabSpec
+from lab.state import Process
+
+from . import sidecar
+
+INTERCEPTION = "REDIRECT"
+ENGINE_DNS = ("127.0.0.11", 53)  # Docker's embedded DNS, in every container of the network
+
+
+def start(spec: LabSpec, directory: Path, *, gateway: str, vips: Mapping[str, str],
+          pod_addresses: Mapping[str, str], extra_envoyfilters: Sequence[Document],
+          record: Any) -> tuple[Process, pilot.Ports]:
+    """Write istiod's inputs and start it (labelled with the lab's directory, so `down` finds
+    it even without a state file); returns the process once istiod reports ready."""
+    binary = pilot.require()
+    root = directory / "istiod"
+    config_dir = root / "config"
+    config_dir.mkdir(parents=True, exist_ok=True)
+    docs = istio_config.documents(spec, vips, pod_addresses, extra_envoyfilters,
+                                  interception=INTERCEPTION)
+    (config_dir / "lab.yaml").write_text(istio_config.to_yaml(docs), encoding="utf-8")
+    mesh, networks = root / "mesh.yaml", root / "meshNetworks.yaml"
+    mesh.write_text(yaml.safe_dump(istio_config.mesh_config()), encoding="utf-8")
+    networks.write_text("networks: {}\n", encoding="utf-8")
+    ports = pilot.Ports(gateway)
+    argv = pilot.argv(binary, config_dir, mesh, networks, ports)
+    (root / "command.txt").write_text(" ".join(argv) + "\n", encoding="utf-8")
+    log = directory / "logs" / "istiod.log"
+    process = procs.launch(istiod.NAME, istiod.wrapped(argv), log, root, str(directory),
+                           expect="pilot-discovery", record=record)
+    istiod.wait_ready(ports, process.pid, log)
+    return process, ports
+
+
+def write_bootstrap(spec: LabSpec, side_dir: Path, client_ip: str, ports: pilot.Ports) -> Path:
+    """The sidecar's Envoy bootstrap: ADS to istiod on the gateway, the engine's DNS."""
+    metadata = istio_config.node_metadata(spec, client_ip, istiod.ISTIO_VERSION_METADATA,
+                                          interception=INTERCEPTION)
+    boot = xds_bootstrap.build(istio_config.node_id(client_ip), metadata,
+                               f"{sidecar.CONFIG_DIR}/{sidecar.ADMIN_SOCKET}",
+                               (ports.host, ports.grpc), ENGINE_DNS)
+    return envoy_files.write(boot, side_dir / sidecar.CONFIG_FILE)
+
+
+def state_extra(ports: pilot.Ports, client_ip: str) -> dict[str, Any]:
+    return {"control_plane": istiod.NAME, "controlPlane": istiod.describe(),
+            "istio_version": versions.ISTIOD_RELEASE, "istio_build": versions.ISTIOD_DESCRIPTION,
+            "istiod_http": ports.address(ports.http),
+            "proxy_id": istio_config.node_id(client_ip)}

@@ -62,6 +62,10 @@ def _parser() -> argparse.ArgumentParser:
                     help="local: the proxy's loopback port (default: a free one)")
     up.add_argument("--envoy-concurrency", type=int, default=None, metavar="N",
                     help="local: Envoy worker threads (default: Envoy's, one per core)")
+    up.add_argument("--health-check", action="store_true",
+                    help="add an active Redis health check to custom-redis-cluster "
+                         "(manifests/variants/redis-health-check.yaml): the PREFER_* read "
+                         "policies need it to fall back (envoyproxy/envoy#31877)")
     up.add_argument("--spare-pods", type=int, default=0, metavar="N",
                     help="local/docker: N more redis pods, running but not in the cluster "
                          "(the StatefulSet scaled up), for `redis-cli --cluster add-node`")
@@ -133,7 +137,9 @@ def _up(args: argparse.Namespace) -> int:
                         envoy_concurrency=args.envoy_concurrency,
                         control_plane=args.control_plane, spare_pods=args.spare_pods,
                         images=args.images,
-                        envoyfilters=_envoyfilter_files(args.envoyfilter))
+                        envoyfilters=_envoyfilter_files(
+                            [*([str(paths.manifests_dir() / "variants" / "redis-health-check.yaml")]
+                               if args.health_check else []), *args.envoyfilter]))
     if not 0 <= args.spare_pods <= 4:
         raise LabError(f"--spare-pods must be 0 to 4, not {args.spare_pods}")
     if args.images != "local" and args.backend != "docker":
@@ -181,7 +187,7 @@ def _describe(state: LabState, topology_lines: list[str] | None = None) -> str:
                      f"{state.extra.get('istiod_http')}")
     extra_filters = getattr(state, "envoyfilters", None) or state.extra.get("envoyfilters")
     if extra_filters:
-        lines.append(f"  mutant lab: extra EnvoyFilters {', '.join(extra_filters)}")
+        lines.append(f"  extra EnvoyFilters (a mutant or variant lab): {', '.join(extra_filters)}")
     if state.backend == "local":
         lines[2] += f"   ({_cli_hint(state.name)})"
     spares = state.extra.get("spares") or []

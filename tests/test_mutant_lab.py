@@ -24,7 +24,7 @@ def test_envoyfilter_reconfigure_and_faults(no_leaks: Path):
     assert up.returncode == 0, up.stderr
     try:
         status = cli("status", "--name", "mutant")
-        assert "mutant lab: extra EnvoyFilters" in status.stdout, status.stdout
+        assert "extra EnvoyFilters (a mutant or variant lab)" in status.stdout, status.stdout
         state = LabState.load("mutant")
         assert state is not None and state.envoyfilters == [str(mutant.path)]
         backend = get_backend("local")

@@ -312,7 +312,7 @@ class LocalBackend:
         """The proxy is a Redis proxy that routes by slot (skipped for a mutant lab)."""
         mutant = tuple(getattr(options, "envoyfilters", ()) or ())
         if mutant:
-            progress.say(f"mutant lab: extra EnvoyFilters {', '.join(map(str, mutant))}; "
+            progress.say(f"extra EnvoyFilters (a mutant or variant lab): {', '.join(map(str, mutant))}; "
                          "the proxy checks are skipped, the suite judges it")
             return
         listener = f"{vips[model.CLIENT_SERVICE]}_{model.REDIS_PORT}"

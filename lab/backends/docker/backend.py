@@ -234,7 +234,7 @@ class DockerBackend:
 
         mutant = tuple(options.envoyfilters)
         if mutant:
-            progress.say(f"mutant lab: extra EnvoyFilters {', '.join(map(str, mutant))}; "
+            progress.say(f"extra EnvoyFilters (a mutant or variant lab): {', '.join(map(str, mutant))}; "
                          "the proxy checks are skipped, the suite judges it")
             return
         source = model.envoyfilter_files(options.mirror)[1]

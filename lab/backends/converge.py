@@ -7,6 +7,7 @@ node says `cluster_state:ok` and CLUSTER SLOTS shows 3 shards with a replica eac
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import redis
 from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
@@ -17,6 +18,18 @@ from lab.topology import Node, Topology, from_cluster_slots
 
 class _NotConverged(Exception):
     pass
+
+
+class NotReady(Exception):
+    """Raised inside a `retry_until` function: not yet, ask again."""
+
+
+def retry_until(seconds: float, interval: float = 0.05) -> Any:
+    """Retry the decorated function on NotReady, Redis and socket errors for `seconds`; the
+    last error is raised as is (every backend's readiness waits are made of this)."""
+    return retry(stop=stop_after_delay(seconds), wait=wait_fixed(interval),
+                 retry=retry_if_exception_type((NotReady, redis.RedisError, OSError)),
+                 reraise=True)
 
 
 def wait_converged(nodes: Sequence[Node], connect: Callable[[Node], redis.Redis],

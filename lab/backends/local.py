@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from lab import acl, binaries, locks, model, paths, ports, procs
 from lab.backends import converge, local_envoy, local_faults
@@ -50,14 +49,6 @@ ADMIN_SOCKET = "envoy-admin.sock"
 PORT_ATTEMPTS = 4
 
 
-class _NotReady(Exception):
-    pass
-
-
-def _retry_until(seconds: float, interval: float = 0.05) -> Any:
-    return retry(stop=stop_after_delay(seconds), wait=wait_fixed(interval),
-                 retry=retry_if_exception_type((_NotReady, redis.RedisError, OSError)),
-                 reraise=True)
 
 
 def local_vips(services: tuple[Service, ...]) -> dict[str, str]:
@@ -312,8 +303,9 @@ class LocalBackend:
         """The proxy is a Redis proxy that routes by slot (skipped for a mutant lab)."""
         mutant = tuple(getattr(options, "envoyfilters", ()) or ())
         if mutant:
-            progress.say(f"extra EnvoyFilters (a mutant or variant lab): {', '.join(map(str, mutant))}; "
-                         "the proxy checks are skipped, the suite judges it")
+            progress.say("extra EnvoyFilters (a mutant or variant lab): "
+                         f"{', '.join(map(str, mutant))}; the proxy checks are skipped, "
+                         "the suite judges it")
             return
         listener = f"{vips[model.CLIENT_SERVICE]}_{model.REDIS_PORT}"
         source = model.envoyfilter_files(options.mirror)[1]
@@ -478,7 +470,7 @@ class LocalBackend:
         return " | ".join(tail[-lines:])
 
     def _wait_ping(self, node: Node, process: Process, directory: Path, offset: int) -> None:
-        @_retry_until(10)
+        @converge.retry_until(10)
         def ping() -> None:
             if not procs.alive(process):
                 tail = self._log_tail(directory, node.name, 20, offset)
@@ -490,7 +482,7 @@ class LocalBackend:
                 client.ping()
         try:
             ping()
-        except (redis.RedisError, OSError, _NotReady) as exc:
+        except (redis.RedisError, OSError, converge.NotReady) as exc:
             raise LabError(f"{node.name} did not answer PING: {exc}") from None
 
     @staticmethod
@@ -582,7 +574,7 @@ class LocalBackend:
     @staticmethod
     def _lost_port(process: Process, log: Path, offset: int, admin: Admin) -> bool:
         """Wait until Envoy serves its admin API (True if it exited for a port in use)."""
-        @_retry_until(30, 0.05)
+        @converge.retry_until(30, 0.05)
         def started() -> bool:
             if not procs.alive(process):
                 with open(log, "rb") as handle:
@@ -644,18 +636,18 @@ class LocalBackend:
         return state
 
     def _wait_envoy(self, admin: Admin, expected: int, process: Process, directory: Path) -> None:
-        @_retry_until(30, 0.05)
+        @converge.retry_until(30, 0.05)
         def healthy() -> None:
             if not procs.alive(process):
                 raise LabError(f"envoy exited: {self._log_tail(directory, 'envoy')}")
             hosts = admin.hosts(CLUSTER_PROXY)
             ok = [h for h, flags in hosts.items() if flags == "healthy"]
             if len(ok) != expected:
-                raise _NotReady(f"{len(ok)}/{expected} hosts of {CLUSTER_PROXY} healthy")
+                raise converge.NotReady(f"{len(ok)}/{expected} hosts of {CLUSTER_PROXY} healthy")
 
         try:
             healthy()
-        except (_NotReady, OSError) as exc:
+        except (converge.NotReady, OSError) as exc:
             raise LabError(f"Envoy did not become ready: {exc}") from None
 
     @staticmethod

@@ -234,8 +234,9 @@ class DockerBackend:
 
         mutant = tuple(options.envoyfilters)
         if mutant:
-            progress.say(f"extra EnvoyFilters (a mutant or variant lab): {', '.join(map(str, mutant))}; "
-                         "the proxy checks are skipped, the suite judges it")
+            progress.say("extra EnvoyFilters (a mutant or variant lab): "
+                         f"{', '.join(map(str, mutant))}; the proxy checks are skipped, "
+                         "the suite judges it")
             return
         source = model.envoyfilter_files(options.mirror)[1]
         with progress.step(f"prove the proxy: {proof.REDIS_PROXY_FILTER} on {listener}, "

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from lab import acl, model
 from lab.backends import converge
+from lab.backends.converge import NotReady, retry_until
 from lab.envoy.admin import CLUSTERS_JSON, parse_hosts
 from lab.errors import LabError
 from lab.topology import Node, Topology
@@ -18,16 +18,6 @@ from lab.topology import Node, Topology
 from . import admin
 
 CLUSTER_PROXY = "custom-redis-cluster"
-
-
-class NotReady(Exception):
-    pass
-
-
-def retry_until(seconds: float, interval: float = 0.05) -> Any:
-    return retry(stop=stop_after_delay(seconds), wait=wait_fixed(interval),
-                 retry=retry_if_exception_type((NotReady, redis.RedisError, OSError)),
-                 reraise=True)
 
 
 def node_client(ip: str, credentials: acl.Credentials, timeout: float = 2) -> redis.Redis:

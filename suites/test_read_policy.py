@@ -74,11 +74,13 @@ def test_read_after_write_returns_the_new_value(lab):
             with allure.step(f"set {show(key)} <first>; WAIT 1; get"):
                 assert through_proxy(lab, [("SET", key, first)]) == [True]
                 assert lab.wait_replicated(shard.master) >= 1, "WAIT 1 timed out"
-                assert through_proxy(lab, [("GET", key)]) == [first]
+                got = through_proxy(lab, [("GET", key)])
+                assert got == [first], f"GET {show(key)}: {errors(got) or got}"
             with allure.step(f"set {show(key)} <second>; WAIT 1; get"):
                 assert through_proxy(lab, [("SET", key, second)]) == [True]
                 assert lab.wait_replicated(shard.master) >= 1, "WAIT 1 timed out"
-                assert through_proxy(lab, [("GET", key)]) == [second]
+                got = through_proxy(lab, [("GET", key)])
+                assert got == [second], f"GET {show(key)}: {errors(got) or got}"
 
 
 def _wait_proxy_sees(lab, node, present: bool, seconds: float = 60) -> None:

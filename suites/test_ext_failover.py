@@ -56,6 +56,17 @@ def _write_figures(request, figures: dict) -> None:
     (folder / "failover.json").write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
 
 
+def _without(lab, dead, seconds: float = 15):
+    """The slot map once the node asked no longer names `dead` as a master: the first node
+    that answers CLUSTER SLOTS may learn of the promotion a moment after Envoy did."""
+    deadline = time.monotonic() + seconds
+    while True:
+        now = lab.cluster_slots_topology()
+        if all(s.master.name != dead.name for s in now.shards) or time.monotonic() > deadline:
+            return now
+        time.sleep(0.05)
+
+
 def _wait_recovery(traffic, since: float, keys: set[str], patience: float) -> float | None:
     """When the first write to `keys` sent after `since` that succeeded was sent; watched past
     the bound (up to `patience`) so that a late recovery is still measured."""
@@ -113,7 +124,7 @@ def test_master_killed_under_traffic(lab, request):
         if recovered_at is not None:
             assert traffic.wait_rounds(3), "traffic stalled after the recovery"
         outcome = traffic.stop()
-        now = lab.cluster_slots_topology()  # the data as the cluster holds it: current masters
+        now = _without(lab, victim.master)  # the data as the cluster holds it: current masters
 
         def read(key: str) -> object:
             return lab.client(now.shard_for_key(key).master).execute_command("GET", key)

@@ -80,6 +80,8 @@ def test_a_shard_added_with_add_node_and_rebalance_is_served(lab_variant):
         new_id = text(lab.client(new_master).execute_command("CLUSTER", "MYID")) or ""
         _wait(lambda: all("cluster_state:ok" in (text(lab.client(n).execute_command(
             "CLUSTER", "INFO")) or "") for n in everyone[:-1]), 30, "cluster_state:ok")
+        # every node must know the new one before slots move to it (rebalance fails otherwise)
+        _wait(lambda: _agree(seed), 30, "every node agreeing on the cluster (--cluster check)")
     with allure.step("redis-cli --cluster rebalance --cluster-use-empty-masters"):
         _cli("--cluster", "rebalance", seed, "--cluster-use-empty-masters",
              "--cluster-weight", f"{new_id}={NEW_WEIGHT}")
@@ -88,13 +90,15 @@ def test_a_shard_added_with_add_node_and_rebalance_is_served(lab_variant):
     run = token()
     keys = _keys_of(added, f"scale-{run}", 12)
     client = lab.proxy_client()
-    with allure.step(f"set/get {len(keys)} keys of the new master's slots through the proxy "
-                     "at once: Envoy follows MOVED until its next refresh, the client sees "
+    # At once, only writes: a read may still go to a replica of the slot's old owner, which
+    # serves it (READONLY) until gossip tells it the slot moved, and has no such key yet. Reads
+    # are checked once Envoy has refreshed (below), through the proxy, value by value.
+    with allure.step(f"set {len(keys)} keys of the new master's slots through the proxy at "
+                     "once: Envoy follows MOVED until its next refresh, the client sees "
                      "nothing"):
         with lab.monitor([new_master]) as capture:
             for key in keys:
                 assert ok(client.execute_command("SET", key, f"{key}!"))
-                assert text(client.execute_command("GET", key)) == f"{key}!"
         for key in keys:
             assert capture.on(new_master.name, command="SET", key=key), \
                 f"SET {key} not executed by the new master {new_master.name}"

@@ -80,22 +80,25 @@ def zone(spec: LabSpec, service_vips: Mapping[str, str],
 def write_inputs(directory: Path, spec: LabSpec, block: Block,
                  extra_envoyfilters: Sequence[Document] = ()) -> dict[str, Path]:
     """istiod's config directory, mesh config and meshNetworks; the DNS zone."""
+    service_vips, pod_addresses = vips(spec, block), addresses(spec, block)
+    files = write_config(directory, istio_config.documents(spec, service_vips, pod_addresses,
+                                                           extra_envoyfilters))
+    files["zone"] = directory / "istiod" / "zone.json"
+    files["zone"].write_text(json.dumps(zone(spec, service_vips, pod_addresses), indent=1),
+                             encoding="utf-8")
+    return files
+
+
+def write_config(directory: Path, docs: Sequence[Document]) -> dict[str, Path]:
+    """`<directory>/istiod/`: config/lab.yaml (the documents), mesh.yaml, meshNetworks.yaml."""
     root = directory / "istiod"
     config_dir = root / "config"
     config_dir.mkdir(parents=True, exist_ok=True)
-    service_vips, pod_addresses = vips(spec, block), addresses(spec, block)
-    docs = istio_config.documents(spec, service_vips, pod_addresses, extra_envoyfilters)
     (config_dir / "lab.yaml").write_text(istio_config.to_yaml(docs), encoding="utf-8")
-    files = {
-        "config": config_dir,
-        "mesh": root / "mesh.yaml",
-        "networks": root / "meshNetworks.yaml",
-        "zone": root / "zone.json",
-    }
+    files = {"config": config_dir, "mesh": root / "mesh.yaml",
+             "networks": root / "meshNetworks.yaml"}
     files["mesh"].write_text(yaml.safe_dump(istio_config.mesh_config()), encoding="utf-8")
     files["networks"].write_text("networks: {}\n", encoding="utf-8")
-    files["zone"].write_text(json.dumps(zone(spec, service_vips, pod_addresses), indent=1),
-                             encoding="utf-8")
     return files
 
 

@@ -300,10 +300,9 @@ class DockerBackend:
         if options.control_plane != cp_istiod.NAME:
             self._write_envoy_config(spec, vip, ips, side_dir)
             return {}
-        vips = self._service_vips(spec, vip)
-        _process, ports = docker_istiod.start(
-            spec, directory, gateway=net_gateway, vips=vips, extra_envoyfilters=(),
-            pod_addresses={p: a for p, a in ips.items()}, record=started.append)
+        ports = docker_istiod.start(spec, directory, gateway=net_gateway,
+                                    vips=self._service_vips(spec, vip), pod_addresses=ips,
+                                    record=started.append)
         docker_istiod.write_bootstrap(spec, side_dir, ips[CLIENT_POD], ports)
         return docker_istiod.state_extra(ports, ips[CLIENT_POD])
 
@@ -314,19 +313,18 @@ class DockerBackend:
         is in Envoy (istiod ignores a patch that matches nothing, silently)."""
         if control_plane.get("control_plane") != cp_istiod.NAME:
             return
-        from . import admin
+        admin = Admin(socket_path=str(admin_socket), timeout=5.0)
 
         @readiness.retry_until(30, 0.05)
         def listening() -> None:
-            if f"{listener}::" not in admin.admin_get(admin_socket, "/listeners"):
+            if f"{listener}::" not in admin.get("/listeners"):
                 raise readiness.NotReady(f"no listener {listener} from istiod yet")
 
         with progress.step(f"istiod's listeners ({listener}) in Envoy"):
             listening()
         with progress.step("istiod's push holds what every EnvoyFilter asks for"):
             control_plane["unmatched_envoyfilters"] = cp_istiod.check_config(
-                Admin(socket_path=str(admin_socket), timeout=5.0), spec,
-                mutant=bool(options.envoyfilters))
+                admin, spec, mutant=bool(options.envoyfilters))
 
     @staticmethod
     def _service_vips(spec: LabSpec, vip: str) -> dict[str, str]:

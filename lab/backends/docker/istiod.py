@@ -11,16 +11,13 @@ resolves them through the cluster DNS.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from lab import procs, versions
 from lab.controlplane import istio_config, istiod, pilot, xds_bootstrap
 from lab.envoy import sidecar as envoy_files
-from lab.manifests import Document
 from lab.model import LabSpec
 from lab.state import Process
 
@@ -31,28 +28,21 @@ ENGINE_DNS = ("127.0.0.11", 53)  # Docker's embedded DNS, in every container of 
 
 
 def start(spec: LabSpec, directory: Path, *, gateway: str, vips: Mapping[str, str],
-          pod_addresses: Mapping[str, str], extra_envoyfilters: Sequence[Document],
-          record: Any) -> tuple[Process, pilot.Ports]:
-    """Write istiod's inputs and start it (labelled with the lab's directory, so `down` finds
-    it even without a state file); returns the process once istiod reports ready."""
+          pod_addresses: Mapping[str, str], record: Callable[[Process], object]) -> pilot.Ports:
+    """Write istiod's inputs (the spec's EnvoyFilters include a mutant's) and start it,
+    labelled with the lab's directory so `down` finds it even without a state file; returns
+    its ports once istiod reports ready."""
     binary = pilot.require()
-    root = directory / "istiod"
-    config_dir = root / "config"
-    config_dir.mkdir(parents=True, exist_ok=True)
-    docs = istio_config.documents(spec, vips, pod_addresses, extra_envoyfilters,
-                                  interception=INTERCEPTION)
-    (config_dir / "lab.yaml").write_text(istio_config.to_yaml(docs), encoding="utf-8")
-    mesh, networks = root / "mesh.yaml", root / "meshNetworks.yaml"
-    mesh.write_text(yaml.safe_dump(istio_config.mesh_config()), encoding="utf-8")
-    networks.write_text("networks: {}\n", encoding="utf-8")
+    files = istiod.write_config(directory, istio_config.documents(
+        spec, vips, pod_addresses, interception=INTERCEPTION))
     ports = pilot.Ports(gateway)
-    argv = pilot.argv(binary, config_dir, mesh, networks, ports)
-    (root / "command.txt").write_text(" ".join(argv) + "\n", encoding="utf-8")
+    argv = pilot.argv(binary, files["config"], files["mesh"], files["networks"], ports)
+    (directory / "istiod" / "command.txt").write_text(" ".join(argv) + "\n", encoding="utf-8")
     log = directory / "logs" / "istiod.log"
-    process = procs.launch(istiod.NAME, istiod.wrapped(argv), log, root, str(directory),
-                           expect="pilot-discovery", record=record)
+    process = procs.launch(istiod.NAME, istiod.wrapped(argv), log, directory / "istiod",
+                           str(directory), expect="pilot-discovery", record=record)
     istiod.wait_ready(ports, process.pid, log)
-    return process, ports
+    return ports
 
 
 def write_bootstrap(spec: LabSpec, side_dir: Path, client_ip: str, ports: pilot.Ports) -> Path:

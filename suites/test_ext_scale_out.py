@@ -196,8 +196,9 @@ def _replica_reads(lab, client, shard, keys: list[str]) -> dict[str, int]:
             for n in nodes}
 
 
-def _reads_direct(lab, client, leaving, keys: list[str]) -> bool:
-    with lab.monitor([leaving]) as capture:
+def _reads_direct(lab, client, node, keys: list[str]) -> bool:
+    """Every GET of `keys` through the proxy returns its value and is executed by `node`."""
+    with lab.monitor([node]) as capture:
         for key in keys:
             assert text(client.execute_command("GET", key)) == f"{key}!"
-    return all(capture.on(leaving.name, command="GET", key=key) for key in keys)
+    return all(capture.on(node.name, command="GET", key=key) for key in keys)

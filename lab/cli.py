@@ -185,7 +185,7 @@ def _describe(state: LabState, topology_lines: list[str] | None = None) -> str:
     if state.extra.get("control_plane") == "istiod":
         lines.append(f"  control plane: {state.extra.get('istio_build')}, istiod http "
                      f"{state.extra.get('istiod_http')}")
-    extra_filters = getattr(state, "envoyfilters", None) or state.extra.get("envoyfilters")
+    extra_filters = state.envoyfilters
     if extra_filters:
         lines.append(f"  extra EnvoyFilters (a mutant or variant lab): {', '.join(extra_filters)}")
     if state.backend == "local":

@@ -86,7 +86,7 @@ class Lab:
             "controlPlane": self.state.extra.get("controlPlane")
             or (f"istio ({self.state.istio_profile})" if self.state.istio_profile
                 else "builtin patcher"),
-            "envoyfilters": list(getattr(self.state, "envoyfilters", []) or []),
+            "envoyfilters": list(self.state.envoyfilters),
         }
 
     # ---- clients ------------------------------------------------------------------------------

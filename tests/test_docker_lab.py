@@ -213,7 +213,7 @@ spec:
     access = backend.access(state)
     try:
         assert '"read_policy": "ANY"' in access.admin_get("/config_dump")
-        assert state.extra["envoyfilters"] == [str(mutant)]
+        assert state.envoyfilters == [str(mutant)]
         state = backend.reconfigure(LAB, [], Progress(quiet=True))
         assert '"read_policy": "ANY"' not in access.admin_get("/config_dump")
         with redis.Redis(unix_socket_path=str(state.directory / "proxy.sock"),

@@ -242,7 +242,7 @@ class LocalBackend:
         directory = journal.directory
         label = str(directory)
         server, cli, envoy = binaries.redis_server(), binaries.redis_cli(), binaries.envoy()
-        mutant = tuple(getattr(options, "envoyfilters", ()) or ())
+        mutant = tuple(options.envoyfilters)
         istiod = getattr(options, "control_plane", "builtin") == cp_istiod.NAME
         block = cp_istiod.require_block(options.name, all_states()) if istiod else None
         with progress.step("render manifests into the lab model"):
@@ -290,9 +290,7 @@ class LocalBackend:
                               "envoy_config": str(config_path),
                               "spares": [n.to_dict() for n in plan.nodes[sts.replicas:]]})
         if mutant:
-            journal.extra["envoyfilters"] = [str(path) for path in mutant]
-            if hasattr(journal, "envoyfilters"):  # seam 1's field, once merged
-                journal.envoyfilters = [str(path) for path in mutant]
+            journal.envoyfilters = [str(path) for path in mutant]
         journal.phase = "ready"
         journal.save()
         return journal
@@ -301,7 +299,7 @@ class LocalBackend:
     def _prove(options: UpOptions, progress: Progress, admin: Admin, *, plan: _Plan,
                topology: Topology, vips: dict[str, str]) -> None:
         """The proxy is a Redis proxy that routes by slot (skipped for a mutant lab)."""
-        mutant = tuple(getattr(options, "envoyfilters", ()) or ())
+        mutant = tuple(options.envoyfilters)
         if mutant:
             progress.say("extra EnvoyFilters (a mutant or variant lab): "
                          f"{', '.join(map(str, mutant))}; the proxy checks are skipped, "
@@ -344,7 +342,7 @@ class LocalBackend:
 
     @staticmethod
     def _load_spec(vip: str, options: UpOptions) -> LabSpec:
-        extra = tuple(getattr(options, "envoyfilters", ()) or ())
+        extra = tuple(options.envoyfilters)
         if extra:
             return model.load_spec(vip, options.read_policy, options.mirror,
                                    extra_envoyfilters=extra)
@@ -625,7 +623,6 @@ class LocalBackend:
             process = local_envoy.restart(
                 state, lambda: admin_socket.unlink(missing_ok=True))
             state.envoyfilters = files
-            state.extra["envoyfilters"] = files
             state.save()
             self._wait_ready(Admin.of(state.admin, timeout=5.0), bool(files),
                              len(state.topology.nodes), process, state.directory)

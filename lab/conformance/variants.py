@@ -46,13 +46,6 @@ class Variant:
         return tuple(found)
 
 
-def supports_envoyfilters() -> bool:
-    """Whether this build's `UpOptions` takes extra EnvoyFilters (seam 1)."""
-    from lab.backends import UpOptions
-
-    return any(f.name == "envoyfilters" for f in dataclasses.fields(UpOptions))
-
-
 def variant_name(base: str, variant: Variant) -> str:
     digest = hashlib.sha1(repr(variant).encode()).hexdigest()[:6]
     label = "".join(c if c.isalnum() else "-" for c in variant.label.lower())[:12]
@@ -76,12 +69,8 @@ class VariantLabs:
 
         if variant in self._labs:
             return self._labs[variant]
-        inherited = [str(p) for p in (getattr(self.base.state, "envoyfilters", None)
-                                      or self.base.state.extra.get("envoyfilters") or [])]
+        inherited = [str(p) for p in self.base.state.envoyfilters]
         extra = [str(p) for p in variant.filter_paths()] + inherited
-        if extra and not supports_envoyfilters():
-            raise NotImplementedError("extra EnvoyFilters (UpOptions.envoyfilters) are not "
-                                      "in this build")
         name = variant_name(self.base.name, variant)
         fields: dict[str, Any] = {
             "read_policy": variant.read_policy or self.base.state.read_policy,

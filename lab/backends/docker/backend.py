@@ -429,6 +429,5 @@ class DockerBackend:
 
 
 def _record_envoyfilters(state: LabState, extra_paths: list[str]) -> None:
-    """Seam 1: the extra EnvoyFilters of a mutant lab (empty: the lab as the manifests say)."""
-    state.extra["envoyfilters"] = list(extra_paths)
+    """The extra EnvoyFilters of a mutant lab (empty: the lab as the manifests say)."""
     state.envoyfilters = list(extra_paths)

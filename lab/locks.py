@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,13 +34,19 @@ def lock_path(name: str) -> Path:
     return paths.locks_dir() / paths.check_name(name)
 
 
-def _holder(fd: int) -> str:
+# The holder writes "<pid> <doing>" right after it takes the lock and empties the file right
+# before it lets go, so a reader can meet an empty file in those two instants. It looks again
+# for this long before it settles for the anonymous answer.
+_SETTLE_S = 1.0
+
+
+def _holder(fd: int) -> str | None:
+    """"being brought up by pid N" from the lock file, or None while it is empty."""
     with contextlib.suppress(OSError, ValueError):
-        os.lseek(fd, 0, os.SEEK_SET)
-        text = os.read(fd, 200).decode("utf-8", "replace").strip().split(maxsplit=1)
+        text = os.pread(fd, 200, 0).decode("utf-8", "replace").strip().split(maxsplit=1)
         if len(text) == 2:
             return f"{text[1]} by pid {int(text[0])}"
-    return "held by another process"
+    return None
 
 
 @contextlib.contextmanager
@@ -54,6 +61,7 @@ def lab_lock(name: str, doing: str, remove: bool = False) -> Iterator[Held]:
     directory.mkdir(mode=0o700, exist_ok=True)
     path = lock_path(name)
     held = Held(remove)
+    settle_until = time.monotonic() + _SETTLE_S
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -61,7 +69,11 @@ def lab_lock(name: str, doing: str, remove: bool = False) -> Iterator[Held]:
         except BlockingIOError:
             holder = _holder(fd)
             os.close(fd)
-            raise LabBusy(f"lab {name} is {holder}") from None
+            if holder is None and time.monotonic() < settle_until:
+                # taken or being let go this instant: look again (it may be free by now)
+                time.sleep(0.01)
+                continue
+            raise LabBusy(f"lab {name} is {holder or 'held by another process'}") from None
         try:
             same = os.fstat(fd).st_ino == os.stat(path).st_ino
         except FileNotFoundError:
@@ -95,7 +107,7 @@ def held_by(name: str) -> str | None:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return _holder(fd)
+            return _holder(fd) or "held by another process"
         return None
     finally:
         os.close(fd)

@@ -616,6 +616,9 @@ def test_version_and_cli_command(running):
     node = cli("cli", "--name", "live", "--node", "redis-cluster-0", "CONFIG", "GET",
                "cluster-node-timeout", env=env)
     assert node.stdout.split() == ["cluster-node-timeout", "2000"], node.stdout + node.stderr
+    delay = cli("cli", "--name", "live", "--node", "redis-cluster-3", "CONFIG", "GET",
+                "repl-diskless-sync-delay", env=env)
+    assert delay.stdout.split() == ["repl-diskless-sync-delay", "0"], delay.stdout + delay.stderr
     one_line_error(cli("cli", "--name", "live", "--node", "nope", env=env),
                    "valid: redis-cluster-0")
 

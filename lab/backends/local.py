@@ -38,10 +38,12 @@ LOOPBACK = ports.LOOPBACK
 # 127.0.0.1 on the proxy port.
 SERVICE_VIPS_BASE = "127.0.10."
 NODE_TIMEOUT_MS = 2000  # short, so failover happens in seconds
+DISKLESS_SYNC_DELAY_S = 0  # a replica's full sync starts at once (Redis 7 waits 5 s by default)
 CLUSTER_PROXY = "custom-redis-cluster"
 
 # redis.conf directives the local backend sets itself, whatever the ConfigMap says.
 _LOCAL_DIRECTIVES = {"port", "bind", "dir", "cluster-config-file", "cluster-node-timeout",
+                     "repl-diskless-sync-delay",
                      "daemonize", "logfile", "pidfile", "protected-mode", "user", "aclfile",
                      "requirepass", "masteruser", "masterauth", "enable-protected-configs",
                      "enable-debug-command", "enable-module-command", "rename-command"}
@@ -71,6 +73,9 @@ def node_conf(manifest_conf: str, port: int, directory: Path,
         f"dir {directory}",
         "cluster-config-file nodes.conf",
         f"cluster-node-timeout {NODE_TIMEOUT_MS}",
+        # Redis 7 syncs replicas diskless by default and first waits 5 s for more replicas to
+        # join the transfer: a new or re-attached replica would lag 5 s for nothing here
+        f"repl-diskless-sync-delay {DISKLESS_SYNC_DELAY_S}",
         "save \"\"",
         *(security or []),
         "",

@@ -41,6 +41,8 @@ from .pods import CLIENT_POD, SIDECAR, SIDECAR_DIR, Pods
 
 # Failover in seconds, not the ConfigMap's 15 s: faults are part of the suites.
 NODE_TIMEOUT_MS = 2000
+# Replicas sync at once, not after Redis 7's default 5 s wait for more replicas to join.
+DISKLESS_SYNC_DELAY_S = 0
 # By path: the official redis image's entrypoint drops to its redis user when the command is
 # `redis-server`, and that user cannot read the lab's 0600 ACL file (--images upstream)
 REDIS_SERVER = "/usr/local/bin/redis-server"
@@ -260,6 +262,7 @@ class DockerBackend:
             # the StatefulSet's command, with a failover in seconds and the lab's ACL
             command = [REDIS_SERVER, "/conf/redis.conf", "--cluster-announce-ip",
                        pods.ips[pod], "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+                       "--repl-diskless-sync-delay", str(DISKLESS_SYNC_DELAY_S),
                        "--aclfile", ACL_FILE]
             runs.append(functools.partial(
                 pods.run, pod, "redis-node", command,

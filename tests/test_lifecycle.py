@@ -770,12 +770,14 @@ def test_sigterm_to_pytest_provisioning_or_testing(home: Path, tmp_path: Path, m
          "--lab-reports", str(tmp_path / "reports"), str(ROOT / "suites"), "-v"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(ROOT)})
-    read_until(process, moment, stdout=moment == "PASSED")
+    seen = read_until(process, moment, stdout=moment == "PASSED")
     process.send_signal(signal.SIGTERM)
-    out, _ = process.communicate(timeout=120)
-    assert process.returncode != 0
+    out, err = process.communicate(timeout=120)
+    shown = (f"exit {process.returncode}\n--- read before the signal\n{seen}\n--- stdout\n"
+             f"{out.decode(errors='replace')}\n--- stderr\n{err.decode(errors='replace')}")
+    assert process.returncode != 0, shown
     if moment == "PASSED":
-        assert b"Interrupted: SIGTERM" in out  # mid-run, not after the last test
+        assert b"Interrupted: SIGTERM" in out, shown  # mid-run, not after the last test
     assert_nothing_left(home, "plugin-sig")
 
 

@@ -619,6 +619,9 @@ def test_version_and_cli_command(running):
     delay = cli("cli", "--name", "live", "--node", "redis-cluster-3", "CONFIG", "GET",
                 "repl-diskless-sync-delay", env=env)
     assert delay.stdout.split() == ["repl-diskless-sync-delay", "0"], delay.stdout + delay.stderr
+    ping = cli("cli", "--name", "live", "--node", "redis-cluster-0", "CONFIG", "GET",
+               "repl-ping-replica-period", env=env)
+    assert ping.stdout.split() == ["repl-ping-replica-period", "1"], ping.stdout + ping.stderr
     one_line_error(cli("cli", "--name", "live", "--node", "nope", env=env),
                    "valid: redis-cluster-0")
 

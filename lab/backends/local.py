@@ -39,11 +39,12 @@ LOOPBACK = ports.LOOPBACK
 SERVICE_VIPS_BASE = "127.0.10."
 NODE_TIMEOUT_MS = 2000  # short, so failover happens in seconds
 DISKLESS_SYNC_DELAY_S = 0  # a replica's full sync starts at once (Redis 7 waits 5 s by default)
+REPLICA_PING_PERIOD_S = 1  # Redis 7 lists a replica in CLUSTER SLOTS once its offset moved
 CLUSTER_PROXY = "custom-redis-cluster"
 
 # redis.conf directives the local backend sets itself, whatever the ConfigMap says.
 _LOCAL_DIRECTIVES = {"port", "bind", "dir", "cluster-config-file", "cluster-node-timeout",
-                     "repl-diskless-sync-delay",
+                     "repl-diskless-sync-delay", "repl-ping-replica-period",
                      "daemonize", "logfile", "pidfile", "protected-mode", "user", "aclfile",
                      "requirepass", "masteruser", "masterauth", "enable-protected-configs",
                      "enable-debug-command", "enable-module-command", "rename-command"}
@@ -76,6 +77,10 @@ def node_conf(manifest_conf: str, port: int, directory: Path,
         # Redis 7 syncs replicas diskless by default and first waits 5 s for more replicas to
         # join the transfer: a new or re-attached replica would lag 5 s for nothing here
         f"repl-diskless-sync-delay {DISKLESS_SYNC_DELAY_S}",
+        # Redis 7 leaves a replica out of CLUSTER SLOTS (so out of Envoy's view) until its
+        # replication offset is non-zero; on an empty master only the master's replication
+        # PING moves it, every 10 s by default
+        f"repl-ping-replica-period {REPLICA_PING_PERIOD_S}",
         "save \"\"",
         *(security or []),
         "",

@@ -43,6 +43,9 @@ from .pods import CLIENT_POD, SIDECAR, SIDECAR_DIR, Pods
 NODE_TIMEOUT_MS = 2000
 # Replicas sync at once, not after Redis 7's default 5 s wait for more replicas to join.
 DISKLESS_SYNC_DELAY_S = 0
+# Redis 7 lists a replica in CLUSTER SLOTS only once its replication offset moved: on an empty
+# master, the master's replication PING moves it (every 10 s by default).
+REPLICA_PING_PERIOD_S = 1
 # By path: the official redis image's entrypoint drops to its redis user when the command is
 # `redis-server`, and that user cannot read the lab's 0600 ACL file (--images upstream)
 REDIS_SERVER = "/usr/local/bin/redis-server"
@@ -263,6 +266,7 @@ class DockerBackend:
             command = [REDIS_SERVER, "/conf/redis.conf", "--cluster-announce-ip",
                        pods.ips[pod], "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
                        "--repl-diskless-sync-delay", str(DISKLESS_SYNC_DELAY_S),
+                       "--repl-ping-replica-period", str(REPLICA_PING_PERIOD_S),
                        "--aclfile", ACL_FILE]
             runs.append(functools.partial(
                 pods.run, pod, "redis-node", command,

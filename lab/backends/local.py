@@ -188,7 +188,7 @@ class LocalBackend:
             f"config_dump has {proof.REDIS_PROXY_FILTER} on the proxy listener, and a key on "
             "every shard round-trips through the proxy without MOVED/ASK",
         ]
-        if getattr(options, "control_plane", "builtin") == cp_istiod.NAME:
+        if options.control_plane == cp_istiod.NAME:
             lines[2:] = [line.replace(" on loopback", "") for line in lines[2:]]
             lines[5:7] = cp_istiod.plan_lines()
         return "\n".join(lines)
@@ -253,7 +253,7 @@ class LocalBackend:
         label = str(directory)
         server, cli, envoy = binaries.redis_server(), binaries.redis_cli(), binaries.envoy()
         mutant = tuple(options.envoyfilters)
-        istiod = getattr(options, "control_plane", "builtin") == cp_istiod.NAME
+        istiod = options.control_plane == cp_istiod.NAME
         block = cp_istiod.require_block(options.name, all_states()) if istiod else None
         with progress.step("render manifests into the lab model"):
             probe = model.load_spec(SERVICE_VIPS_BASE + "1", options.read_policy, options.mirror)
@@ -560,7 +560,7 @@ class LocalBackend:
             config_path = directory / "envoy.json"
             argv = [envoy, "-c", str(config_path), "--disable-hot-restart", "-l", "warning",
                     "--log-path", str(log)]
-            if getattr(options, "envoy_concurrency", None):
+            if options.envoy_concurrency:
                 argv += ["--concurrency", str(options.envoy_concurrency)]
             offset = log.stat().st_size if log.exists() else 0
             holds.release(plan.proxy_port)

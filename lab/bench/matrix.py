@@ -218,11 +218,12 @@ def main(argv: list[str] | None = None) -> int:
             raise LabError(f"unknown profile(s) {', '.join(unknown)}; valid: "
                            f"{', '.join(PROFILES)}")
         began = time.perf_counter()
-        meta: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "cores": os.cpu_count(),
-                "load_before": matrix_report.load(), "profiles": profiles,
-                "envoys": envoys, "redis": sources,
-                "overhead": {"reps": args.overhead_reps, "min_seconds": args.overhead_seconds,
-                             "redis": args.overhead_redis}}
+        meta: dict[str, Any] = {
+            "date": time.strftime("%Y-%m-%d %H:%M %Z"), "cores": os.cpu_count(),
+            "load_before": matrix_report.load(), "profiles": profiles,
+            "envoys": envoys, "redis": sources,
+            "overhead": {"reps": args.overhead_reps, "min_seconds": args.overhead_seconds,
+                         "redis": args.overhead_redis}}
         columns = []
         extended_on = set(implementations.select_envoys(args.extended_envoys))
         meta["extended_envoys"] = sorted(extended_on & set(envoys))

@@ -1,7 +1,10 @@
 """Waiting for a freshly created Redis Cluster to converge, on any backend.
 
 `redis-cli --cluster create` returns before every node agrees: the lab is usable once every
-node says `cluster_state:ok` and CLUSTER SLOTS shows 3 shards with a replica each.
+node says `cluster_state:ok` and every node's CLUSTER SLOTS shows the same 3 shards with a
+replica each. Every node, not one: any node may be the proxy's seed, and a replica that has not
+yet heard which node replicates which master hands out a topology without that replica (a
+proxy seeded by it then has no replica to read from until its next refresh).
 """
 
 from __future__ import annotations
@@ -48,11 +51,20 @@ def wait_converged(nodes: Sequence[Node], connect: Callable[[Node], redis.Redis]
                 text = info.decode() if isinstance(info, bytes) else str(info)
                 if "cluster_state:ok" not in text:
                     raise _NotConverged(f"{node.name}: cluster_state not ok")
-        with connect(nodes[0]) as client:
-            reply = client.execute_command("CLUSTER", "SLOTS", NEVER_DECODE=True)
-        topology = from_cluster_slots(reply, name_of)
-        if len(topology.shards) != 3 or any(len(s.replicas) != 1 for s in topology.shards):
-            raise _NotConverged("CLUSTER SLOTS does not show 3 shards with a replica each yet")
+        views = {}
+        for node in nodes:
+            with connect(node) as client:
+                reply = client.execute_command("CLUSTER", "SLOTS", NEVER_DECODE=True)
+            view = from_cluster_slots(reply, name_of)
+            if len(view.shards) != 3 or any(len(s.replicas) != 1 for s in view.shards):
+                raise _NotConverged(f"{node.name}: CLUSTER SLOTS does not show 3 shards with "
+                                    "a replica each yet")
+            views[node.name] = view
+        topology = views[nodes[0].name]
+        differ = [name for name, view in views.items() if view != topology]
+        if differ:
+            raise _NotConverged(f"CLUSTER SLOTS of {', '.join(differ)} differs from "
+                                f"{nodes[0].name}'s")
         return topology
 
     try:

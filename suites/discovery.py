@@ -1,0 +1,24 @@
+"""Envoy's topology discovery as the redis cluster's stats count it.
+
+Every `cluster_refresh_rate` Envoy sends CLUSTER SLOTS to one host it picked at random among
+the hosts it knows, a dead one included until a refresh without it succeeds. A request to a
+dead host fails (`update_failure`) and the next one waits a whole refresh period. So after a
+node dies, Envoy learns the new topology at the first refresh that asked a live node: a bound
+on that moment is the configured delay plus one refresh period per failed request, and each
+failure is counted here rather than left to chance (1 in 6 per refresh with one node of six
+dead).
+"""
+
+from __future__ import annotations
+
+import re
+
+PROXY_CLUSTER = "custom-redis-cluster"
+_FAILURES = re.compile(rf"^cluster\.{re.escape(PROXY_CLUSTER)}\.update_failure: (\d+)$", re.M)
+
+
+def failed_refreshes(lab) -> int:
+    """CLUSTER SLOTS requests of Envoy's discovery that failed so far (a counter)."""
+    found = _FAILURES.search(lab.admin(f"/stats?filter={PROXY_CLUSTER}.update_failure"))
+    assert found is not None, f"Envoy's stats have no {PROXY_CLUSTER}.update_failure"
+    return int(found.group(1))

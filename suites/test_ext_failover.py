@@ -83,6 +83,16 @@ def _wait_recovery(traffic, since: float, keys: set[str], patience: float) -> fl
     return None
 
 
+def _recovered(lab, traffic, dead_at: float, keys: set[str], *, bound: float,
+               failed_before: int) -> tuple[float | None, int]:
+    """When the first write to `keys` sent after the node was dead was sent (a write sent
+    before proves nothing), and how many of Envoy's refreshes failed since the kill."""
+    with allure.step(f"wait for a write to its keys to succeed (bound {bound:g} s, + "
+                     f"{CLUSTER_REFRESH_RATE_S:g} s per refresh Envoy sent to a dead node)"):
+        recovered_at = _wait_recovery(traffic, dead_at, keys, bound + 30)
+        return recovered_at, failed_refreshes(lab) - failed_before
+
+
 def _figures(victim, recovery, bound, settings, *, victim_figures, healthy_figures, outcome,
              errors_elsewhere: int) -> dict:
     node_timeout, refresh, refresh_timeout, failed = settings
@@ -124,11 +134,10 @@ def test_master_killed_under_traffic(lab, request):
         failed_before = failed_refreshes(lab)
         with allure.step(f"kill -9 {victim.master.name} (master of slots {victim.slots})"):
             killed_at = time.monotonic()
-            faults.kill(victim.master)
-        with allure.step(f"wait for a write to its keys to succeed (bound {bound:g} s, + "
-                         f"{refresh:g} s per refresh Envoy sent to a dead node)"):
-            recovered_at = _wait_recovery(traffic, killed_at, theirs, bound + 30)
-            failed = failed_refreshes(lab) - failed_before
+            faults.kill(victim.master)  # returns once the node is dead
+            dead_at = time.monotonic()
+        recovered_at, failed = _recovered(lab, traffic, dead_at, theirs, bound=bound,
+                                          failed_before=failed_before)
         bound += refresh * failed
         if recovered_at is not None:
             assert traffic.wait_rounds(3), "traffic stalled after the recovery"
@@ -148,6 +157,8 @@ def test_master_killed_under_traffic(lab, request):
                            outcome=outcome, errors_elsewhere=len(errors_elsewhere))
         _write_figures(request, figures)
         assert recovery is not None, f"no write to {victim.master.name}'s keys succeeded again"
+        assert victim_figures.failed > 0, \
+            f"no write to {victim.master.name}'s keys failed: the kill did not take effect"
         assert recovery <= bound, (f"writes recovered after {recovery:.1f} s, bound {bound:g} s "
                                    f"({failed} failed refreshes counted in)")
         assert not errors_elsewhere, f"the healthy shards saw errors: {errors_elsewhere[:3]}"

@@ -172,6 +172,8 @@ def test_faults_act_on_containers(docker_lab: LabState):
         for fault, undo in (("freeze", "unfreeze"), ("isolate", "reconnect"),
                             ("kill", "start")):
             access.fault(replica, fault)
+            if fault == "kill":  # returned once dead: a Failover measured from here is honest
+                assert access._container(replica).status == "exited"
             assert not answers(), fault  # the fault is in place
             access.fault(replica, undo)
         for undo in ("unfreeze", "reconnect", "start"):  # undoing what is not in place: no-op

@@ -25,6 +25,7 @@ from lab.topology import Node
 from . import admin, engine
 
 FAULTS = ("kill", "stop", "start", "freeze", "unfreeze", "isolate", "reconnect")
+KILL_WAIT_S = 30  # the engine's kill only sends SIGKILL; the container exits a moment later
 
 
 class DockerAccess:
@@ -91,8 +92,9 @@ class DockerAccess:
         if action not in FAULTS:
             raise LabError(f"unknown fault {action!r}; valid: {', '.join(FAULTS)}")
         container = self._container(node)
-        if action == "kill":
+        if action == "kill":  # returns once the node is dead, as on the local backend
             container.kill()
+            container.wait(timeout=KILL_WAIT_S)
         elif action == "stop":
             container.stop(timeout=10)
         elif action == "start":

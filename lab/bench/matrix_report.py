@@ -33,6 +33,13 @@ def clean(reason: str) -> str:
     return " ".join(reason.split())
 
 
+def schedule(meta: dict[str, Any]) -> str:
+    """How the run shared the machine: the suites in parallel, the timings alone."""
+    jobs = meta.get("jobs", 1)
+    return (f"TimeToReady and ProxyOverhead were measured one implementation at a time with "
+            f"nothing else running; then the suites ran {jobs} lab(s) at a time.")
+
+
 def load() -> str:
     path = Path("/proc/loadavg")
     return " ".join(path.read_text().split()[:3]) if path.exists() else "?"
@@ -241,7 +248,8 @@ def markdown(meta: dict[str, Any], columns: list[dict[str, Any]],
         "# redis-mesh-lab: Envoy x Redis matrix", "",
         f"`nox -s matrix` on {meta['date']}: {meta['cores']} cores, load average "
         f"{meta['load_before']} before, {meta.get('load_after', '?')} after; "
-        f"{meta.get('seconds', '?')} s in all. Control plane: builtin (the project's "
+        f"{meta.get('seconds', '?')} s in all. {schedule(meta)} "
+        "Control plane: builtin (the project's "
         "EnvoyFilter patcher); backend: local. These machines are shared and noisy: "
         "timings and ratios are indicative.", "",
         "**Headline.** " + headline(columns, meta["profiles"]).replace("\n", " "), "",
@@ -336,6 +344,7 @@ figure {{ display: inline-block; margin: 1em; }} img {{ max-width: 100%; }}
 <h1>redis-mesh-lab: Envoy x Redis matrix</h1>
 <p>{esc(meta['date'])}: {meta['cores']} cores, load average {esc(str(meta['load_before']))}
 before, {esc(str(meta.get('load_after', '?')))} after; {meta.get('seconds', '?')} s.
+{esc(schedule(meta))}
 Control plane: builtin; backend: local. Shared, noisy machine: timings are indicative.</p>
 <p><b>Headline.</b> {esc(headline(columns, meta['profiles']))}</p>
 {f"<p>{esc(same_binary(meta))}</p>" if meta.get("same_binary") else ""}

@@ -8,7 +8,7 @@ of each implementation (`pytest suites --lab-backend attach`, one conformance re
 profile), `--jobs` labs at a time: their bounds are about Redis's and Envoy's timers, not CPU.
 A configuration Envoy rejects, or any other failed `up`, becomes a column that says so.
 
-    python -m lab.bench.matrix [--envoys all|ends|V,V] [--redis 6.2.5,7] [--jobs 3]
+    python -m lab.bench.matrix [--envoys all|ends|V,V] [--redis 6.2.5,7] [--jobs 4]
                                [--out reports]
 """
 
@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 Say = Callable[[str], None]
 _LOCK = threading.Lock()
 _CHILDREN: set[subprocess.Popen[str]] = set()
-DEFAULT_JOBS = 3
+DEFAULT_JOBS = 4
 _STOPPING = threading.Event()  # set on Ctrl-C: workers start nothing new
 
 

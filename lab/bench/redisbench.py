@@ -1,15 +1,25 @@
-"""Run `redis-benchmark` (Redis 7's C load generator) and parse its `--csv` output.
+"""Run `redis-benchmark` (Redis 7's C load generator) and read its output.
 
 Two targets: the proxy (a plain host:port, the application's view) and the cluster straight
 to its nodes (`--cluster`: redis-benchmark reads CLUSTER NODES, opens the connections to the
 masters and, unless told otherwise, runs one client thread per master).
+
+Throughput comes from the progress lines, not from the summary (nor `--csv`, which prints
+only the summary). With client threads (`--cluster`, `--threads`) redis-benchmark's threads
+notice the end of a run only at their next 250 ms progress tick, so the summary's elapsed
+time is rounded up to a multiple of 250 ms: a 2.4 s run reads 2.5 s, its throughput 0-10 %
+low, and ratios against it are biased and noisy. Every tick prints `overall:`, the requests
+finished since the start divided by the time since the start, measured there and then; the
+last tick's is the run's throughput to within its last 250 ms (single-threaded runs: equal to
+the summary's to 0.01 %). Latencies come from the summary, whose histogram counts every
+request whatever the clock.
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import math
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass
@@ -20,7 +30,7 @@ from lab.errors import LabError
 INSTALL_HINT = ("redis-benchmark not found: apt-get install redis-tools "
                 "(Debian's Redis 7 client tools), or set REDIS_MESH_LAB_REDIS_BENCHMARK")
 
-# redis-benchmark -t names -> the test name its CSV reports
+# redis-benchmark -t names -> the test name it reports
 TESTS = {"set": "SET", "get": "GET", "incr": "INCR", "mset": "MSET (10 keys)"}
 
 
@@ -71,6 +81,8 @@ class Result:
     p95_ms: float
     p99_ms: float
     max_ms: float
+    reported_rps: float | None = None  # the summary's figure (threaded: a 250 ms-rounded clock)
+    reported_seconds: float | None = None  # the summary's "completed in" (same rounding)
 
     @property
     def seconds(self) -> float:
@@ -80,17 +92,53 @@ class Result:
         return {**asdict(self), "seconds": round(self.seconds, 3)}
 
 
-def parse_csv(text: str, requests: int) -> list[Result]:
-    """Parse `redis-benchmark --csv` (7.x: test, rps, avg, min, p50, p95, p99, max latency)."""
-    lines = [line for line in text.splitlines() if line.startswith('"')]
-    rows = list(csv.DictReader(io.StringIO("\n".join(lines))))
-    if not rows or "p99_latency_ms" not in rows[0]:
-        raise LabError("redis-benchmark printed no 7.x CSV (need redis-tools >= 7.0): "
+_TICK = re.compile(r"^(?P<test>[^\r\n:]+): rps=(?P<rps>\S+) \(overall: (?P<overall>\S+)\) "
+                   r"avg_msec=\S+ \(overall: \S+\)", re.M)
+_HEADER = re.compile(r"^====== (?P<test>.+) ======$", re.M)
+_COMPLETED = re.compile(r"^\s*(\d+) requests completed in ([\d.]+) seconds$", re.M)
+_THROUGHPUT = re.compile(r"^\s*throughput summary: ([\d.]+) requests per second$", re.M)
+_LATENCY = re.compile(r"^\s*avg\s+min\s+p50\s+p95\s+p99\s+max\s*\n\s*(.+)$", re.M)
+
+
+def _finite(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def parse_output(text: str) -> list[Result]:
+    """Every test of one redis-benchmark 7.x run (without --csv or -q): throughput from the
+    last progress tick's `overall:` (see the module's docstring), latencies and the
+    summary's own throughput from its Summary block."""
+    text = text.replace("\r", "\n")
+    headers = list(_HEADER.finditer(text))
+    if not headers:
+        raise LabError("redis-benchmark printed no test summary (need redis-tools >= 7.0): "
                        + (text.strip().splitlines() or ["<no output>"])[-1][:200])
-    return [Result(test=row["test"], requests=requests, rps=float(row["rps"]),
-                   avg_ms=float(row["avg_latency_ms"]), p50_ms=float(row["p50_latency_ms"]),
-                   p95_ms=float(row["p95_latency_ms"]), p99_ms=float(row["p99_latency_ms"]),
-                   max_ms=float(row["max_latency_ms"])) for row in rows]
+    results, start = [], 0
+    for index, header in enumerate(headers):
+        end = headers[index + 1].start() if index + 1 < len(headers) else len(text)
+        test = header["test"]
+        ticks = [_finite(t["overall"]) for t in _TICK.finditer(text, start, header.start())
+                 if t["test"] == test]
+        body = text[header.end():end]
+        completed, throughput, latency = (_COMPLETED.search(body), _THROUGHPUT.search(body),
+                                          _LATENCY.search(body))
+        if not (completed and throughput and latency):
+            raise LabError(f"redis-benchmark's {test} summary has no throughput or latency "
+                           "percentiles (need redis-tools >= 7.0)")
+        values = [float(v) for v in latency[1].split()]
+        reported = float(throughput[1])
+        finite = [t for t in ticks if t]
+        results.append(Result(
+            test=test, requests=int(completed[1]),
+            rps=finite[-1] if finite else reported,  # a run shorter than one tick: no tick
+            avg_ms=values[0], p50_ms=values[2], p95_ms=values[3], p99_ms=values[4],
+            max_ms=values[5], reported_rps=reported, reported_seconds=float(completed[2])))
+        start = end
+    return results
 
 
 def argv(binary: str, target: Target, test: str, *, requests: int, clients: int = 50,
@@ -99,7 +147,7 @@ def argv(binary: str, target: Target, test: str, *, requests: int, clients: int 
     if test not in TESTS:
         raise LabError(f"unknown redis-benchmark test {test!r}; valid: {', '.join(TESTS)}")
     return [binary, *target.args(), "-c", str(clients), "-n", str(requests),
-            "-r", str(keyspace), "-P", str(pipeline), "-t", test, "--csv"]
+            "-r", str(keyspace), "-P", str(pipeline), "-t", test]
 
 
 def run(binary: str, target: Target, test: str, *, requests: int, clients: int = 50,
@@ -111,7 +159,7 @@ def run(binary: str, target: Target, test: str, *, requests: int, clients: int =
     if done.returncode != 0:
         raise LabError(f"redis-benchmark failed ({done.returncode}): "
                        f"{(done.stderr or done.stdout).strip()[-300:]}")
-    results = [r for r in parse_csv(done.stdout, requests) if r.test == TESTS[test]]
+    results = [r for r in parse_output(done.stdout) if r.test == TESTS[test]]
     if not results:
         raise LabError(f"redis-benchmark printed no {TESTS[test]} row: {done.stdout[-300:]}")
     return results[0]

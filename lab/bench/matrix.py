@@ -268,16 +268,22 @@ def run_column(impl: Implementation, profiles: list[str], out: Path, *, overhead
 
 
 def run_all(work: list[tuple[Implementation, list[str], bool]], out: Path, *, jobs: int,
-            overhead_reps: int, overhead_seconds: float, say: Say) -> list[dict[str, Any]]:
+            overhead_reps: int, overhead_seconds: float, say: Say,
+            phases: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """Every implementation's quiet measurements, one at a time (nothing else running), then
-    their suites, `jobs` labs at a time. Ctrl-C stops every suite and takes its lab down."""
+    their suites, `jobs` labs at a time. Ctrl-C stops every suite and takes its lab down.
+    `phases` gets each phase's wall time (quiet_s, suites_s)."""
+    phases = {} if phases is None else phases
+    began = time.perf_counter()
     columns = []
     for index, (impl, _, wants_overhead) in enumerate(work):
         columns.append(quiet_column(impl, index, say=say,
                                     overhead_reps=overhead_reps if wants_overhead else 0,
                                     overhead_seconds=overhead_seconds))
-    say(f"suites: {sum(c['status'] == 'ok' for c in columns)} implementations, "
-        f"{jobs} at a time")
+    phases["quiet_s"] = round(time.perf_counter() - began)
+    began = time.perf_counter()
+    say(f"quiet measurements: {phases['quiet_s']} s; suites: "
+        f"{sum(c['status'] == 'ok' for c in columns)} implementations, {jobs} at a time")
     _STOPPING.clear()
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs))
     runnable = [(index, impl, profiles, column) for index, ((impl, profiles, _), column)
@@ -297,6 +303,7 @@ def run_all(work: list[tuple[Implementation, list[str], bool]], out: Path, *, jo
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+    phases["suites_s"] = round(time.perf_counter() - began)
     return columns
 
 
@@ -399,8 +406,10 @@ def main(argv: list[str] | None = None) -> int:
         meta["extended_envoys"] = sorted(extended_on & set(envoys))
         work = _plan(envoys, profiles, extended_on, args=args, meta=meta, say=say)
         meta["jobs"] = args.jobs
+        meta["phases"] = {}
         columns = run_all(work, args.out, jobs=args.jobs, overhead_reps=args.overhead_reps,
-                          overhead_seconds=args.overhead_seconds, say=say)
+                          overhead_seconds=args.overhead_seconds, say=say,
+                          phases=meta["phases"])
         meta["load_after"] = matrix_report.load()
         meta["seconds"] = round(time.perf_counter() - began)
     except LabError as error:

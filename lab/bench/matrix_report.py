@@ -48,8 +48,12 @@ def recovery_seconds(column: dict[str, Any]) -> Any:
 def schedule(meta: dict[str, Any]) -> str:
     """How the run shared the machine: the suites in parallel, the timings alone."""
     jobs = meta.get("jobs", 1)
+    phases = meta.get("phases") or {}
+    quiet = f" ({phases['quiet_s']} s)" if "quiet_s" in phases else ""
+    suites = f" ({phases['suites_s']} s)" if "suites_s" in phases else ""
     return (f"TimeToReady and ProxyOverhead were measured one implementation at a time with "
-            f"nothing else running; then the suites ran {jobs} lab(s) at a time.")
+            f"nothing else running{quiet}; then the suites ran {jobs} lab(s) at a "
+            f"time{suites}.")
 
 
 def load() -> str:

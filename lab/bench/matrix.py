@@ -346,7 +346,7 @@ def _plan(envoys: list[str], profiles: list[str], extended_on: set[str], *,
     return work
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envoys", default="all",
@@ -374,7 +374,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overhead-seconds", type=float, default=2.0)
     parser.add_argument("--cache", type=Path, default=ROOT / ".nox" / "matrix-envoys")
     parser.add_argument("--out", type=Path, default=ROOT / "reports")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
 
     def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)

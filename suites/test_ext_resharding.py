@@ -14,6 +14,7 @@ import subprocess
 
 import allure
 import pytest
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from lab import binaries
 from lab.slots import key_slot
@@ -56,6 +57,30 @@ def _slot_owner(lab) -> dict[int, str]:
             for slot in range(first, last + 1):
                 owners[slot] = shard.master.name
     return owners
+
+
+class _NotYet(Exception):
+    pass
+
+
+def _wait_every_node_sees(lab, slots: range, owner) -> None:
+    """Until every node's CLUSTER SLOTS gives `slots` to `owner`: a replica learns of a
+    move by gossip, and until then answers a direct read of those slots with MOVED."""
+    @retry(stop=stop_after_delay(30), wait=wait_fixed(0.1), reraise=True,
+           retry=retry_if_exception_type(_NotYet))
+    def agreed() -> None:
+        for node in lab.nodes:
+            seen = {}
+            for first, last, master, *_ in lab.client(node).execute_command("CLUSTER", "SLOTS"):
+                host = text(master[0])
+                for slot in slots:
+                    if int(first) <= slot <= int(last):
+                        seen[slot] = f"{host}:{int(master[1])}"
+            if set(seen) != set(slots) or set(seen.values()) != {owner.address}:
+                raise _NotYet(f"{node.name} does not yet give slots {slots.start}-"
+                              f"{slots.stop - 1} to {owner.name}: {sorted(set(seen.values()))}")
+
+    agreed()
 
 
 @pytest.mark.feature("Resharding")
@@ -103,6 +128,7 @@ def test_reshard_under_traffic_is_invisible_to_the_client(lab):
         with allure.step("master and replica hold the last value of every key"):
             for shard in lab.state.topology.shards:
                 assert lab.wait_replicated(shard.master) >= 1
+            _wait_every_node_sees(lab, moving, source.master)
             for key in keys:
                 shard = lab.cluster_slots_topology().shard_for_key(key)
                 expected = traffic.acked[key]

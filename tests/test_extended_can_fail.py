@@ -156,6 +156,9 @@ SESSION_LAB_TESTS = [
     test_ext_transactions.test_single_slot_transaction_is_executed_and_mirrored_as_a_unit,
     test_ext_modern_clients.test_redis_cli_unchanged,
     test_ext_modern_clients.test_redis_py_protocol_2,
+    # an expected failure, not a claim, with a redis-py that does not fall back to RESP2
+    *([test_ext_modern_clients.test_redis_py_defaults_through_the_tutorials_proxy]
+      if test_ext_modern_clients.FALLS_BACK_TO_RESP2 else []),
     test_ext_resharding.test_reshard_under_traffic_is_invisible_to_the_client,
 ]
 

@@ -4,15 +4,17 @@ Two targets: the proxy (a plain host:port, the application's view) and the clust
 to its nodes (`--cluster`: redis-benchmark reads CLUSTER NODES, opens the connections to the
 masters and, unless told otherwise, runs one client thread per master).
 
-Throughput comes from the progress lines, not from the summary (nor `--csv`, which prints
-only the summary). With client threads (`--cluster`, `--threads`) redis-benchmark's threads
-notice the end of a run only at their next 250 ms progress tick, so the summary's elapsed
-time is rounded up to a multiple of 250 ms: a 2.4 s run reads 2.5 s, its throughput 0-10 %
-low, and ratios against it are biased and noisy. Every tick prints `overall:`, the requests
-finished since the start divided by the time since the start, measured there and then; the
-last tick's is the run's throughput to within its last 250 ms (single-threaded runs: equal to
-the summary's to 0.01 %). Latencies come from the summary, whose histogram counts every
-request whatever the clock.
+Throughput: each path from its exact clock. Without client threads (the proxy path) the
+summary's elapsed time is taken when the last reply arrives, to the millisecond: its
+throughput is the run's. With client threads (`--cluster`, `--threads`) the threads notice the
+end of a run only at their next 250 ms progress tick, so the summary's elapsed time is rounded
+up to a multiple of 250 ms: a 2.4 s run reads 2.5 s, its throughput 0-10 % low, and ratios
+against it are biased and noisy. There every tick prints `overall:`, the requests finished
+since the start divided by the time since the start, measured there and then; the last tick's
+is the run's throughput to within its last 250 ms. A tick figure the summary's clock rules out
+(above what the 250 ms rounding allows, or below the summary's own) is not believed: the run
+keeps the summary's figure and says so (`clock`). Latencies come from the summary, whose
+histogram counts every request whatever the clock.
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ class Result:
     max_ms: float
     reported_rps: float | None = None  # the summary's figure (threaded: a 250 ms-rounded clock)
     reported_seconds: float | None = None  # the summary's "completed in" (same rounding)
+    clock: str = "summary"  # where rps comes from: summary, ticks, or summary (ticks implausible)
 
     @property
     def seconds(self) -> float:
@@ -108,10 +111,30 @@ def _finite(text: str) -> float | None:
     return value if math.isfinite(value) and value > 0 else None
 
 
-def parse_output(text: str) -> list[Result]:
-    """Every test of one redis-benchmark 7.x run (without --csv or -q): throughput from the
-    last progress tick's `overall:` (see the module's docstring), latencies and the
-    summary's own throughput from its Summary block."""
+TICK = 0.25  # redis-benchmark's progress period, s: the threaded summary clock's rounding
+SLACK = 0.02  # the summary prints seconds with 2 decimals; ticks lag the end by < 1 tick
+
+
+def _throughput(ticks: list[float], requests: int, reported: float, seconds: float,
+                threaded: bool) -> tuple[float, str]:
+    """The run's throughput and which clock gave it (see the module's docstring)."""
+    if not threaded:
+        return reported, "summary"
+    if not ticks:  # a run shorter than one tick
+        return reported, "summary"
+    tick = ticks[-1]
+    # the true elapsed time lies in (seconds - TICK, seconds]: so does the tick's figure
+    highest = requests / max(seconds - TICK, 1e-3) * (1 + SLACK)
+    if reported * (1 - SLACK) <= tick <= highest:
+        return tick, "ticks"
+    return reported, "summary (ticks implausible)"
+
+
+def parse_output(text: str, *, threaded: bool = False) -> list[Result]:
+    """Every test of one redis-benchmark 7.x run (without --csv or -q). `threaded`: the run
+    had client threads (--cluster or --threads), whose summary clock is rounded, so
+    throughput comes from the last progress tick's `overall:` when the summary allows it;
+    latencies and the summary's own throughput from its Summary block."""
     text = text.replace("\r", "\n")
     headers = list(_HEADER.finditer(text))
     if not headers:
@@ -130,13 +153,14 @@ def parse_output(text: str) -> list[Result]:
             raise LabError(f"redis-benchmark's {test} summary has no throughput or latency "
                            "percentiles (need redis-tools >= 7.0)")
         values = [float(v) for v in latency[1].split()]
-        reported = float(throughput[1])
-        finite = [t for t in ticks if t]
+        reported, requests = float(throughput[1]), int(completed[1])
+        rps, clock = _throughput([t for t in ticks if t], requests, reported,
+                                 float(completed[2]), threaded)
         results.append(Result(
-            test=test, requests=int(completed[1]),
-            rps=finite[-1] if finite else reported,  # a run shorter than one tick: no tick
+            test=test, requests=requests, rps=rps,
             avg_ms=values[0], p50_ms=values[2], p95_ms=values[3], p99_ms=values[4],
-            max_ms=values[5], reported_rps=reported, reported_seconds=float(completed[2])))
+            max_ms=values[5], reported_rps=reported, reported_seconds=float(completed[2]),
+            clock=clock))
         start = end
     return results
 
@@ -159,7 +183,9 @@ def run(binary: str, target: Target, test: str, *, requests: int, clients: int =
     if done.returncode != 0:
         raise LabError(f"redis-benchmark failed ({done.returncode}): "
                        f"{(done.stderr or done.stdout).strip()[-300:]}")
-    results = [r for r in parse_output(done.stdout) if r.test == TESTS[test]]
+    threaded = target.cluster or (target.threads or 1) > 1
+    results = [r for r in parse_output(done.stdout, threaded=threaded)
+               if r.test == TESTS[test]]
     if not results:
         raise LabError(f"redis-benchmark printed no {TESTS[test]} row: {done.stdout[-300:]}")
     return results[0]

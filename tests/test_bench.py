@@ -133,7 +133,8 @@ def test_report_and_charts_from_saved_figures(tmp_path: Path):
             "proxy": {"rps_median": 30000, "p50_ms_median": 1.2, "p99_ms_median": 4.0,
                       "seconds_min": 2.1},
             "direct": {"rps_median": 50000, "p50_ms_median": 0.4, "p99_ms_median": 3.0,
-                       "seconds_min": 2.3}}
+                       "seconds_min": 2.3,
+                       "runs": [{"clock": "ticks"}, {"clock": "summary (ticks implausible)"}]}}
     figures = {"date": "today", "cores": 2, "load_before": "1", "load_after": "2",
                "redis_benchmark": "7.0.15", "reps": 5, "min_seconds": 2.0, "clients": 50,
                "keyspace": 100000,
@@ -146,6 +147,7 @@ def test_report_and_charts_from_saved_figures(tmp_path: Path):
     (tmp_path / "benchmarks.json").write_text(json.dumps(figures))
     text = report.render(tmp_path / "benchmarks.json", tmp_path)
     assert "| SET P1 | **0.60** | 0.55-0.66 | 18% |" in text
+    assert "the last tick being ruled out by it: SET P1 direct run 2." in text
     for stem in ("bench-overhead-ratios", "bench-latency", "bench-time-to-ready"):
         assert (tmp_path / "charts" / f"{stem}.png").stat().st_size > 5000
         assert (tmp_path / "charts" / f"{stem}.svg").read_text().startswith("<?xml")

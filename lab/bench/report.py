@@ -24,12 +24,14 @@ DIRECT_PATH = (
     "with `-r` over the keyspace; GET runs right after SET on the same path so most GETs hit. "
     "The ratio of a repetition is proxy rps / direct rps of two adjacent runs (order "
     "alternating between repetitions); each run lasts at least the minimum duration, its "
-    "request count sized by a calibration run. **Throughput** is the last progress tick's "
-    "`overall` figure (requests finished since the start / time since the start), not the "
-    "summary's: redis-benchmark's client threads (the direct path's 3) stop only at their "
-    "next 250 ms tick, so its summary clock is rounded up to 250 ms and would understate the "
-    "direct path by up to 10 % on a 2.5 s run; on the single-threaded proxy path the two "
-    "agree. Latencies are the summary's (its histogram counts every request)."
+    "request count sized by a calibration run. **Throughput** comes from each path's exact "
+    "clock. The proxy path has one client thread: its summary's clock stops at the last "
+    "reply, to the millisecond. The direct path's 3 client threads stop only at their next "
+    "250 ms tick, so its summary clock is rounded up to 250 ms and would understate it by up "
+    "to 10 % on a 2.5 s run: there the last progress tick's `overall` figure (requests "
+    "finished since the start / time since the start) is taken, unless the summary's clock "
+    "rules it out (a run's `clock` then says `summary (ticks implausible)`). Latencies are "
+    "the summary's (its histogram counts every request)."
 )
 
 LIMITS = (
@@ -145,6 +147,13 @@ def markdown(figures: dict[str, Any], drawn: list[tuple[str, str]], out: Path) -
                 f"{direct['p50_ms_median']} / {direct['p99_ms_median']} | "
                 f"{min(proxy['seconds_min'], direct['seconds_min'])} |")
         lines.append("")
+        doubted = [f"{_case_label(case)} {name} run {index + 1}"
+                   for case in config["cases"] for name in ("proxy", "direct")
+                   for index, run in enumerate(case[name].get("runs", []))
+                   if run.get("clock", "").startswith("summary (")]
+        if doubted:
+            lines += ["Throughput from the summary's clock, the last tick being ruled out by "
+                      "it: " + ", ".join(doubted) + ".", ""]
     if configs:
         lines += [LIMITS, ""]
     if figures.get("Reproducibility"):

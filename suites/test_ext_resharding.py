@@ -108,6 +108,9 @@ def test_reshard_under_traffic_is_invisible_to_the_client(lab):
             reshard(lab, source.master, target.master, MOVED_SLOTS)
         owners = _slot_owner(lab)
         assert {owners[s] for s in moving} == {target.master.name}, "the slots did not move"
+        # redis-cli refuses to reshard while the nodes disagree ("Nodes don't agree about
+        # configuration"): the other nodes learn of the move by gossip, later under load
+        _wait_every_node_sees(lab, moving, target.master)
         with allure.step("traffic keeps going on the moved slots (Envoy follows the new owner)"):
             assert traffic.wait_rounds(3)
         with allure.step(f"reshard them back {target.master.name} -> {source.master.name}"):

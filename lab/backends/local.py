@@ -82,6 +82,9 @@ def node_conf(manifest_conf: str, port: int, directory: Path,
         # PING moves it, every 10 s by default
         f"repl-ping-replica-period {REPLICA_PING_PERIOD_S}",
         "save \"\"",
+        # the process title Redis sets overwrites its environment, and with it the lab's label
+        # (REDIS_MESH_LAB_ID) that `down` and `list` find a lab's processes by
+        "set-proc-title no",
         *(security or []),
         "",
     ])
@@ -90,7 +93,8 @@ def node_conf(manifest_conf: str, port: int, directory: Path,
 def mirror_conf(port: int, directory: Path, security: list[str] | None = None,
                 host: str = LOOPBACK) -> str:
     return "\n".join([f"port {port}", f"bind {host}", "protected-mode yes",
-                      f"dir {directory}", "save \"\"", "appendonly no", *(security or []), ""])
+                      f"dir {directory}", "save \"\"", "appendonly no", "set-proc-title no",
+                      *(security or []), ""])
 
 
 @dataclass

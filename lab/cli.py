@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from lab import __version__, acl, binaries, health, locks, model, paths, procs, versions
+from lab import __version__, acl, binaries, health, locks, model, paths, procs, registries, versions
 from lab.backends import BACKENDS, UpOptions, get_backend
 from lab.controlplane import CONTROL_PLANES
 from lab.errors import LabError
@@ -91,10 +91,15 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
     down = sub.add_parser("down", help="stop everything a lab started and remove its files")
-    down.add_argument("--name", default="default", type=_name)
+    which = down.add_mutually_exclusive_group()
+    which.add_argument("--name", default="default", type=_name)
+    which.add_argument("--all", action="store_true",
+                       help="every lab of the registry, and every lab still running under "
+                            "another registry (a test run's, a CI job's: see `list`)")
     down.add_argument("--quiet", action="store_true")
 
-    listing = sub.add_parser("list", help="list this user's labs")
+    listing = sub.add_parser("list", help="list this user's labs (and, after them, labs still "
+                                          "running under another registry)")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
 
     cli = sub.add_parser("cli", help="run the bundled redis-cli against the lab's proxy "
@@ -246,8 +251,7 @@ def _status(args: argparse.Namespace) -> int:
     return 0 if not problems else 1
 
 
-def _down(args: argparse.Namespace) -> int:
-    name = args.name
+def _down_one(name: str, progress: Progress) -> None:
     try:
         state = LabState.load(name)
     except CorruptState:
@@ -258,11 +262,36 @@ def _down(args: argparse.Namespace) -> int:
 
         if leftovers(name):
             backend = get_backend("docker")
-    progress = Progress(quiet=args.quiet)
     if backend.down(name, progress):
         progress.say(f"lab {name!r} is down")
     else:
         progress.say(f"lab {name!r} was not up (registry {paths.home()})")
+
+
+def _down(args: argparse.Namespace) -> int:
+    progress = Progress(quiet=args.quiet)
+    if not args.all:
+        _down_one(args.name, progress)
+        return 0
+    failed = []
+    here = [name for name, _, _ in registry()]
+    for name in here:
+        try:
+            _down_one(name, progress)
+        except LabError as exc:  # busy (an `up` under way), no engine: say so, go on
+            failed.append(f"{name}: {exc}")
+    others = registries.elsewhere()
+    for lab in others:
+        progress.say(f"lab {lab.name!r} of registry {lab.registry} ({lab.backend})")
+        try:
+            with registries.using(lab.registry):
+                _down_one(lab.name, progress)
+        except LabError as exc:
+            failed.append(f"{lab.name} ({lab.registry}): {exc}")
+    if not here and not others:
+        progress.say(f"no lab is up (registry {paths.home()}, nor under any other registry)")
+    if failed:
+        raise LabError(f"down --all left {len(failed)} lab(s) up: " + "; ".join(failed))
     return 0
 
 
@@ -281,9 +310,29 @@ def _list(args: argparse.Namespace) -> int:
         rows.append({"name": name, "backend": state.backend, "phase": phase,
                      "running": running, "processes": len(state.processes), "proxy": proxy,
                      "problem": problem})
+    others = registries.elsewhere()
     if args.json:
+        for row in rows:
+            row["registry"] = str(paths.home())
+        rows += [{"name": lab.name, "backend": lab.backend, "phase": "elsewhere",
+                  "running": len(lab.pids), "processes": len(lab.pids),
+                  "containers": lab.containers, "proxy": None, "problem": "",
+                  "registry": str(lab.registry)} for lab in others]
         print(json.dumps(rows, indent=2))
         return 0
+    _table(rows)
+    if others:
+        print(f"\nlabs still running under another registry than {paths.home()} "
+              f"(`{PROG} down --all` takes them down too):")
+        for lab in others:
+            parts = ([f"{len(lab.pids)} processes"] if lab.pids else []) + (
+                [f"{lab.containers} containers"] if lab.containers else []) + (
+                [f"{lab.networks} networks"] if lab.networks else [])
+            print(f"  {lab.name}  {lab.backend}  {', '.join(parts)}  registry {lab.registry}")
+    return 0
+
+
+def _table(rows: list[dict[str, Any]]) -> None:
     header = ("NAME", "BACKEND", "PHASE", "RUNNING", "PROXY")
     table = [header] + [(r["name"], r["backend"] or "-", r["phase"],
                          f"{r['running']}/{r['processes']}", r["proxy"] or r["problem"] or "-")
@@ -292,7 +341,6 @@ def _list(args: argparse.Namespace) -> int:
     for row in table:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False))
               + "  " + str(row[-1]))
-    return 0
 
 
 def _cli(args: argparse.Namespace) -> int:

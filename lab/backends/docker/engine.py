@@ -3,6 +3,8 @@
 Every container and network of a lab carries the labels `redis-mesh-lab.lab=<name>` and
 `redis-mesh-lab.home=<hash of the lab home>`, so `down` finds everything even when the
 state directory is gone, and two lab homes using the same lab name never touch each other.
+`redis-mesh-lab.home-path=<the lab home>` lets `list` and `down --all` of another home find a
+lab whose own home nobody looks at any more (a test run's, say: lab/registries.py).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from lab.errors import LabError
 
 LABEL_LAB = "redis-mesh-lab.lab"
 LABEL_HOME = "redis-mesh-lab.home"
+LABEL_HOME_PATH = "redis-mesh-lab.home-path"
 LABEL_ROLE = "redis-mesh-lab.role"
 LABEL_INPUTS = "redis-mesh-lab.inputs"  # on images: the hash of what they were built from
 LABEL_RUN = "redis-mesh-lab.run"  # the process that created it: a failed `up` removes its own
@@ -41,7 +44,8 @@ def container_name(lab: str, pod: str) -> str:
 
 
 def labels(lab: str, role: str) -> dict[str, str]:
-    return {LABEL_LAB: lab, LABEL_HOME: home_id(), LABEL_ROLE: role, LABEL_RUN: RUN_ID}
+    return {LABEL_LAB: lab, LABEL_HOME: home_id(), LABEL_HOME_PATH: str(paths.home()),
+            LABEL_ROLE: role, LABEL_RUN: RUN_ID}
 
 
 def label_filter(lab: str, this_run: bool = False) -> list[str]:

@@ -316,7 +316,8 @@ def _list(args: argparse.Namespace) -> int:
             row["registry"] = str(paths.home())
         rows += [{"name": lab.name, "backend": lab.backend, "phase": "elsewhere",
                   "running": len(lab.pids), "processes": len(lab.pids),
-                  "containers": lab.containers, "proxy": None, "problem": "",
+                  "containers": lab.containers, "networks": lab.networks, "proxy": None,
+                  "problem": "",
                   "registry": str(lab.registry)} for lab in others]
         print(json.dumps(rows, indent=2))
         return 0

@@ -192,10 +192,10 @@ def stop(pid: int, expect: str | None = None, grace: float = 5.0) -> None:
         time.sleep(0.02)
 
 
-def labelled(label: str) -> list[Process]:
-    """Every live process carrying `label` in its environment (the lab's own, by label)."""
-    wanted = f"{LABEL_ENV}={label}".encode()
-    found = []
+def labels() -> Iterator[tuple[str, int, int]]:
+    """(label, pid, start time) of every live process with a lab label in its environment
+    (those whose environment can be read: a user's own, or every one for root)."""
+    prefix = f"{LABEL_ENV}=".encode()
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -204,11 +204,18 @@ def labelled(label: str) -> list[Process]:
             environ = Path(f"/proc/{pid}/environ").read_bytes()
         except OSError:
             continue
-        if wanted in environ.split(b"\0"):
+        label = next((item[len(prefix):] for item in environ.split(b"\0")
+                      if item.startswith(prefix)), None)
+        if label is not None:
             started = start_time(pid)
             if started is not None and _stat_state(pid) not in ("Z", "X"):
-                found.append(Process(name=f"pid {pid}", pid=pid, started=started))
-    return found
+                yield label.decode(errors="replace"), pid, started
+
+
+def labelled(label: str) -> list[Process]:
+    """Every live process carrying `label` in its environment (the lab's own, by label)."""
+    return [Process(name=f"pid {pid}", pid=pid, started=started)
+            for found, pid, started in labels() if found == label]
 
 
 class Interrupted(KeyboardInterrupt):

@@ -49,21 +49,9 @@ def _mine(pid: int) -> bool:
 
 def _labelled_processes() -> Iterator[tuple[Path, int]]:
     """(lab directory, pid) of every live process of this user carrying a lab's label."""
-    prefix = f"{procs.LABEL_ENV}=".encode()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or not _mine(int(entry.name)):
-            continue
-        pid = int(entry.name)
-        try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes()
-        except OSError:
-            continue
-        for item in environ.split(b"\0"):
-            if item.startswith(prefix):
-                label = item[len(prefix):].decode(errors="replace")
-                if os.path.isabs(label) and procs.running(pid):
-                    yield Path(label), pid
-                break
+    for label, pid, _ in procs.labels():
+        if os.path.isabs(label) and _mine(pid):
+            yield Path(label), pid
 
 
 def _docker_objects() -> Iterator[tuple[Path, str, str]]:

@@ -63,7 +63,7 @@ def test_down_all_and_name_exclude_each_other(no_leaks: Path):
     assert "Traceback" not in result.stderr
 
 
-def test_down_all_with_nothing_up_says_so(no_leaks: Path, tmp_path: Path):
+def test_down_all_with_nothing_up_says_so(no_leaks: Path):
     if _elsewhere():
         pytest.skip("labs of other registries are running here")
     result = cli("down", "--all")

@@ -10,10 +10,18 @@ NAME=bench-by-hand
 PY=${PYTHON:-python3}
 $PY -m lab up --name "$NAME" --envoy-concurrency 2 --quiet
 trap '$PY -m lab down --name "$NAME" --quiet' EXIT
-read -r PROXY SEED < <($PY -m lab status --name "$NAME" --json | $PY -c '
+read -r PROXY SEED DIR NODES < <($PY -m lab status --name "$NAME" --json | $PY -c '
 import json, sys
 s = json.load(sys.stdin)
-print(s["proxy"]["port"], s["shards"][0]["master"]["port"])')
+nodes = [n["port"] for sh in s["shards"] for n in [sh["master"], *sh["replicas"]]]
+print(s["proxy"]["port"], s["shards"][0]["master"]["port"], s["directory"],
+      ",".join(map(str, nodes)))')
+# as `nox -s bench` does by default: the tutorial's appendonly yes off on every node while
+# measuring (lab/bench/persistence.py), as the lab's admin user
+for port in ${NODES//,/ }; do
+  REDISCLI_AUTH=$(cat "$DIR/admin.password") redis-cli --user rml-admin -p "$port" \
+    config set appendonly no >/dev/null
+done
 echo "lab $NAME: proxy 127.0.0.1:$PROXY, --cluster seed 127.0.0.1:$SEED; $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg)"
 # requests per run, by hand, per path: every run lasts ~8 s at this machine's rates (2 cores,
 # quiet), so redis-benchmark's summary clock, which with client threads (--cluster) is rounded

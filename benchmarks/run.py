@@ -23,9 +23,10 @@ from typing import Any
 from lab.backends import get_backend
 from lab.backends.base import UpOptions
 from lab.backends.local import LocalBackend
-from lab.bench import compare, overhead, redisbench, report
+from lab.bench import compare, overhead, persistence, redisbench, report
 from lab.bench.redisbench import Target
 from lab.errors import LabError
+from lab.handle import Lab
 from lab.progress import Progress
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,8 +84,10 @@ def proxy_overhead(binary: str, mirror: bool, concurrency: int, args: argparse.N
                        f"envoy --concurrency {concurrency})"):
         state = backend.up(UpOptions(name=name, mirror=mirror, envoy_concurrency=concurrency),
                            Progress(quiet=True))
+    access = backend.access(state)
+    handle = Lab(state, access)
     try:
-        access = backend.access(state)
+        appendonly = persistence.apply(handle, args.persistence)
         seed = state.topology.shards[0].master
         host, port = access.address(seed)
         proxy = Target(str(state.proxy["host"]), int(state.proxy["port"]),
@@ -95,11 +98,12 @@ def proxy_overhead(binary: str, mirror: bool, concurrency: int, args: argparse.N
                                  keyspace=args.keyspace, say=progress.say)
         return {"mirror": mirror, "envoy_concurrency": concurrency,
                 "envoy_version": state.envoy_version, "redis_version": state.redis_version,
-                "read_policy": state.read_policy,
+                "read_policy": state.read_policy, "appendonly": appendonly,
                 "command_lines": overhead.command_lines(binary, proxy, direct, args.clients,
                                                         args.keyspace),
                 "cases": cases}
     finally:
+        handle.close()
         backend.down(state.name, Progress(quiet=True))
 
 
@@ -121,6 +125,9 @@ def main() -> int:
                         help="redis-benchmark --threads through the proxy (default: 1)")
     parser.add_argument("--direct-threads", type=int, default=None,
                         help="--threads for --cluster (default: one per master)")
+    parser.add_argument("--persistence", choices=persistence.MODES, default="off",
+                        help="the nodes' AOF while measuring: off (default; see "
+                             "lab/bench/persistence.py) or tutorial (appendonly yes)")
     parser.add_argument("--ups", type=int, default=3,
                         help="TimeToReady samples per backend (0: skip)")
     parser.add_argument("--ready-backends", default="local,docker",
@@ -140,7 +147,8 @@ def main() -> int:
             "date": time.strftime("%Y-%m-%d %H:%M %Z"), "cores": os.cpu_count(),
             "load_before": _load(), "redis_benchmark": redisbench.version(binary),
             "reps": args.reps, "min_seconds": args.seconds, "clients": args.clients,
-            "keyspace": args.keyspace,
+            "keyspace": args.keyspace, "persistence": args.persistence,
+            "persistence_note": persistence.describe(args.persistence),
         }
         if args.ups:
             progress.say(f"TimeToReady ({args.ready_backends})")

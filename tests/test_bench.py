@@ -197,7 +197,35 @@ def test_bench_script_end_to_end_quick(no_leaks: Path, tmp_path: Path):
     assert config["mirror"] is False and config["envoy_concurrency"] == 1
     assert [c["test"] for c in config["cases"]][:4] == ["SET", "GET", "INCR", "MSET (10 keys)"]
     assert all(c["ratio_median"] > 0 for c in config["cases"])
-    assert "| MSET P16 |" in (tmp_path / "benchmarks.md").read_text()
+    # the tutorial's appendonly yes was turned off on every node, read back from each
+    assert config["appendonly"] == {f"redis-cluster-{i}": "no" for i in range(6)}
+    text = (tmp_path / "benchmarks.md").read_text()
+    assert "| MSET P16 |" in text
+    assert "Persistence: appendonly no on every node for the measurement" in text
+
+
+@needs_binaries
+@pytest.mark.integration
+def test_persistence_modes_set_every_nodes_aof(no_leaks: Path):
+    from lab.bench import persistence
+    from lab.handle import Lab
+
+    backend = LocalBackend()
+    state = backend.up(UpOptions(name="aof"), Progress(quiet=True))
+    handle = Lab(state, backend.access(state))
+    try:
+        def enabled() -> set[int]:
+            return {int(handle.client(n).info("persistence")["aof_enabled"])
+                    for n in handle.nodes}
+
+        assert enabled() == {1}  # the tutorial's redis.conf
+        assert set(persistence.apply(handle, "off").values()) == {"no"}
+        assert enabled() == {0}
+        assert set(persistence.apply(handle, "tutorial").values()) == {"yes"}
+        assert enabled() == {1}
+    finally:
+        handle.close()
+        backend.down(state.name, Progress(quiet=True))
 
 
 def test_reproducibility_compares_median_ratios_case_by_case():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 from pathlib import Path
 
@@ -184,6 +185,20 @@ def test_quiet_measurements_first_one_at_a_time_then_suites_jobs_at_a_time(tmp_p
     assert running["peak"] == 2
     assert [c["id"] for c in columns] == ["1", "2", "3", "4"]  # the order asked for
     assert [c["profiles"]["tutorial"]["seconds"] for c in columns] == [1.0, 2.0, 3.0, 4.0]
+
+
+@needs_binaries
+@pytest.mark.integration
+@pytest.mark.skipif(shutil.which("redis-benchmark") is None, reason="no redis-tools")
+def test_the_quiet_column_measures_with_the_nodes_aof_off(no_leaks: Path, tmp_path: Path):
+    from lab import binaries
+
+    impl = Implementation("1.40.0", "6.2.5", Path(binaries.envoy()),
+                          implementations.redis_server("6.2.5", tmp_path))
+    column = matrix.quiet_column(impl, 0, overhead_reps=1, overhead_seconds=0.2,
+                                 say=lambda _: None)
+    assert column["appendonly"] == {f"redis-cluster-{i}": "no" for i in range(6)}
+    assert [c["test"] for c in column["ProxyOverhead"]] == ["SET", "GET"]
 
 
 def test_jobs_below_one_is_a_user_error(capsys):

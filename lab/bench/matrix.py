@@ -35,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from lab.bench import implementations, overhead, redisbench
+from lab.bench import implementations, overhead, persistence, redisbench
 from lab.bench.implementations import Implementation
 from lab.bench.redisbench import Target
 from lab.conformance.features import PROFILES
@@ -184,6 +184,18 @@ def _bring_up(impl: Implementation, column: dict[str, Any], name: str, say: Say
     return state
 
 
+def _persistence_off(state: LabState) -> dict[str, str]:
+    """The nodes' AOF off for the ProxyOverhead measurement (lab/bench/persistence.py)."""
+    from lab.backends import get_backend
+    from lab.handle import Lab
+
+    handle = Lab(state, get_backend(state.backend).access(state))
+    try:
+        return persistence.apply(handle, "off")
+    finally:
+        handle.close()
+
+
 def quiet_column(impl: Implementation, index: int, *, overhead_reps: int,
                  overhead_seconds: float, say: Say) -> dict[str, Any]:
     """The measurements that need the machine to themselves, taken one implementation at a
@@ -197,6 +209,7 @@ def quiet_column(impl: Implementation, index: int, *, overhead_reps: int,
         say(f"  {impl.ident}: TimeToReady {column['timeToReady_s']} s")
         if overhead_reps:
             seed = state.topology.shards[0].master
+            column["appendonly"] = _persistence_off(state)
             column["ProxyOverhead"] = overhead.measure(
                 redisbench.find(), Target(str(state.proxy["host"]), int(state.proxy["port"])),
                 Target(seed.host, seed.port, cluster=True), reps=overhead_reps,

@@ -52,8 +52,9 @@ def schedule(meta: dict[str, Any]) -> str:
     quiet = f" ({phases['quiet_s']} s)" if "quiet_s" in phases else ""
     suites = f" ({phases['suites_s']} s)" if "suites_s" in phases else ""
     return (f"TimeToReady and ProxyOverhead were measured one implementation at a time with "
-            f"nothing else running{quiet}; then the suites ran {jobs} lab(s) at a "
-            f"time{suites}.")
+            f"nothing else running{quiet}, ProxyOverhead with the nodes' AOF off (the "
+            f"tutorial's appendonly yes: see lab/bench/persistence.py); then the suites "
+            f"ran {jobs} lab(s) at a time{suites}.")
 
 
 def load() -> str:

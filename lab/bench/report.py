@@ -129,7 +129,9 @@ def markdown(figures: dict[str, Any], drawn: list[tuple[str, str]], out: Path) -
         lines += ["## ProxyOverhead (redis-benchmark)", "", DIRECT_PATH, "",
                   f"{figures['reps']} repetitions per path and case, each run >= "
                   f"{figures['min_seconds']:g} s, `-c {figures['clients']}`, "
-                  f"`-r {figures['keyspace']}`. Command lines (N calibrated):", "",
+                  f"`-r {figures['keyspace']}`. Persistence: "
+                  f"{figures.get('persistence_note', 'as configured')}. "
+                  "Command lines (N calibrated):", "",
                   f"- proxy: `{configs[0]['command_lines']['proxy']}`",
                   f"- direct: `{configs[0]['command_lines']['direct']}`", ""]
     for config in configs:

@@ -1,6 +1,7 @@
 """Benchmarks: TimeToReady, the tutorial profile's run time, ProxyOverhead (redis-benchmark).
 
-    python benchmarks/run.py [--reps 5] [--seconds 2] [--configs on:1,on:2,off:1,off:2]
+    python benchmarks/run.py [--reps 5] [--max-reps 15] [--precision 4] [--seconds 2]
+                             [--configs on:1,on:2,off:1,off:2]
 
 ProxyOverhead brings up one local lab per configuration (mirror on/off x Envoy
 --concurrency) through the Lab API and runs redis-benchmark through the proxy and with
@@ -94,8 +95,11 @@ def proxy_overhead(binary: str, mirror: bool, concurrency: int, args: argparse.N
                        threads=args.proxy_threads)
         direct = Target(host, port, cluster=True, threads=args.direct_threads)
         cases = overhead.measure(binary, proxy, direct, reps=args.reps,
+                                 max_reps=args.max_reps,
+                                 precision=args.precision / 100 if args.precision else None,
                                  min_seconds=args.seconds, clients=args.clients,
-                                 keyspace=args.keyspace, say=progress.say)
+                                 keyspace=args.keyspace, workers=handle.worker_connections,
+                                 say=progress.say)
         return {"mirror": mirror, "envoy_concurrency": concurrency,
                 "envoy_version": state.envoy_version, "redis_version": state.redis_version,
                 "read_policy": state.read_policy, "appendonly": appendonly,
@@ -111,10 +115,18 @@ def _load() -> str:
     return Path("/proc/loadavg").read_text().strip() if Path("/proc/loadavg").exists() else "?"
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reps", type=int, default=5, help="repetitions per path and case")
+    parser.add_argument("--reps", type=int, default=5,
+                        help="repetitions per path and case, at least")
+    parser.add_argument("--max-reps", type=int, default=overhead.MAX_REPS,
+                        help="repetitions per case at most, while its median is not pinned "
+                             "down (see --precision)")
+    parser.add_argument("--precision", type=float, default=100 * overhead.PRECISION,
+                        metavar="PCT",
+                        help="repeat a case until its median ratio's estimated 95%% "
+                             "half-width is within +-PCT%% (0: exactly --reps)")
     parser.add_argument("--seconds", type=float, default=2.0,
                         help="minimum duration of every measurement")
     parser.add_argument("--configs", default="on:1,on:2,off:1,off:2",
@@ -138,15 +150,25 @@ def main() -> int:
     parser.add_argument("--compare", type=Path, default=None, metavar="BENCHMARKS_JSON",
                         help="a previous run's benchmarks.json: report how far each median "
                              "ratio moved (goal: within +-10%%)")
+    return parser
+
+
+def main() -> int:
+    parser = build_parser()
     args = parser.parse_args()
     progress = Progress()
     try:
+        if args.reps < 1 or args.precision < 0:
+            raise LabError("--reps must be >= 1 and --precision >= 0")
         configs = parse_configs(args.configs)
         binary = redisbench.find()
         figures: dict[str, Any] = {
             "date": time.strftime("%Y-%m-%d %H:%M %Z"), "cores": os.cpu_count(),
             "load_before": _load(), "redis_benchmark": redisbench.version(binary),
-            "reps": args.reps, "min_seconds": args.seconds, "clients": args.clients,
+            "reps": args.reps,
+            "max_reps": max(args.reps, args.max_reps) if args.precision else args.reps,
+            "precision_pct": args.precision or None, "min_seconds": args.seconds,
+            "clients": args.clients,
             "keyspace": args.keyspace, "persistence": args.persistence,
             "persistence_note": persistence.describe(args.persistence),
         }

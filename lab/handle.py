@@ -22,7 +22,12 @@ from typing import Any
 import redis
 
 from lab.backends.base import Access
-from lab.envoy.admin import CLUSTERS_JSON, parse_hosts
+from lab.envoy.admin import (
+    CLUSTERS_JSON,
+    WORKER_CONNECTIONS,
+    parse_hosts,
+    parse_worker_connections,
+)
 from lab.faults import Faults
 from lab.monitor import MonitorCapture
 from lab.state import LabState
@@ -201,6 +206,11 @@ class Lab:
 
     def admin(self, path: str) -> str:
         return self._access.admin_get(path)
+
+    def worker_connections(self) -> dict[int, int]:
+        """{Envoy worker: connections its listener of the proxy's port accepted so far}."""
+        return parse_worker_connections(self.admin(WORKER_CONNECTIONS),
+                                        int(self.state.proxy["port"]))
 
     def wait_replicated(self, master: Node, timeout_ms: int = 5000) -> int:
         """Until every replica of `master` processed every write the master took so far, from

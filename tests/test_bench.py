@@ -3,8 +3,11 @@ and Envoy's --concurrency reaching the lab."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import shutil
+import statistics
 from pathlib import Path
 
 import pytest
@@ -102,6 +105,94 @@ def test_every_measurement_lasts_the_minimum(monkeypatch: pytest.MonkeyPatch):
     assert [(port, n < 20_000) for port, n in calls[:4]] == [(1, True), (1, False),
                                                              (2, True), (2, False)]
     assert [port for port, n in calls if n >= 20_000] == [1, 2, 2, 1, 1, 2]
+
+
+def test_the_medians_halfwidth_is_the_large_sample_one_over_log_ratios():
+    assert overhead.halfwidth([0.5, 0.5]) == math.inf  # two ratios: no spread to speak of
+    assert overhead.halfwidth([0.5] * 5) == 0.0
+    logs_sd = statistics.stdev([math.log(0.5), math.log(0.55), math.log(0.6)])
+    expected = math.expm1(1.96 * 1.2533 * logs_sd / math.sqrt(3))
+    assert overhead.halfwidth([0.5, 0.55, 0.6]) == pytest.approx(expected)
+
+
+def _noisy_runs(monkeypatch: pytest.MonkeyPatch, proxy_rps: list[float]) -> list[int]:
+    """The direct path at 40k rps; the proxy's measured rates in turn (cycling), calibration
+    runs included; records the port of every measurement."""
+    rates = itertools.cycle(proxy_rps)
+    ports: list[int] = []
+
+    def run(binary, target, test, *, requests, clients, pipeline, keyspace):
+        ports.append(target.port)
+        rps = next(rates) if target.port == 1 else 40_000.0
+        return Result(redisbench.TESTS[test], requests, rps, 1, 1, 2, 3, 4)
+
+    monkeypatch.setattr(redisbench, "run", run)
+    return ports
+
+
+def test_a_noisy_case_gets_more_repetitions_up_to_the_cap(monkeypatch: pytest.MonkeyPatch):
+    _noisy_runs(monkeypatch, [20_000.0, 30_000.0])  # ratios 0.5 and 0.75 by turns: +-20%
+    (case,) = overhead.measure("rb", Target("h", 1), Target("h", 2, cluster=True), reps=5,
+                               max_reps=9, min_seconds=0.0, commands=("set",), pipelines=(1,))
+    assert case["reps"] == 9 and len(case["proxy"]["runs"]) == 9
+    assert case["ratio_ci95_pct"] > 4.0  # the cap stopped it, and the report shows how wide
+
+
+def test_a_case_stops_once_its_median_is_pinned_down(monkeypatch: pytest.MonkeyPatch):
+    # calibration 0.5, then one odd pair (0.6) among steady ones: more pairs until it is
+    # outweighed, far fewer than the cap
+    _noisy_runs(monkeypatch, [20_000.0, 20_000.0, 24_000.0] + [20_000.0] * 40)
+    (case,) = overhead.measure("rb", Target("h", 1), Target("h", 2, cluster=True), reps=5,
+                               max_reps=40, min_seconds=0.0, commands=("set",), pipelines=(1,))
+    assert 5 < case["reps"] < 40 and case["ratio_median"] == 0.5
+    assert case["ratio_ci95_pct"] <= 4.0
+    assert overhead.halfwidth(case["ratios"][:-1]) > 0.04  # one pair fewer was not enough
+
+
+def test_precision_none_measures_exactly_reps(monkeypatch: pytest.MonkeyPatch):
+    _noisy_runs(monkeypatch, [20_000.0, 30_000.0])
+    (case,) = overhead.measure("rb", Target("h", 1), Target("h", 2, cluster=True), reps=4,
+                               precision=None, min_seconds=0.0, commands=("set",),
+                               pipelines=(1,))
+    assert case["reps"] == 4
+
+
+def test_the_proxys_per_worker_connections_are_read_from_envoys_stats():
+    from lab.envoy.admin import parse_worker_connections
+
+    stats = ("listener.127.0.0.1_0.worker_0.downstream_cx_total: 0\n"
+             "listener.127.0.0.1_28692.worker_0.downstream_cx_total: 309\n"
+             "listener.127.0.0.1_28692.worker_1.downstream_cx_total: 192\n"
+             "listener.admin.main_thread.downstream_cx_total: 5\n")
+    assert parse_worker_connections(stats, 28692) == {0: 309, 1: 192}
+    assert parse_worker_connections(stats, 6379) == {}
+
+
+def test_each_proxy_run_records_the_connections_each_worker_took(
+        monkeypatch: pytest.MonkeyPatch):
+    _fake_runs(monkeypatch, {1: 10_000.0, 2: 40_000.0})
+    counters = itertools.count(0, 10)  # worker 0 took 10 more connections per run
+    (case,) = overhead.measure("rb", Target("h", 1), Target("h", 2, cluster=True), reps=3,
+                               min_seconds=0.0, commands=("set",), pipelines=(1,),
+                               workers=lambda: {0: next(counters), 1: 0})
+    assert [run["workers"] for run in case["proxy"]["runs"]] == [[10, 0]] * 3
+    assert all(run["workers"] is None for run in case["direct"]["runs"])
+    assert case["proxy"]["busiest_worker_share_median"] == 1.0
+
+
+def test_the_report_says_how_lopsided_the_workers_were():
+    def run(split: list[int]) -> dict[str, object]:
+        return {"workers": split}
+
+    config = {"envoy_concurrency": 2, "cases": [{
+        "ratio_median": 0.5, "ratios": [0.5, 0.4, 0.5, 0.55],
+        "proxy": {"runs": [run([25, 25]), run([50, 0]), run([30, 20]), run([20, 30])]}}]}
+    text = report.worker_split(config)
+    assert "the busiest took a median 60% of them, at worst 100%" in text
+    assert "all on one worker in 1 of 4 runs" in text
+    assert "Runs where it took >= 75% (1): ratio a median -20.0%" in text
+    assert report.worker_split({"envoy_concurrency": 1, "cases": [{
+        "ratio_median": 0.5, "ratios": [0.5], "proxy": {"runs": [run([50])]}}]}) == ""
 
 
 def test_a_short_measurement_is_resized_and_repeated(monkeypatch: pytest.MonkeyPatch):

@@ -86,13 +86,15 @@ class Result:
     reported_rps: float | None = None  # the summary's figure (threaded: a 250 ms-rounded clock)
     reported_seconds: float | None = None  # the summary's "completed in" (same rounding)
     clock: str = "summary"  # where rps comes from: summary, ticks, or summary (ticks implausible)
+    workers: tuple[int, ...] | None = None  # proxy runs: connections accepted per Envoy worker
 
     @property
     def seconds(self) -> float:
         return self.requests / self.rps if self.rps else float("inf")
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "seconds": round(self.seconds, 3)}
+        return {**asdict(self), "seconds": round(self.seconds, 3),
+                "workers": list(self.workers) if self.workers else None}
 
 
 _TICK = re.compile(r"^(?P<test>[^\r\n:]+): rps=(?P<rps>\S+) \(overall: (?P<overall>\S+)\) "

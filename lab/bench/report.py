@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import statistics
 from pathlib import Path
 from typing import Any
 
 from lab.bench import charts as charts_mod
+from lab.bench import overhead
 
 CHARTS_DIR = "charts"
 
@@ -38,10 +41,71 @@ LIMITS = (
     "**What limits reproducibility.** The machine has 2 cores shared by redis-benchmark, "
     "Envoy, seven redis-server processes and, on the project's machines, other people's "
     "labs: a ratio moves when the load does, which interleaving and the median soften but "
-    "cannot remove (the spread column shows how much). Envoy with `--concurrency 2` competes "
-    "with the load generator for the same two cores; mirroring adds a second upstream write "
-    "per write command; MSET through the proxy costs one upstream request per shard touched."
+    "cannot remove (the spread column shows how much); a case whose pairs disagree gets more "
+    "repetitions until its median is pinned down (the *reps* and *+-95%* columns). Envoy with "
+    "`--concurrency 2` competes with the load generator for the same two cores, and each "
+    "run's 50 connections are dealt to its two workers by the kernel's SO_REUSEPORT hash, "
+    "unevenly: a run measures anything between a two-worker and a one-worker Envoy (the "
+    "*Envoy's workers* line under those tables). Mirroring adds a second upstream write per "
+    "write command; MSET through the proxy costs one upstream request per shard touched."
 )
+
+
+def _reps_text(figures: dict[str, Any]) -> str:
+    reps, most, precision = figures["reps"], figures.get("max_reps"), figures.get("precision_pct")
+    if not precision or not most or most <= reps:
+        return f"{reps} repetitions per path and case"
+    return (f"At least {reps} repetitions per path and case, more (at most {most}) while the "
+            f"median ratio's estimated 95% confidence half-width is wider than +-{precision:g}% "
+            "(1.96 x 1.2533 x sd / sqrt(n) of the log ratios; columns *reps* and *+-95%*)")
+
+
+def _reps_short(figures: dict[str, Any]) -> str:
+    most = figures.get("max_reps")
+    if figures.get("precision_pct") and most and most > figures["reps"]:
+        return f"{figures['reps']}-{most} reps"
+    return f"{figures['reps']} reps"
+
+
+def _ci_text(case: dict[str, Any]) -> str:
+    if "ratio_ci95_pct" in case:
+        ci = case["ratio_ci95_pct"]
+    else:  # a run from before the column: the same estimate, from its ratios
+        spread = overhead.halfwidth(case["ratios"])
+        ci = round(100 * spread, 1) if math.isfinite(spread) else None
+    return "-" if ci is None else f"{ci:.1f}%"
+
+
+LOPSIDED = 0.75  # a run whose busiest Envoy worker took this share of its connections, or more
+
+
+def worker_split(config: dict[str, Any]) -> str:
+    """How the kernel dealt the proxy runs' connections to Envoy's workers, and how far the
+    ratios of lopsided runs fell from their case's median; "" without per-worker counts."""
+    shares: list[float] = []
+    lopsided: list[float] = []
+    even: list[float] = []
+    for case in config["cases"]:
+        median = case["ratio_median"]
+        for run, ratio in zip(case["proxy"].get("runs", []), case["ratios"], strict=False):
+            split = run.get("workers") or []
+            if len(split) < 2 or not sum(split):
+                continue
+            share = max(split) / sum(split)
+            shares.append(share)
+            (lopsided if share >= LOPSIDED else even).append(ratio / median - 1)
+    if not shares:
+        return ""
+    whole = sum(share == 1.0 for share in shares)
+    text = (f"**Envoy's workers.** The kernel's SO_REUSEPORT hash deals each proxy run's "
+            f"connections to the {config['envoy_concurrency']} workers: the busiest took a "
+            f"median {statistics.median(shares):.0%} of them, at worst {max(shares):.0%} "
+            f"(all on one worker in {whole} of {len(shares)} runs).")
+    if lopsided and even:
+        text += (f" Runs where it took >= {LOPSIDED:.0%} ({len(lopsided)}): ratio a median "
+                 f"{statistics.median(lopsided):+.1%} from their case's median; the others "
+                 f"({len(even)}): {statistics.median(even):+.1%}.")
+    return text
 
 
 def _case_label(case: dict[str, Any]) -> str:
@@ -66,7 +130,7 @@ def charts(figures: dict[str, Any], out: Path) -> list[tuple[str, str]]:
                                           for c in config["cases"]] for config in configs}
         title = (f"ProxyOverhead: Envoy {configs[0]['envoy_version']}, Redis "
                  f"{configs[0]['redis_version']}, redis-benchmark -c {figures['clients']}, "
-                 f"{figures['reps']} reps")
+                 f"{_reps_short(figures)}")
         drawn.append(("Throughput ratio, proxy / direct, per command and pipeline depth",
                       charts_mod.ratio_bars(where, "bench-overhead-ratios", title, categories,
                                             series)))
@@ -127,7 +191,7 @@ def markdown(figures: dict[str, Any], drawn: list[tuple[str, str]], out: Path) -
                   f"{suite['attached_run_s']} s ({suite['summary']}).", ""]
     if configs:
         lines += ["## ProxyOverhead (redis-benchmark)", "", DIRECT_PATH, "",
-                  f"{figures['reps']} repetitions per path and case, each run >= "
+                  f"{_reps_text(figures)}, each run >= "
                   f"{figures['min_seconds']:g} s, `-c {figures['clients']}`, "
                   f"`-r {figures['keyspace']}`. Persistence: "
                   f"{figures.get('persistence_note', 'as configured')}. "
@@ -136,19 +200,22 @@ def markdown(figures: dict[str, Any], drawn: list[tuple[str, str]], out: Path) -
                   f"- direct: `{configs[0]['command_lines']['direct']}`", ""]
     for config in configs:
         lines += [f"### {_config_label(config)}", "",
-                  "| case | ratio median | min-max | spread | proxy rps | direct rps | "
-                  "proxy p50 / p99 ms | direct p50 / p99 ms | shortest run s |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| case | ratio median | +-95% | reps | min-max | spread | proxy rps | "
+                  "direct rps | proxy p50 / p99 ms | direct p50 / p99 ms | shortest run s |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for case in config["cases"]:
             proxy, direct = case["proxy"], case["direct"]
             lines.append(
-                f"| {_case_label(case)} | **{case['ratio_median']:.2f}** | "
+                f"| {_case_label(case)} | **{case['ratio_median']:.2f}** | {_ci_text(case)} | "
+                f"{case.get('reps', len(case['ratios']))} | "
                 f"{case['ratio_min']:.2f}-{case['ratio_max']:.2f} | "
                 f"{case['ratio_spread_pct']:.0f}% | {proxy['rps_median']} | "
                 f"{direct['rps_median']} | {proxy['p50_ms_median']} / {proxy['p99_ms_median']} | "
                 f"{direct['p50_ms_median']} / {direct['p99_ms_median']} | "
                 f"{min(proxy['seconds_min'], direct['seconds_min'])} |")
         lines.append("")
+        if split := worker_split(config):
+            lines += [split, ""]
         doubted = [f"{_case_label(case)} {name} run {index + 1}"
                    for case in config["cases"] for name in ("proxy", "direct")
                    for index, run in enumerate(case[name].get("runs", []))

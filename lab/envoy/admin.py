@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import socket
 from dataclasses import dataclass
 
@@ -138,3 +139,18 @@ def _parse_hosts_text(clusters_text: str, cluster: str) -> dict[str, str]:
         if len(parts) == 3 and parts[1] == "health_flags":
             hosts[parts[0]] = parts[2]
     return hosts
+
+
+WORKER_CONNECTIONS = "/stats?filter=%5Elistener%5C..*%5C.worker_%5Cd%2B%5C.downstream_cx_total%24"
+_WORKER_STAT = re.compile(r"^listener\.(?P<listener>.+)\.worker_(?P<worker>\d+)"
+                          r"\.downstream_cx_total: (?P<count>\d+)$", re.MULTILINE)
+
+
+def parse_worker_connections(stats: str, port: int) -> dict[int, int]:
+    """{worker: connections accepted so far} of the listener on `port`, from /stats text.
+
+    Envoy keeps one downstream_cx_total per listener and worker thread
+    (`listener.127.0.0.1_6379.worker_0.downstream_cx_total`); {} when no listener of that
+    port has per-worker counters."""
+    return {int(m["worker"]): int(m["count"]) for m in _WORKER_STAT.finditer(stats)
+            if m["listener"].endswith(f"_{port}")}

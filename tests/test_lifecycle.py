@@ -381,6 +381,9 @@ def test_listeners_never_share_ports():
                            "/x/envoy-admin.sock", "id", lambda h, p: None)
     assert all(listener["enable_reuse_port"] is False
                for listener in boot["static_resources"]["listeners"])
+    # one shared accept socket: the workers get the connections dealt evenly, not raced for
+    assert all(listener["connection_balance_config"] == {"exact_balance": {}}
+               for listener in boot["static_resources"]["listeners"])
     assert boot["admin"]["address"] == {"pipe": {"path": "/x/envoy-admin.sock", "mode": 0o600}}
 
 

@@ -188,7 +188,7 @@ def test_the_report_says_how_lopsided_the_workers_were():
         "ratio_median": 0.5, "ratios": [0.5, 0.4, 0.5, 0.55],
         "proxy": {"runs": [run([25, 25]), run([50, 0]), run([30, 20]), run([20, 30])]}}]}
     text = report.worker_split(config)
-    assert "the busiest took a median 60% of them, at worst 100%" in text
+    assert "the busiest took a median 60% of a run's, at worst 100%" in text
     assert "all on one worker in 1 of 4 runs" in text
     assert "Runs where it took >= 75% (1): ratio a median -20.0%" in text
     assert report.worker_split({"envoy_concurrency": 1, "cases": [{

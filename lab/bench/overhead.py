@@ -15,6 +15,10 @@ the report says which.
 Each measurement lasts at least `min_seconds`: the request count is sized from a short
 calibration run per path and case, and a measurement that finishes early (the machine got
 faster) is resized and repeated, so no figure comes from a sub-second run.
+
+With `workers` (a reader of Envoy's per-worker `downstream_cx_total` counters), every proxy
+run records how many connections each Envoy worker accepted: a run whose connections all
+land on one worker measures a one-worker Envoy, whatever --concurrency says.
 """
 
 from __future__ import annotations

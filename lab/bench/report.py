@@ -43,11 +43,13 @@ LIMITS = (
     "labs: a ratio moves when the load does, which interleaving and the median soften but "
     "cannot remove (the spread column shows how much); a case whose pairs disagree gets more "
     "repetitions until its median is pinned down (the *reps* and *+-95%* columns). Envoy with "
-    "`--concurrency 2` competes with the load generator for the same two cores, and each "
-    "run's 50 connections are dealt to its two workers by the kernel's SO_REUSEPORT hash, "
-    "unevenly: a run measures anything between a two-worker and a one-worker Envoy (the "
-    "*Envoy's workers* line under those tables). Mirroring adds a second upstream write per "
-    "write command; MSET through the proxy costs one upstream request per shard touched."
+    "`--concurrency 2` competes with the load generator for the same two cores. Its two "
+    "workers share one accept socket (the lab's listeners do not use SO_REUSEPORT); left to "
+    "race for connections, the busiest worker took 50-100% of a run's 50, so a run measured "
+    "anything between a two-worker and a one-worker Envoy; the lab's listeners therefore deal "
+    "them evenly (`exact_balance`), and the *Envoy's workers* line under those tables shows "
+    "the split of every run. Mirroring adds a second upstream write per write command; MSET "
+    "through the proxy costs one upstream request per shard touched."
 )
 
 
@@ -97,10 +99,10 @@ def worker_split(config: dict[str, Any]) -> str:
     if not shares:
         return ""
     whole = sum(share == 1.0 for share in shares)
-    text = (f"**Envoy's workers.** The kernel's SO_REUSEPORT hash deals each proxy run's "
-            f"connections to the {config['envoy_concurrency']} workers: the busiest took a "
-            f"median {statistics.median(shares):.0%} of them, at worst {max(shares):.0%} "
-            f"(all on one worker in {whole} of {len(shares)} runs).")
+    text = (f"**Envoy's workers.** Connections each of the {config['envoy_concurrency']} "
+            "workers accepted in a proxy run (Envoy's per-worker `downstream_cx_total`): the "
+            f"busiest took a median {statistics.median(shares):.0%} of a run's, at worst "
+            f"{max(shares):.0%} (all on one worker in {whole} of {len(shares)} runs).")
     if lopsided and even:
         text += (f" Runs where it took >= {LOPSIDED:.0%} ({len(lopsided)}): ratio a median "
                  f"{statistics.median(lopsided):+.1%} from their case's median; the others "

@@ -213,6 +213,7 @@ def quiet_column(impl: Implementation, index: int, *, overhead_reps: int,
             column["ProxyOverhead"] = overhead.measure(
                 redisbench.find(), Target(str(state.proxy["host"]), int(state.proxy["port"])),
                 Target(seed.host, seed.port, cluster=True), reps=overhead_reps,
+                precision=None,  # quick ratios: a fixed count keeps the matrix in its time
                 min_seconds=overhead_seconds, commands=("set", "get"), pipelines=(1,))
             for case in column["ProxyOverhead"]:
                 for path_name in ("proxy", "direct"):  # each run, compact: an outlier's cause

@@ -110,7 +110,8 @@ def tests(session: nox.Session) -> None:
     """The project's own tests: units, the local lab end to end, and the suite's failure proofs."""
     # pip too: a uv-made venv has none, and a test builds the wheel with `python -m pip wheel`
     session.install("-e", ".[dev]", "pip")
-    session.run("pytest", "tests", "-p", "no:cacheprovider", *session.posargs)
+    # -rs: every skipped test says why (a tool missing here is a test CI did not run)
+    session.run("pytest", "tests", "-p", "no:cacheprovider", "-rs", *session.posargs)
 
 
 @nox.session

@@ -122,8 +122,10 @@ def samples_chart(out: Path, stem: str, title: str, unit: str,
                 va="center", fontsize=8)
     if target is not None:
         ax.axhline(target, color="#d62728", linewidth=0.8, linestyle="--")
-        ax.text(len(samples) - 0.6, target, f"target {target:g} {unit}", fontsize=7,
-                color="#d62728", va="bottom", ha="right")
+        # at the left edge: the medians' labels stand right of their bars, where a median
+        # near the target would cover this one
+        ax.text(-0.58, target, f"target {target:g} {unit}", fontsize=7,
+                color="#d62728", va="bottom", ha="left")
     ax.set_xticks(range(len(samples)), list(samples))
     ax.set_xlim(-0.6, len(samples) - 0.1)
     ax.set_ylabel(unit)

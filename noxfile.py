@@ -108,8 +108,9 @@ def e2e_istiod(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The project's own tests: units, the local lab end to end, and the suite's failure proofs."""
-    # pip too: a uv-made venv has none, and a test builds the wheel with `python -m pip wheel`
-    session.install("-e", ".[dev]", "pip")
+    # pip too: a uv-made venv has none, and a test builds the wheel with `python -m pip wheel`;
+    # the bench extra (matplotlib) so the charts are drawn by a test, not skipped
+    session.install("-e", ".[dev,bench]", "pip")
     # -rs: every skipped test says why (a tool missing here is a test CI did not run)
     session.run("pytest", "tests", "-p", "no:cacheprovider", "-rs", *session.posargs)
 

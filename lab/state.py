@@ -94,13 +94,13 @@ class LabState:
         """The lab's state; None if there is none; CorruptState (one line) if unreadable."""
         path = paths.lab_dir(name) / STATE_FILE
         try:
-            text = path.read_text(encoding="utf-8")
+            raw = path.read_bytes()
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise CorruptState(f"cannot read {path}: {exc.strerror or exc}") from None
         try:
-            data = json.loads(text)
+            data = json.loads(raw.decode("utf-8"))  # UnicodeDecodeError is a ValueError
             known = {f.name for f in dataclasses.fields(cls)}
             process_fields = {f.name for f in dataclasses.fields(Process)}
             data = {k: v for k, v in data.items() if k in known}

@@ -160,3 +160,19 @@ ISTIOD_RELEASE = "1.31-dev"  # what this build reports (VERSION file 1.31 + "-de
 ISTIOD_DESCRIPTION = ("Istio 1.31 (release-1.31 snapshot eed52ebb66ad of 2026-08-27, after "
                       "1.31.0-rc.0, + the lab's no-Kubernetes nil-guard)")
 ISTIOD_PACKAGE = "istio.io/istio/pilot/cmd/pilot-discovery"
+
+# ---------------------------------------------------------------------------------------
+# A kind cluster built here (`redis-mesh-lab tools install kubernetes`, issue #25): every
+# piece from the Go module proxy or Debian, no image pulled. See lab/backends/kube/toolchain.py
+# and shared/reference/kubernetes-here.md. Kubernetes stays at 1.34 because kubelet 1.35+
+# refuses cgroup v1 by default and some hosts this project runs on are cgroup v1.
+# ---------------------------------------------------------------------------------------
+KIND_BUILD_VERSION = "v0.33.0"  # sigs.k8s.io/kind, also the source of images/base/files
+KUBERNETES_BUILD_VERSION = "v1.34.2"  # k8s.io/kubernetes; staging modules at v0.34.2
+ETCD_BUILD_VERSION = "v3.6.5"  # go.etcd.io/etcd/server/v3 (kubeadm 1.34 wants etcd 3.6)
+COREDNS_BUILD_VERSION = "v1.12.1"  # github.com/coredns/coredns
+CONTAINERD_BUILD_VERSION = "v2.4.2"  # github.com/containerd/containerd/v2 (Debian's 1.6 lacks
+# `ctr images import --label`, which kind uses)
+CRICTL_BUILD_VERSION = "v1.34.0"  # sigs.k8s.io/cri-tools
+PAUSE_BUILD_VERSION = "3.10.1"  # the tag kubeadm 1.34 asks for; the program is the lab's own
+NODE_DEBIAN_SUITE = "bookworm"  # debootstrap; runc and the CNI plugins are Debian's

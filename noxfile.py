@@ -187,3 +187,16 @@ def matrix(session: nox.Session) -> None:
     _redis_benchmark(session)  # redis-tools: redis-benchmark and Debian's Redis 7 server
     session.install("-e", ".[bench]")
     session.run("python", "-m", "lab.bench.matrix", *session.posargs)
+
+
+@nox.session
+def kubernetes(session: nox.Session) -> None:
+    """kind and a kind node image (Kubernetes 1.34) built here from the Go module proxy and
+    Debian, into the project's cache (`redis-mesh-lab tools install kubernetes`; a no-op
+    when built), then the proof: a cluster from it with its own kubeconfig, a node Ready,
+    CoreDNS, a pod Running, deleted again. `nox -s kubernetes -- install` skips the proof.
+    """
+    session.install("-e", ".", silent=False)
+    session.run("redis-mesh-lab", "tools", "install", "kubernetes")
+    if "install" not in session.posargs:
+        session.run("python", "-m", "lab.backends.kube.toolchain", "smoke")

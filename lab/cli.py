@@ -112,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     tools = sub.add_parser("tools", help="install the optional tools a lab can use")
     tools_sub = tools.add_subparsers(dest="tools_command", required=True, parser_class=_Parser)
     install = tools_sub.add_parser("install", help="build a tool into the project's cache")
-    install.add_argument("tool", choices=("istiod",))
+    install.add_argument("tool", choices=("istiod", "kubernetes"))
     return parser
 
 
@@ -398,7 +398,13 @@ def _split_cli(argv: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _tools(args: argparse.Namespace) -> int:
-    """`tools install istiod`: go install pilot-discovery at the pinned version, visibly."""
+    """`tools install istiod`: go install pilot-discovery at the pinned version, visibly.
+    `tools install kubernetes`: kind and a kind node image built here, step by step."""
+    if args.tool == "kubernetes":
+        from lab.backends.kube import toolchain
+
+        toolchain.install(lambda line: print(line, flush=True))
+        return 0
     from lab.controlplane import pilot
 
     existing = pilot.find()

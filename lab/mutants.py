@@ -15,9 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from lab import paths
+from lab import manifests, paths
 from lab.conformance.features import ALL, PROFILES
 from lab.errors import ManifestError
 
@@ -46,11 +44,7 @@ def catalogue_dir() -> Path:
 
 def load(path: Path) -> Mutant:
     """One catalogue entry; every mistake in it is an error naming the file."""
-    try:
-        documents = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8"))
-                     if d is not None]
-    except (OSError, yaml.YAMLError) as exc:
-        raise ManifestError(f"{path}: cannot read: {exc}") from None
+    documents = manifests.parse(manifests.read_text(path, str(path)), str(path))
     if len(documents) != 1 or not isinstance(documents[0], dict) \
             or documents[0].get("kind") != "EnvoyFilter":
         raise ManifestError(f"{path}: a mutant is exactly one EnvoyFilter document")

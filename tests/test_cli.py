@@ -76,3 +76,25 @@ def test_dry_run_of_the_local_backend_changes_nothing(no_leaks: Path):
     assert result.returncode == 0, result.stderr
     assert "--cluster create" in result.stdout and "envoy --mode validate" in result.stdout
     assert not no_leaks.exists()
+
+
+_HEADER = ("apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\n"
+           "metadata: {name: bomb, namespace: istio-system}\n")
+_BOMB = _HEADER + "spec:\n  a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"  a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 10))
+
+
+@pytest.mark.parametrize(("content", "needle"), [
+    (_BOMB.encode(), "expands to more than"),  # 10^10 nodes once expanded
+    (b"\x7fELF\x02\x01\x01\0\0\0" + bytes(range(256)) * 8, "not a text file"),
+    (_HEADER.encode() + b"spec: {a: \xff\xfe}\n", "not a text file"),
+    (_HEADER.encode() + b"spec: [" + b"x, " * 400_000 + b"]\n", "larger than 1 MiB"),
+], ids=["alias-bomb", "binary", "not-utf8", "too-large"])
+def test_an_envoyfilter_that_is_not_a_bounded_text_is_refused_at_once(
+        no_leaks: Path, tmp_path: Path, content: bytes, needle: str):
+    """Nothing starts: one line, exit 2, within the time it takes to read the file."""
+    hostile = tmp_path / "hostile.yaml"
+    hostile.write_bytes(content)
+    _one_line_error(cli("up", "--name", "hostile", "--envoyfilter", str(hostile), timeout=30),
+                    f"--envoyfilter {hostile}", needle)
+    assert not (no_leaks / "hostile").exists()

@@ -15,7 +15,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from lab import __version__, acl, binaries, health, locks, model, paths, procs, registries, versions
+from lab import (
+    __version__,
+    acl,
+    binaries,
+    health,
+    locks,
+    manifests,
+    model,
+    paths,
+    procs,
+    registries,
+    versions,
+)
 from lab.backends import BACKENDS, UpOptions, get_backend
 from lab.controlplane import CONTROL_PLANES
 from lab.errors import LabError
@@ -121,11 +133,14 @@ def _cli_hint(name: str) -> str:
 
 
 def _envoyfilter_files(files: list[str]) -> tuple[Path, ...]:
+    """The files, each checked before anything starts: a bounded UTF-8 YAML text."""
     found = []
     for file in files:
         path = Path(file).expanduser()
         if not path.is_file():
             raise LabError(f"--envoyfilter {file}: no such file")
+        manifests.parse(manifests.read_text(path, f"--envoyfilter {file}"),
+                        f"--envoyfilter {file}")
         found.append(path.resolve())
     return tuple(found)
 
@@ -220,7 +235,7 @@ def _status(args: argparse.Namespace) -> int:
     if state.phase == "ready":
         access = get_backend(state.backend).access(state)
         try:
-            found = health.check(state, access)
+            found = health.check(state, access, tutorial=True)
         finally:
             access.close()
     problems = [f"process {name} is not running" for name in dead] + found.problems

@@ -14,6 +14,8 @@ from typing import Any
 import redis
 
 from lab.backends.base import Access
+from lab.envoy.admin import CLUSTERS_JSON, parse_hosts
+from lab.model import PROXY_CLUSTER
 from lab.state import LabState
 from lab.topology import Node, Topology, from_cluster_slots
 
@@ -44,8 +46,17 @@ class Health:
         return not self.problems
 
 
-def check(state: LabState, access: Access) -> Health:
-    """Envoy's admin answers, the proxy answers PING, every node and the mirror answer."""
+SLOTS = 16384
+
+
+def check(state: LabState, access: Access, *, tutorial: bool = False) -> Health:
+    """Envoy's admin answers, the proxy answers PING, every node and the mirror answer.
+
+    With `tutorial` (what `status` asks), also what the tutorial needs of the cluster: every
+    node in cluster_state:ok, all 16,384 slots served, each shard with a master and a
+    replica, and (unless a mutant lab: the suite judges that) the proxy holding every node as
+    a healthy host. Attaching a suite asks only for the first part: a replica still catching
+    up after a fault is the suite's to wait for, not a reason to refuse the lab."""
     health = Health()
     try:
         access.admin_get("/ready")
@@ -71,14 +82,64 @@ def check(state: LabState, access: Access) -> Health:
         try:
             with node_client(access, node) as client:
                 client.ping()
-                if health.topology is None and node.name != state.mirror_node.name:
-                    reply = client.execute_command("CLUSTER", "SLOTS", NEVER_DECODE=True)
-                    health.topology = from_cluster_slots(
-                        reply, lambda h, p: names.get(f"{h}:{p}", f"{h}:{p}"))
+                if node.name == state.mirror_node.name:
+                    continue
+                if tutorial:
+                    health.problems += _cluster_state(node, client)
+                if health.topology is None:
+                    health.topology = _slots(client, names)
         except Exception as exc:
             health.problems.append(f"{node.name} ({node.address}) does not answer: "
                                    f"{_reason(exc)}")
+    if tutorial and health.topology is not None:
+        health.problems += cluster_problems(health.topology)
+        if not state.envoyfilters:
+            health.problems += proxy_problems(access, len(health.topology.nodes))
     return health
+
+
+def _cluster_state(node: Node, client: redis.Redis) -> list[str]:
+    info = _text(client.execute_command("CLUSTER", "INFO"))
+    if "cluster_state:ok" in info:
+        return []
+    found = [ln.strip() for ln in info.splitlines() if ln.startswith("cluster_state:")]
+    return [f"{node.name} ({node.address}) says {(found or ['no cluster_state'])[0]}"]
+
+
+def _slots(client: redis.Redis, names: dict[str, str]) -> Topology:
+    reply = client.execute_command("CLUSTER", "SLOTS", NEVER_DECODE=True)
+    return from_cluster_slots(reply, lambda h, p: names.get(f"{h}:{p}", f"{h}:{p}"))
+
+
+def _text(reply: Any) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+
+
+def cluster_problems(topology: Topology) -> list[str]:
+    """What keeps CLUSTER SLOTS' view from the tutorial's: uncovered slots, a shard alone."""
+    problems = []
+    served = sum(b - a + 1 for shard in topology.shards for a, b in shard.slots)
+    if served < SLOTS:
+        problems.append(f"{SLOTS - served:,} of {SLOTS:,} slots are served by no node "
+                        "(CLUSTER SLOTS)")
+    problems += [f"shard of master {shard.master.name} ({shard.master.address}) has no "
+                 "replica" for shard in topology.shards if not shard.replicas]
+    return problems
+
+
+def proxy_problems(access: Access, nodes: int) -> list[str]:
+    """The proxy's view: custom-redis-cluster holds every node, each healthy."""
+    try:
+        hosts = parse_hosts(access.admin_get(CLUSTERS_JSON), PROXY_CLUSTER)
+    except Exception as exc:
+        return [f"cannot read the proxy's hosts (Envoy's /clusters): {_reason(exc)}"]
+    problems = []
+    if len(hosts) != nodes:
+        problems.append(f"the proxy's {PROXY_CLUSTER} holds {len(hosts)} hosts, "
+                        f"CLUSTER SLOTS lists {nodes} nodes")
+    problems += [f"the proxy's host {host} is {flags}" for host, flags in sorted(hosts.items())
+                 if flags != "healthy"]
+    return problems
 
 
 def describe_topology(topology: Topology) -> list[str]:

@@ -1,13 +1,27 @@
 """The pytest plugin (entry point `pytest11`): the `lab` fixture, features, profiles, reports.
 
 Options (each also an ini key and an environment variable, see lab/conformance/options.py):
---lab-backend local|kind|existing|attach, --lab-name, --lab-profile, --lab-keep,
---lab-istio, --lab-kubeconfig, --lab-reports DIR. Tests declare
-`@pytest.mark.feature("Name")`; tests whose features are outside the profile are skipped and
-reported as such. A run with feature tests writes its reports into its own folder
-`<DIR>/<UTC timestamp>/` (conformance.yaml, allure-results/, diagnostics/), and
-`<DIR>/latest` points at it. Under pytest-xdist every worker provisions its own lab
-(`<name>-<worker>`); the controller writes the conformance report from the test reports.
+--lab-backend local|docker|kind|existing|attach, --lab-name, --lab-profile, --lab-also,
+--lab-keep, --lab-istio, --lab-kubeconfig, --lab-reports DIR.
+
+- A verdict only when one is asked for: `--lab-profile` given (flag, ini key or environment),
+  or tests of the shipped suite (`lab.suites`, `suites/` in a checkout) collected. Then tests
+  whose `@pytest.mark.feature`s are outside the profile are skipped and reported as such, the
+  terminal ends with the profile's verdict, and the plugin's exit codes apply. Otherwise (a
+  project's own tests using the `lab` fixture, marked or not) pytest's own exit codes, no
+  verdict, nothing skipped.
+- Reports only where asked: `--lab-reports DIR` gets one folder per run, `DIR/<UTC timestamp>/`
+  (conformance.yaml, allure-results/, diagnostics/ of failed feature tests), `DIR/latest`
+  pointing at it. Without it the run writes nothing (the terminal says so when a verdict or a
+  failure would have been written).
+- A lab per run: without `--lab-name` the provisioned lab is `conformance-<6 hex>`, unique to
+  the run, so two runs on one machine never meet. Under pytest-xdist every worker provisions
+  its own lab `<run's name>-<worker>` (tests stop nodes: workers cannot share one). A lab of
+  the asked name left by a pytest that died (kill -9) is taken down and provisioned again, said
+  in one line; a lab left by `--lab-keep` (or brought up by `redis-mesh-lab up`) is not: an
+  error naming `redis-mesh-lab down --name NAME` (or use `--lab-backend attach`).
+- When the lab is taken down under the run (`redis-mesh-lab down`), the session stops within a
+  second or so: "lab NAME was taken down while the suite ran", exit code 13.
 
 Exit codes of the plugin's own (pytest uses 0-5): see EXIT_* below.
 """
@@ -15,8 +29,14 @@ Exit codes of the plugin's own (pytest uses 0-5): see EXIT_* below.
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.util
 import json
+import os
 import re
+import secrets
+import signal
+import threading
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,14 +54,20 @@ if TYPE_CHECKING:
 EXIT_NOT_PROVISIONED = 10  # the lab could not be brought up
 EXIT_NO_SUCH_LAB = 11  # --lab-backend attach: no lab of that name is up
 EXIT_INCOMPLETE = 12  # nothing failed, but the profile is not proven (not covered, skipped)
+EXIT_LAB_GONE = 13  # the lab was taken down (redis-mesh-lab down) while the suite ran
 
 _COLLECTOR = pytest.StashKey[Collector]()
-_RUN = pytest.StashKey[Path]()
+_RUN = pytest.StashKey["Path | None"]()
+_NAME = pytest.StashKey[str]()  # the run's lab name (workers add their id)
+_GONE = pytest.StashKey[str]()  # the lab taken down under the run
 _FEATURES = "redis_mesh_lab_features"
 _IMPLEMENTATION = "redis_mesh_lab_implementation"
 MEASUREMENT = "redis_mesh_lab_measurement"  # (name, figures) as JSON: record_measurement
 _TITLE = "redis_mesh_lab_title"
 _WORKER_RUN = "redis_mesh_lab_run"
+_WORKER_NAME = "redis_mesh_lab_name"
+_VERDICT = "redis_mesh_lab_verdict"  # on a feature test of a run that asked for a verdict
+OWNER = "pytest-owner.json"  # in the lab's directory: the pytest run that provisioned it
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -56,28 +82,63 @@ def pytest_configure(config: pytest.Config) -> None:
                                                                               "--lab-name"):
         raise pytest.UsageError("--lab-backend attach needs --lab-name")
     profile = str(options.get(config, "--lab-profile"))
-    collector = Collector(profile=profile)
+    collector = Collector(profile=profile, wanted=options.given(config, "--lab-profile"))
     config.stash[_COLLECTOR] = collector
     workerinput = getattr(config, "workerinput", None)
     if workerinput and _WORKER_RUN in workerinput:
-        config.stash[_RUN] = Path(workerinput[_WORKER_RUN])
+        config.stash[_RUN] = Path(workerinput[_WORKER_RUN]) if workerinput[_WORKER_RUN] else None
+        config.stash[_NAME] = str(workerinput[_WORKER_NAME])
     else:
-        config.stash[_RUN] = rundir.choose(Path(str(options.get(config, "--lab-reports"))))
-    config.pluginmanager.register(_Recorder(collector), "redis-mesh-lab-recorder")
+        reports = options.text(config, "--lab-reports")
+        config.stash[_RUN] = rundir.choose(Path(reports)) if reports else None
+        config.stash[_NAME] = (options.text(config, "--lab-name")
+                               or f"conformance-{secrets.token_hex(3)}")
+    config.pluginmanager.register(_Recorder(collector, config), "redis-mesh-lab-recorder")
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
-    """pytest-xdist: every worker writes into the controller's run folder."""
-    node.workerinput[_WORKER_RUN] = str(node.config.stash[_RUN])
+    """pytest-xdist: every worker writes into the controller's run folder, and names its lab
+    after the run's."""
+    run = node.config.stash[_RUN]
+    node.workerinput[_WORKER_RUN] = str(run) if run else ""
+    node.workerinput[_WORKER_NAME] = node.config.stash[_NAME]
 
 
-def run_folder(config: pytest.Config) -> Path:
-    """This run's report folder (created, and `latest` pointed at it, on first use)."""
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """pytest-xdist: a worker whose lab was taken down stops the whole run."""
+    gone = getattr(node, "workeroutput", {}).get(_GONE_OUTPUT)
+    if gone:
+        node.config.stash[_GONE] = str(gone)
+        session = getattr(node.config, "_redis_mesh_lab_session", None)
+        if session is not None:
+            session.shouldstop = _gone_message(str(gone))
+
+
+def run_folder(config: pytest.Config) -> Path | None:
+    """This run's report folder (created, and `latest` pointed at it, on first use); None
+    when no --lab-reports was given: the run writes nothing."""
     run = config.stash[_RUN]
-    if not run.is_dir():
+    if run is not None and not run.is_dir():
         rundir.create(run)
     return run
+
+
+@functools.cache
+def _shipped_suite() -> Path | None:
+    """Where the shipped suite's test files are (`lab.suites`: suites/ in a checkout)."""
+    with contextlib.suppress(ImportError, ValueError):
+        spec = importlib.util.find_spec("lab.suites")
+        locations = list(spec.submodule_search_locations or []) if spec else []
+        if locations:
+            return Path(locations[0]).resolve()
+    return None
+
+
+def _is_shipped(item: pytest.Item) -> bool:
+    shipped = _shipped_suite()
+    return shipped is not None and Path(item.path).resolve().parent == shipped
 
 
 def _features(item: pytest.Item) -> tuple[str, ...]:
@@ -127,14 +188,14 @@ def _also(config: pytest.Config) -> set[str]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    profile = config.stash[_COLLECTOR].profile
+    collector = config.stash[_COLLECTOR]
+    profile = collector.profile
     wanted = set(PROFILES[profile]) | _also(config)
-    featured = False
-    for item in items:
+    featured = [item for item in items if _features(item)]
+    if any(_is_shipped(item) for item in featured):
+        collector.wanted = True  # the shipped suite is a conformance run: a verdict
+    for item in featured:
         features = _features(item)
-        if not features:
-            continue
-        featured = True
         unknown = [f for f in features if f not in ALL]
         if unknown:
             raise pytest.UsageError(
@@ -142,11 +203,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 f"@pytest.mark.feature; valid features: {', '.join(ALL)}")
         item.user_properties.append((_FEATURES, ",".join(features)))
         item.user_properties.append((_TITLE, _title(item)))
+        if not collector.wanted:
+            continue  # no profile asked for: a project's own tests all run
+        item.user_properties.append((_VERDICT, "1"))
         outside = [f for f in features if f not in wanted]
         if outside:
             item.add_marker(pytest.mark.skip(
                 reason=f"feature {', '.join(outside)} is not in profile {profile}"))
-    if featured:
+    if featured and run_folder(config) is not None:
         _start_allure(config)
 
 
@@ -179,7 +243,9 @@ def _start_allure(config: pytest.Config) -> None:
     from allure_commons.logger import AllureFileLogger
     from allure_pytest.listener import AllureListener
 
-    results = run_folder(config) / rundir.ALLURE_RESULTS
+    run = run_folder(config)
+    assert run is not None
+    results = run / rundir.ALLURE_RESULTS
     listener = AllureListener(config)
     config.pluginmanager.register(listener, "allure_listener")
     allure_commons.plugin_manager.register(listener)
@@ -239,12 +305,13 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
         if not name:
             raise pytest.UsageError("--lab-backend attach needs --lab-name")
         handle = _attach(name)
-        yield handle
+        with _Watch(config, name):
+            yield handle
         handle.close()
         return
 
     worker = _worker(config)
-    name = re.sub(r"[^a-z0-9-]", "-", f"{name or 'conformance'}{'-' + worker if worker else ''}")
+    name = re.sub(r"[^a-z0-9-]", "-", f"{config.stash[_NAME]}{'-' + worker if worker else ''}")
     backend = get_backend(backend_name)
     up = UpOptions(name=name, istio=str(options.get(config, "--lab-istio")),
                    kubeconfig=options.text(config, "--lab-kubeconfig"), keep=keep)
@@ -258,7 +325,9 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
         signals = contextlib.ExitStack()  # SIGTERM/SIGHUP, while provisioning and after,
         signals.enter_context(interruptible())  # stop the run like Ctrl-C: the lab goes down
         try:
+            _reclaim(name, progress)
             state = backend.up(up, progress)
+            _own(name, keep)
         except LabError as exc:
             signals.close()
             pytest.exit(f"could not provision the lab: {exc}", returncode=EXIT_NOT_PROVISIONED)
@@ -266,19 +335,134 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
             signals.close()
             raise
     handle = Lab(state, backend.access(state))
+    watch = _Watch(config, name)
     try:
-        yield handle
+        with watch:
+            yield handle
     finally:
         with signals:  # released once the lab is down
             handle.close()
-            if keep:
-                shown = (capture.global_and_fixture_disabled() if capture
-                         else contextlib.nullcontext())
-                with shown:
-                    Progress().say(f"\n--lab-keep: lab {name!r} left up; "
-                                   f"redis-mesh-lab down --name {name} removes it")
-            else:
-                backend.down(name, Progress(quiet=True))
+            if not watch.gone:  # else whoever took it down removes it
+                _release(config, backend, name, keep)
+
+
+def _release(config: pytest.Config, backend: Any, name: str, keep: bool) -> None:
+    """The session's end: the provisioned lab goes down, unless --lab-keep."""
+    from lab.progress import Progress
+
+    if not keep:
+        backend.down(name, Progress(quiet=True))
+        return
+    capture = config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        Progress().say(f"\n--lab-keep: lab {name!r} left up; "
+                       f"redis-mesh-lab down --name {name} removes it")
+
+
+def _own(name: str, keep: bool) -> None:
+    """Record, in the lab's directory, that this pytest run provisioned it (and if it keeps it)."""
+    from lab import paths, procs
+
+    owner = {"pid": os.getpid(), "started": procs.start_time(os.getpid()), "keep": keep}
+    (paths.lab_dir(name) / OWNER).write_text(json.dumps(owner), encoding="utf-8")
+
+
+def _reclaim(name: str, progress: Any) -> None:
+    """A lab of this name left by a pytest run that died is taken down (said in one line);
+    one kept (--lab-keep) or in use by a live run is an error. Anything else (a lab brought
+    up by `redis-mesh-lab up`, an interrupted `up`) is for the backend's `up` to judge."""
+    from lab import paths, procs
+    from lab.backends import get_backend
+    from lab.errors import LabError
+    from lab.progress import Progress
+    from lab.state import LabState
+
+    try:
+        owner = json.loads((paths.lab_dir(name) / OWNER).read_text(encoding="utf-8"))
+        pid, started, kept = int(owner["pid"]), owner.get("started"), bool(owner.get("keep"))
+    except (OSError, ValueError, TypeError, KeyError):
+        return
+    if kept:
+        raise LabError(f"lab {name!r} was kept by an earlier run (--lab-keep): "
+                       f"redis-mesh-lab down --name {name} removes it, or use it with "
+                       f"--lab-backend attach --lab-name {name}")
+    if started is not None and procs.start_time(pid) == started:
+        raise LabError(f"lab {name!r} is in use by a running pytest (pid {pid}); "
+                       "give this run another --lab-name")
+    try:
+        state = LabState.load(name)
+    except LabError:
+        state = None
+    backend = get_backend(state.backend if state else "local")
+    progress.say(f"lab {name!r} was left by a pytest run that died (pid {pid}): "
+                 "taking it down to provision it again")
+    backend.down(name, Progress(quiet=True))
+
+
+_GONE_OUTPUT = "redis_mesh_lab_gone"  # xdist workeroutput: the lab taken down under a worker
+_WATCH_S = 0.5  # how often the watch looks at the lab's state file
+
+
+def _gone_message(name: str) -> str:
+    return f"lab {name} was taken down while the suite ran"
+
+
+class _Watch:
+    """While the tests run: if the lab is taken down under them (`redis-mesh-lab down`), stop
+    the session at once with one line and EXIT_LAB_GONE, instead of every test failing slowly.
+
+    A thread looks at the lab's state file and lock; when `down` holds the lock or the state
+    is gone, it interrupts the main thread (SIGINT, which this watch's handler turns into
+    `pytest.exit`; any other SIGINT goes to the handler it replaced).
+    """
+
+    def __init__(self, config: pytest.Config, name: str) -> None:
+        self.config, self.name = config, name
+        self.gone = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._previous: Any = None
+
+    def __enter__(self) -> _Watch:
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:  # not the main thread: no watch
+            return self
+        self._thread = threading.Thread(target=self._run, name="redis-mesh-lab-watch",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            signal.signal(signal.SIGINT, self._previous)
+
+    def taken_down(self) -> bool:
+        from lab import locks, paths
+        from lab.state import STATE_FILE
+
+        if not (paths.lab_dir(self.name) / STATE_FILE).is_file():
+            return True
+        holder = locks.held_by(self.name) or ""
+        return "taken down" in holder
+
+    def _run(self) -> None:
+        while not self._stop.wait(_WATCH_S):
+            if self.taken_down():
+                self.gone = True
+                self.config.stash[_GONE] = self.name
+                signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+                return
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.gone:
+            raise pytest.exit.Exception(_gone_message(self.name), returncode=EXIT_LAB_GONE)
+        if callable(self._previous):
+            self._previous(signum, frame)
+        elif self._previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
 
 
 # ---- seam 6: variant labs (owner: extended; logic in lab/conformance/variants.py) -----------
@@ -392,14 +576,15 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
-    if report.failed and _features(item):
+    if report.failed and _features(item) and item.config.stash.get(_GONE, None) is None:
         handle = getattr(item, "funcargs", {}).get("lab")
-        if handle is not None:
-            _attach_diagnostics(item, handle)
+        run = run_folder(item.config)
+        if handle is not None and run is not None:  # diagnostics go where reports go
+            _attach_diagnostics(item, handle, run)
     return report
 
 
-def _attach_diagnostics(item: pytest.Item, handle: Any) -> None:
+def _attach_diagnostics(item: pytest.Item, handle: Any, run: Path) -> None:
     """MONITOR captures, Envoy config_dump/clusters/stats, CLUSTER NODES, logs."""
     import allure
 
@@ -412,8 +597,7 @@ def _attach_diagnostics(item: pytest.Item, handle: Any) -> None:
             kind = (allure.attachment_type.JSON if label.endswith(".json")
                     else allure.attachment_type.TEXT)
             allure.attach(text, name=label, attachment_type=kind)
-        out = (run_folder(item.config) / rundir.DIAGNOSTICS
-               / re.sub(r"[^\w.-]+", "_", item.nodeid))
+        out = run / rundir.DIAGNOSTICS / re.sub(r"[^\w.-]+", "_", item.nodeid)
         out.mkdir(parents=True, exist_ok=True)
         for label, text in bundle.items():
             (out / label).write_text(text, encoding="utf-8")
@@ -427,10 +611,15 @@ def record_measurement(item: pytest.Item, name: str, figures: Any) -> None:
 class _Recorder:
     """Feeds the conformance collector from test reports (on the xdist controller too)."""
 
-    def __init__(self, collector: Collector) -> None:
+    def __init__(self, collector: Collector, config: pytest.Config) -> None:
         self.collector = collector
+        self.config = config
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        # pytest's own category for the report, as its summary line counts it
+        category = self.config.hook.pytest_report_teststatus(report=report, config=self.config)[0]
+        if category and getattr(report, "count_towards_summary", True):
+            self.collector.count(str(category))
         props = dict(report.user_properties)
         for key, value in report.user_properties:  # any phase: a teardown may measure too
             if key == MEASUREMENT:
@@ -438,39 +627,63 @@ class _Recorder:
                 self.collector.record_measurement(name, figures)
         if _FEATURES not in props:
             return
+        if _VERDICT in props:
+            self.collector.wanted = True  # decided at collection (on the xdist workers)
         if _IMPLEMENTATION in props:
             self.collector.record_implementation(json.loads(str(props[_IMPLEMENTATION])))
-        reason = ""
+        reason, outcome = "", str(report.outcome)
         if getattr(report, "wasxfail", None) is not None:  # expected failure: keep why
             reason = f"xfail: {report.wasxfail}" if report.wasxfail else "xfail"
+            outcome = "xfailed" if report.skipped else outcome
         elif report.skipped and isinstance(report.longrepr, tuple):
             reason = str(report.longrepr[2]).removeprefix("Skipped: ")
         elif report.failed:
             crash = getattr(report.longrepr, "reprcrash", None)
             reason = crash.message.splitlines()[0] if crash is not None else "failed"
         features = tuple(str(props[_FEATURES]).split(","))
-        self.collector.record(report.nodeid, features, report.when, report.outcome, reason,
+        self.collector.record(report.nodeid, features, report.when, outcome, reason,
                               title=str(props.get(_TITLE, "")))
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config._redis_mesh_lab_session = session  # type: ignore[attr-defined]
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
+    gone = config.stash.get(_GONE, None)
     if hasattr(config, "workerinput"):
+        if gone:
+            config.workeroutput[_GONE_OUTPUT] = gone  # type: ignore[attr-defined]
         return  # xdist workers: the controller writes the report
-    collector = config.stash[_COLLECTOR]
-    if not collector.results:
-        return
-    path = collector.write(run_folder(config) / rundir.CONFORMANCE)
-    if exitstatus == pytest.ExitCode.OK and collector.whole and collector.overall() == INCOMPLETE:
-        session.exitstatus = EXIT_INCOMPLETE
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        writer = getattr(reporter, "_tw", None)
-        if writer is not None and writer.width_of_current_line:
-            reporter.write("\n")  # after -q's "[100%]", which ends no line
+    if gone:  # the run proves nothing: no verdict, one line
+        session.exitstatus = EXIT_LAB_GONE
+        if reporter is not None and config.pluginmanager.has_plugin("dsession"):
+            reporter.write_line(_gone_message(gone))  # xdist: the worker's line is not shown
+        return
+    collector = config.stash[_COLLECTOR]
+    failed = any(r.outcome == "failed" for r in collector.results.values())
+    if not collector.results or not (collector.wanted or failed):
+        return
+    run = run_folder(config)
+    path = collector.write(run / rundir.CONFORMANCE) if run and collector.wanted else None
+    if (collector.wanted and exitstatus == pytest.ExitCode.OK and collector.whole
+            and collector.overall() == INCOMPLETE):
+        session.exitstatus = EXIT_INCOMPLETE
+    if reporter is None:
+        return
+    writer = getattr(reporter, "_tw", None)
+    if writer is not None and writer.width_of_current_line:
+        reporter.write("\n")  # after -q's "[100%]", which ends no line
+    if collector.wanted:
         reporter.write_sep("-", f"conformance profile {collector.profile}: {collector.overall()}")
         for line in collector.summary():
             reporter.write_line(line)
+    if path is not None:
         reporter.write_line(f"conformance report: {path}")
-        if session.exitstatus == EXIT_INCOMPLETE:
-            reporter.write_line(f"exit status {EXIT_INCOMPLETE}: the profile is not proven")
+    elif run is None:
+        reporter.write_line("redis-mesh-lab wrote no reports (conformance.yaml, Allure results, "
+                            "failure diagnostics): --lab-reports DIR writes them")
+    if session.exitstatus == EXIT_INCOMPLETE:
+        reporter.write_line(f"exit status {EXIT_INCOMPLETE}: the profile is not proven")

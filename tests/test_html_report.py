@@ -61,7 +61,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (project / "test_suite.py").write_text(SUITE)
     env = {k: v for k, v in os.environ.items() if not k.startswith("REDIS_MESH_LAB_")}
     env["REDIS_MESH_LAB_TOOLS"] = str(ROOT / ".tools")  # one Allure install for every test
-    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"],
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+                           "--lab-profile", "tutorial", "--lab-reports", "reports"],
                           cwd=project, capture_output=True, text=True, timeout=120,
                           env={**env, "PYTHONPATH": str(ROOT)}, check=False)
     assert done.returncode == 1, done.stdout + done.stderr

@@ -59,7 +59,7 @@ def test_defaults(tmp_path: Path):
     assert values == {"--lab-backend": "'local'", "--lab-name": "None",
                       "--lab-profile": "'tutorial'", "--lab-keep": "False",
                       "--lab-istio": "'modern'", "--lab-kubeconfig": "None",
-                      "--lab-reports": "'reports'"}
+                      "--lab-reports": "None"}
 
 
 def test_command_line_then_environment_then_ini(tmp_path: Path):

@@ -1,9 +1,13 @@
-"""The plugin's verdicts, exit codes and report folders, on small suites that need no lab."""
+"""The plugin's verdicts, exit codes and report folders, on small suites that need no lab.
+
+A verdict is asked for with --lab-profile (the shipped suite asks by itself: see
+test_shipped_suite.py); reports are written only into --lab-reports."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -30,14 +34,24 @@ def test_not_a_conformance_test():
 '''
 
 
-def _pytest(tmp_path: Path, *args: str, suite: str = SUITE) -> subprocess.CompletedProcess[str]:
+VERDICT = ("--lab-profile", "tutorial", "--lab-reports", "reports")
+
+
+def _pytest(tmp_path: Path, *args: str, suite: str = SUITE,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     (tmp_path / "test_suite.py").write_text(suite)
     clean = {k: v for k, v in os.environ.items() if not k.startswith("REDIS_MESH_LAB_")}
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args],
         cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
-        env={**clean, "PYTHONPATH": str(ROOT)},
+        env={**clean, "PYTHONPATH": str(ROOT), **(env or {})},
     )
+
+
+def _written(project: Path) -> list[str]:
+    """What the run left in the project (pytest-benchmark's own .benchmarks is not ours)."""
+    return sorted(p.name for p in project.iterdir() if p.name not in ("test_suite.py",
+                                                                       ".benchmarks"))
 
 
 def _report(root: Path) -> dict:
@@ -45,7 +59,7 @@ def _report(root: Path) -> dict:
 
 
 def test_uncovered_features_are_named_and_exit_with_the_plugins_own_code(tmp_path: Path):
-    run = _pytest(tmp_path)
+    run = _pytest(tmp_path, *VERDICT)
     assert run.returncode == EXIT_INCOMPLETE, run.stdout + run.stderr
     assert max(pytest.ExitCode) < EXIT_INCOMPLETE  # never one of pytest's own codes
     profile = _report(tmp_path / "reports")
@@ -56,7 +70,7 @@ def test_uncovered_features_are_named_and_exit_with_the_plugins_own_code(tmp_pat
 
 
 def test_a_k_selection_is_not_the_whole_profile(tmp_path: Path):
-    run = _pytest(tmp_path, "-k", "keys")
+    run = _pytest(tmp_path, *VERDICT, "-k", "keys")
     assert run.returncode == 0, run.stdout + run.stderr
     profile = _report(tmp_path / "reports")
     assert profile["ranWhole"] is False
@@ -65,7 +79,7 @@ def test_a_k_selection_is_not_the_whole_profile(tmp_path: Path):
 
 
 def test_a_node_id_is_not_the_whole_profile(tmp_path: Path):
-    run = _pytest(tmp_path, "test_suite.py::test_writes_are_mirrored")
+    run = _pytest(tmp_path, *VERDICT, "test_suite.py::test_writes_are_mirrored")
     assert run.returncode == 0, run.stdout + run.stderr
     assert _report(tmp_path / "reports")["selection"] == [
         "node id test_suite.py::test_writes_are_mirrored"]
@@ -81,8 +95,9 @@ def test_an_unknown_feature_lists_the_valid_ones(tmp_path: Path):
 
 
 def test_each_run_gets_its_own_folder_and_latest_points_at_the_newest(tmp_path: Path):
-    first = _pytest(tmp_path, "--lab-reports", "out")
-    second = _pytest(tmp_path, "--lab-reports", "out", "-k", "mirrored")
+    first = _pytest(tmp_path, "--lab-profile", "tutorial", "--lab-reports", "out")
+    second = _pytest(tmp_path, "--lab-profile", "tutorial", "--lab-reports", "out",
+                     "-k", "mirrored")
     assert first.returncode == EXIT_INCOMPLETE and second.returncode == 0
     runs = sorted(p for p in (tmp_path / "out").iterdir() if not p.is_symlink())
     assert len(runs) == 2
@@ -93,7 +108,7 @@ def test_each_run_gets_its_own_folder_and_latest_points_at_the_newest(tmp_path: 
 
 
 def test_allure_results_in_the_run_folder_titled_by_sentences(tmp_path: Path):
-    run = _pytest(tmp_path)
+    run = _pytest(tmp_path, *VERDICT)
     assert run.returncode == EXIT_INCOMPLETE, run.stdout + run.stderr
     results = tmp_path / "reports" / "latest" / "allure-results"
     titles = {json.loads(p.read_text())["name"] for p in results.glob("*-result.json")}
@@ -108,9 +123,102 @@ def test_a_run_without_feature_tests_writes_nothing(tmp_path: Path):
 
 
 def test_the_summary_starts_on_its_own_line_after_quiet_progress(tmp_path: Path):
-    run = _pytest(tmp_path)
+    run = _pytest(tmp_path, *VERDICT)
     assert "[100%]\n" in run.stdout, run.stdout
     assert "%]-" not in run.stdout
+
+
+def test_feature_tests_without_a_profile_get_pytests_own_exit_code_and_no_verdict(
+        tmp_path: Path):
+    """A project's own feature tests, no --lab-profile: pytest's verdict, nothing skipped."""
+    suite = SUITE + ('\n@pytest.mark.feature("Failover")\ndef test_failover():\n'
+                     '    """Outside the tutorial profile"""\n')
+    run = _pytest(tmp_path, "-rs", suite=suite)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "4 passed" in run.stdout, run.stdout  # Failover is not skipped: no profile asked
+    assert "conformance profile" not in run.stdout
+    assert _written(tmp_path) == []
+
+
+def test_the_profile_from_the_environment_asks_for_a_verdict(tmp_path: Path):
+    run = _pytest(tmp_path, env={"REDIS_MESH_LAB_PROFILE": "tutorial"})
+    assert run.returncode == EXIT_INCOMPLETE, run.stdout + run.stderr
+    assert "conformance profile tutorial: incomplete" in run.stdout
+
+
+def test_a_verdict_without_reports_dir_writes_nothing_and_says_so(tmp_path: Path):
+    run = _pytest(tmp_path, "--lab-profile", "tutorial")
+    assert run.returncode == EXIT_INCOMPLETE, run.stdout + run.stderr
+    assert _written(tmp_path) == []
+    assert ("redis-mesh-lab wrote no reports (conformance.yaml, Allure results, failure "
+            "diagnostics): --lab-reports DIR writes them") in run.stdout
+
+
+COUNTED = '''
+import pytest
+
+@pytest.fixture
+def broken():
+    raise RuntimeError("setup fails")
+
+@pytest.mark.feature("Sharding")
+def test_passes():
+    pass
+
+def test_passes_too():
+    pass
+
+@pytest.mark.feature("Sharding")
+def test_fails():
+    assert False
+
+@pytest.mark.feature("WriteMirroring")
+def test_errors(broken):
+    pass
+
+@pytest.mark.feature("WriteMirroring")
+def test_skips():
+    pytest.skip("no")
+
+@pytest.mark.feature("ReadPolicyReplica")
+@pytest.mark.xfail(strict=True, reason="envoyproxy/envoy#22729: known")
+def test_xfails():
+    assert False
+
+@pytest.mark.feature("ReadPolicyReplica")
+@pytest.mark.xfail(reason="flaky")
+def test_xpasses():
+    pass
+
+@pytest.mark.feature("Failover")
+def test_outside_the_profile():
+    pass
+'''
+SUMMARY = re.compile(r"(\d+) (passed|failed|skipped|xfailed|xpassed|errors?)\b")
+
+
+def pytest_counts(stdout: str) -> dict[str, int]:
+    """pytest's own summary line ("1 failed, 2 passed, 1 skipped, ... in 0.1s") as a dict."""
+    line = next(line for line in reversed(stdout.splitlines()) if " in " in line)
+    counts = dict.fromkeys(("passed", "failed", "skipped", "xfailed", "xpassed", "errors"), 0)
+    for number, word in SUMMARY.findall(line):
+        counts["errors" if word.startswith("error") else word] = int(number)
+    return counts
+
+
+def test_statistics_are_pytests_own_counts(tmp_path: Path):
+    run = _pytest(tmp_path, *VERDICT, suite=COUNTED)
+    assert run.returncode == pytest.ExitCode.TESTS_FAILED, run.stdout + run.stderr
+    profile = _report(tmp_path / "reports")
+    assert profile["statistics"] == pytest_counts(run.stdout)
+    assert profile["statistics"] == {"passed": 2, "failed": 1, "skipped": 2, "xfailed": 1,
+                                     "xpassed": 1, "errors": 1}
+    assert profile["knownFailures"] == [{
+        "test": "test_suite.py::test_xfails", "features": ["ReadPolicyReplica"],
+        "reason": "xfail: envoyproxy/envoy#22729: known",
+        "links": ["https://github.com/envoyproxy/envoy/issues/22729"]}]
+    assert profile["features"]["ReadPolicyReplica"]["knownFailures"] == [
+        "test_suite.py::test_xfails"]
 
 
 def test_the_implementation_as_the_report_shows_it():

@@ -27,7 +27,8 @@ def test_feature_results_success_partial_failure_not_covered():
     assert report["result"] == "failure"
     assert report["notCovered"] == ["WriteMirroring"]
     assert report["ranWhole"] is True
-    assert report["statistics"] == {"passed": 3, "failed": 1, "skipped": 1}
+    assert report["statistics"] == {"passed": 0, "failed": 0, "skipped": 0, "xfailed": 0,
+                                    "xpassed": 0, "errors": 0}  # pytest's counts: none given
     assert [t["test"] for t in report["failedTests"]] == ["t4"]
     assert [t["test"] for t in report["skippedTests"]] == ["t3"]
 
@@ -83,3 +84,23 @@ def test_measurements_are_reported_but_never_a_verdict():
     assert profile["measurements"] == {
         "FailoverRecovery": {"recoverySeconds": 9.9, "lostWrites": 0}}
     assert "measurements" not in Collector(profile="extended").build()["profiles"][0]
+
+
+def test_statistics_count_what_pytest_counts_by_its_categories():
+    collector = Collector(profile="tutorial")
+    for category in ("passed", "passed", "error", "xfailed", "failed", "deselected", ""):
+        collector.count(category)
+    assert collector.build()["profiles"][0]["statistics"] == {
+        "passed": 2, "failed": 1, "skipped": 0, "xfailed": 1, "xpassed": 0, "errors": 1}
+
+
+def test_an_expected_failure_is_a_known_failure_with_its_upstream_link():
+    collector = Collector(profile="tutorial")
+    collector.record("t1", ("Sharding",), "call", "passed")
+    collector.record("t2", ("Sharding",), "call", "xfailed", "xfail: envoyproxy/envoy#22729: x")
+    profile = collector.build()["profiles"][0]
+    assert profile["features"]["Sharding"] == {"result": "partial", "tests": ["t1", "t2"],
+                                               "knownFailures": ["t2"]}
+    assert profile["skippedTests"] == []
+    assert profile["knownFailures"][0]["links"] == [
+        "https://github.com/envoyproxy/envoy/issues/22729"]

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import ROOT, cli, needs_binaries
+from tests.conftest import ROOT, cli, needs_binaries, processes_under
+from tests.test_plugin_reports import pytest_counts
 
 EXAMPLE = re.compile(r"<!-- third-party-example -->\s*```python\n(.*?)```", re.S)
 
@@ -49,7 +50,7 @@ def test_another_project_runs_the_shipped_suite_and_its_own_test(no_leaks: Path,
     try:
         run = subprocess.run(
             [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
-             "--pyargs", "lab.suites", "test_their_app.py"],
+             "--pyargs", "lab.suites", "test_their_app.py", "--lab-reports", "reports"],
             cwd=project, capture_output=True, text=True, timeout=300, check=False,
             env={**os.environ, "REDIS_MESH_LAB_NAME": "plugin-3rd"},
         )
@@ -59,5 +60,26 @@ def test_another_project_runs_the_shipped_suite_and_its_own_test(no_leaks: Path,
     report = yaml.safe_load((project / "reports" / "latest" / "conformance.yaml").read_text())
     profile = report["profiles"][0]
     assert profile["result"] == "success"
-    assert profile["statistics"]["passed"] == 10  # the 9 shipped tutorial tests and theirs
+    assert profile["statistics"] == pytest_counts(run.stdout)  # what pytest itself counted
+    assert profile["statistics"]["passed"] >= 10  # the shipped tutorial tests and theirs
     assert any("test_their_app.py" in t for t in profile["features"]["Sharding"]["tests"])
+
+
+@needs_binaries
+def test_their_own_tests_alone_get_pytests_exit_code_and_write_nothing(no_leaks: Path,
+                                                                      tmp_path: Path):
+    """The README's example in a fresh project, on a lab the plugin provisions: no profile was
+    asked for, so no verdict and no exit 12; no --lab-reports, so no reports/."""
+    project = tmp_path / "their-project"
+    project.mkdir()
+    (project / "test_their_app.py").write_text(readme_example())
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith("REDIS_MESH_LAB_") or k == "REDIS_MESH_LAB_HOME"}
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:benchmark", "-q"],
+        cwd=project, capture_output=True, text=True, timeout=300, check=False, env=clean)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "1 passed" in run.stdout
+    assert "conformance profile" not in run.stdout
+    assert sorted(p.name for p in project.iterdir()) == ["test_their_app.py"]
+    assert processes_under(str(no_leaks)) == []

@@ -45,9 +45,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("--lab-backend", "local", "provision a lab on this backend, or attach to one "
            "already up (default: local)", choices=BACKENDS),
     Option("--lab-name", None, "attach: the lab to use; otherwise the provisioned lab's name "
-           "(default: conformance)"),
-    Option("--lab-profile", "tutorial", "the features the run must prove (default: tutorial)",
-           choices=tuple(sorted(PROFILES))),
+           "(default: conformance-<random>, unique to the run)"),
+    Option("--lab-profile", "tutorial", "ask for a verdict on these features (default: "
+           "tutorial, when the shipped suite is collected)", choices=tuple(sorted(PROFILES))),
     Option("--lab-also", None, "features to prove besides the profile's, comma-separated "
            "(e.g. Resharding); reported as features outside the profile"),
     Option("--lab-keep", False, "leave a provisioned lab up after the run, for debugging",
@@ -55,8 +55,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("--lab-istio", "modern", "kind/existing: the Istio profile (default: modern)",
            choices=ISTIO_PROFILES),
     Option("--lab-kubeconfig", None, "existing: the cluster's kubeconfig"),
-    Option("--lab-reports", "reports", "where each run's reports go, in a timestamped folder "
-           "(DIR/latest points at the newest; default: reports)"),
+    Option("--lab-reports", None, "write each run's reports into DIR/<UTC timestamp>/ "
+           "(DIR/latest points at the newest; default: none are written)"),
 )
 BY_FLAG = {option.flag: option for option in OPTIONS}
 _TRUE = {"1", "true", "yes", "on"}
@@ -103,6 +103,13 @@ def get(config: pytest.Config, flag: str) -> str | bool | None:
         raise pytest.UsageError(
             f"{source}={text!r}: choose from {', '.join(option.choices)}")
     return text
+
+
+def given(config: pytest.Config, flag: str) -> bool:
+    """The option was set (command line, environment or ini file), not left at its default."""
+    option = BY_FLAG[flag]
+    return (config.getoption(option.dest) is not None or os.environ.get(option.env) is not None
+            or config.getini(option.ini) not in (None, ""))
 
 
 def text(config: pytest.Config, flag: str) -> str | None:

@@ -4,7 +4,8 @@ Per profile, each feature gets one verdict:
 
 - `success`: every selected test of it ran and passed;
 - `failure`: a test of it failed (in setup, call or teardown);
-- `partial`: nothing failed, some tests passed and some were skipped;
+- `partial`: nothing failed, some tests passed and some were skipped or are known failures
+  (a strict xfail naming its upstream bug: listed under the feature's `knownFailures`);
 - `skipped`: every selected test of it was skipped;
 - `notRun`: it has tests, but this run did not select any (`-k`, `-m`, node ids);
 - `notCovered`: no test proves it (the suite has none for it).
@@ -16,6 +17,7 @@ and every feature is `success`; `failure` when any feature failed; otherwise `in
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,13 +29,24 @@ from lab.conformance.features import PROFILES
 SUCCESS, FAILURE, PARTIAL, SKIPPED, NOT_RUN, NOT_COVERED = (
     "success", "failure", "partial", "skipped", "notRun", "notCovered")
 INCOMPLETE = "incomplete"
+# pytest's own counts, as its summary line says them ("error" is pytest's word for errors)
+STATISTICS = ("passed", "failed", "skipped", "xfailed", "xpassed", "errors")
+_ISSUE = re.compile(r"\b([\w.-]+/[\w.-]+)#(\d+)\b")
+_URL = re.compile(r"https?://[^\s,;)]+")
+
+
+def links(reason: str) -> list[str]:
+    """The upstream bugs a reason names: `owner/repo#N` (GitHub) and plain URLs."""
+    found = [f"https://github.com/{repo}/issues/{number}"
+             for repo, number in _ISSUE.findall(reason)]
+    return list(dict.fromkeys(found + _URL.findall(reason)))
 
 
 @dataclass
 class TestResult:
     nodeid: str
     features: tuple[str, ...]
-    outcome: str = "passed"  # passed / failed / skipped
+    outcome: str = "passed"  # passed / failed / skipped / xfailed (an expected failure)
     reason: str = ""
     title: str = ""
 
@@ -50,6 +63,16 @@ class Collector:
     selection: list[str] = field(default_factory=list)
     # Figures a test measured (FailoverRecovery...), by name: reported, never a verdict.
     measurements: dict[str, Any] = field(default_factory=dict)
+    # pytest's own counts of the run (every test, feature or not), as its summary line
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATISTICS, 0))
+    # a verdict was asked for (--lab-profile given, or the shipped suite collected)
+    wanted: bool = False
+
+    def count(self, category: str) -> None:
+        """One report of pytest's category ("passed", "error", "xfailed"...), as pytest counts."""
+        key = "errors" if category == "error" else category
+        if key in self.counts:
+            self.counts[key] += 1
 
     def record_measurement(self, name: str, figures: Any) -> None:
         self.measurements[name] = figures
@@ -73,8 +96,8 @@ class Collector:
         if outcome == "failed":
             result.outcome = "failed"
             result.reason = reason or f"failed in {when}"
-        elif outcome == "skipped" and result.outcome != "failed":
-            result.outcome, result.reason = "skipped", reason
+        elif outcome in ("skipped", "xfailed") and result.outcome != "failed":
+            result.outcome, result.reason = outcome, reason
 
     @property
     def whole(self) -> bool:
@@ -87,9 +110,9 @@ class Collector:
             return FAILURE, tests
         if outcomes == {"passed"}:
             return SUCCESS, tests
-        if outcomes == {"passed", "skipped"}:
-            return PARTIAL, tests
-        if outcomes == {"skipped"}:
+        if "passed" in outcomes:
+            return PARTIAL, tests  # with skipped tests or known failures
+        if outcomes and outcomes <= {"skipped", "xfailed"}:
             return SKIPPED, tests
         if self.known.get(feature) or not self.whole:
             return NOT_RUN, tests  # tests exist (or may: only part of the suite was collected)
@@ -111,9 +134,10 @@ class Collector:
         per_feature: dict[str, Any] = {}
         for feature in features:
             result, tests = self.feature_result(feature)
-            per_feature[feature] = {"result": result, "tests": [t.nodeid for t in tests]}
+            known = [t.nodeid for t in tests if t.outcome == "xfailed"]
+            per_feature[feature] = {"result": result, "tests": [t.nodeid for t in tests],
+                                    **({"knownFailures": known} if known else {})}
         verdicts = self.verdicts()
-        in_profile = [r for r in self.results.values() if set(r.features) & set(features)]
         return {
             "apiVersion": "redis-mesh-lab/v1alpha1",
             "kind": "ConformanceReport",
@@ -128,11 +152,7 @@ class Collector:
                 "notCovered": [f for f, v in verdicts.items() if v == NOT_COVERED],
                 "notRun": [f for f, v in verdicts.items() if v == NOT_RUN],
                 "features": per_feature,
-                "statistics": {
-                    "passed": sum(r.outcome == "passed" for r in in_profile),
-                    "failed": sum(r.outcome == "failed" for r in in_profile),
-                    "skipped": sum(r.outcome == "skipped" for r in in_profile),
-                },
+                "statistics": dict(self.counts),
                 **({"measurements": dict(self.measurements)} if self.measurements else {}),
                 "failedTests": [{"test": r.nodeid, "features": list(r.features),
                                  "reason": r.reason}
@@ -140,6 +160,9 @@ class Collector:
                 "skippedTests": [{"test": r.nodeid, "features": list(r.features),
                                   "reason": r.reason}
                                  for r in self.results.values() if r.outcome == "skipped"],
+                "knownFailures": [{"test": r.nodeid, "features": list(r.features),
+                                   "reason": r.reason, "links": links(r.reason)}
+                                  for r in self.results.values() if r.outcome == "xfailed"],
             }],
         }
 

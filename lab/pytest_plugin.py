@@ -545,6 +545,15 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
             faults.undo_all()
 
 
+def _version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("redis-mesh-lab")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 class _Shown:
     """A parameter value Allure shows as it is (it quotes plain strings: 'local')."""
 
@@ -558,11 +567,14 @@ class _Shown:
 def implementation_parameters(implementation: dict[str, Any]) -> dict[str, str]:
     """What a reader needs to know about the system under test, as short strings."""
     extra = implementation.get("envoyfilters") or []
+    control_plane = str(implementation.get("controlPlane")
+                        or (f"istio ({implementation['istioProfile']})"
+                            if implementation.get("istioProfile") else "builtin patcher"))
+    if control_plane == "builtin patcher":  # its version is this package's
+        control_plane += f" (redis-mesh-lab {_version()})"
     return {
         "backend": str(implementation.get("backend", "")),
-        "control plane": str(implementation.get("controlPlane")
-                             or (f"istio ({implementation['istioProfile']})"
-                                 if implementation.get("istioProfile") else "builtin patcher")),
+        "control plane": control_plane,
         "envoy": str(implementation.get("envoyVersion", "")),
         "redis": str(implementation.get("redisVersion", "")),
         "read policy": str(implementation.get("readPolicy", "")),

@@ -226,7 +226,7 @@ def test_the_implementation_as_the_report_shows_it():
 
     shown = implementation_parameters({"backend": "docker", "envoyVersion": "1.40.0",
                                        "readPolicy": "REPLICA", "mirrorEnabled": True})
-    assert shown["control plane"] == "builtin patcher"
+    assert shown["control plane"].startswith("builtin patcher (redis-mesh-lab ")
     assert shown["mirror"] == "on" and shown["extra EnvoyFilters"] == "none"
     kind = implementation_parameters({"backend": "kind", "istioProfile": "tutorial",
                                       "envoyfilters": ["no-mirror.yaml"]})

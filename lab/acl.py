@@ -1,10 +1,16 @@
-"""Redis ACL for a lab's nodes and mirror: the default user cannot reconfigure or write files.
+"""Redis ACL for a lab's nodes and mirror: the default user keeps only what the proxy needs.
 
-The default user is what Envoy and the tutorial's client use (no auth): it keeps every
-data command, CLUSTER SLOTS and READONLY, and loses the commands that change the server's
-configuration or make it write files (CONFIG, DEBUG, SAVE, BGSAVE, BGREWRITEAOF, SHUTDOWN,
-MODULE, ACL, REPLICAOF/SLAVEOF). The lab's own tooling authenticates as a per-lab admin
-user whose password sits in <lab dir>/admin.password (mode 0600). On Redis 7 the protected
+The default user is what Envoy and the tutorial's client use (no auth). It keeps every data
+command, the cluster commands Envoy sends (CLUSTER SLOTS, READONLY, ASKING) and CLUSTER's
+read-only questions (NODES, which `redis-benchmark --cluster` asks, INFO, MYID, KEYSLOT,
+COUNTKEYSINSLOT), and loses every other command of Redis's `@admin` category (CONFIG, DEBUG,
+SAVE, SHUTDOWN, MODULE, ACL, REPLICAOF, the CLUSTER subcommands that change slots or
+membership, CLIENT, MONITOR, PSYNC/SYNC/REPLCONF, FAILOVER, ...)
+plus FLUSHALL, FLUSHDB, SWAPDB and MIGRATE: another local user can neither reconfigure a
+node, change the cluster's slots or membership, flush data, kill clients, nor watch the
+traffic. Replicas authenticate to their master as the admin user (masteruser/masterauth),
+since PSYNC is an admin command. The lab's own tooling authenticates as a per-lab admin user
+whose password sits in <lab dir>/admin.password (mode 0600). On Redis 7 the protected
 configs, DEBUG and MODULE are also turned off in redis.conf.
 """
 
@@ -19,8 +25,19 @@ from lab.errors import LabError
 
 ADMIN_USER = "rml-admin"
 PASSWORD_FILE = "admin.password"
-DENIED = ("config", "debug", "save", "bgsave", "bgrewriteaof", "shutdown", "module", "acl",
-          "replicaof", "slaveof")
+# What the default user loses: a category and commands outside it. `DENIED_NAMES` spells
+# out the category for people (status, the command-coverage report); Redis expands it.
+DENIED_CATEGORIES = ("admin",)
+DENIED_COMMANDS = ("flushall", "flushdb", "swapdb", "migrate")
+# What a proxy or a cluster-aware client needs back from `@admin`: CLUSTER SLOTS (Envoy's
+# topology discovery) and the other CLUSTER subcommands that only read.
+ALLOWED_SUBCOMMANDS = ("cluster|slots", "cluster|nodes", "cluster|info", "cluster|myid",
+                       "cluster|keyslot", "cluster|countkeysinslot")
+DENIED_NAMES = ("CONFIG", "DEBUG", "SAVE", "BGSAVE", "BGREWRITEAOF", "LASTSAVE", "SHUTDOWN",
+                "MODULE", "ACL", "REPLICAOF", "SLAVEOF", "FAILOVER", "PSYNC", "SYNC",
+                "REPLCONF", "CLUSTER (but SLOTS, NODES, INFO, MYID, KEYSLOT, "
+                "COUNTKEYSINSLOT)", "CLIENT", "MONITOR", "SLOWLOG",
+                "LATENCY", "FLUSHALL", "FLUSHDB", "SWAPDB", "MIGRATE")
 
 
 @dataclass(frozen=True)
@@ -59,13 +76,25 @@ def load(directory: Path) -> Credentials:
     return Credentials(ADMIN_USER, password)
 
 
-def conf_lines(credentials: Credentials, redis_major: int) -> list[str]:
-    """redis.conf directives: the restricted default user and the admin user."""
-    denied = " ".join(f"-{command}" for command in DENIED)
-    lines = [
-        f"user default on nopass ~* &* +@all {denied}",
+def user_lines(credentials: Credentials) -> list[str]:
+    """ACL file lines: the restricted default user and the admin user."""
+    rules = " ".join([*(f"-@{c}" for c in DENIED_CATEGORIES),
+                      *(f"-{c}" for c in DENIED_COMMANDS),
+                      *(f"+{c}" for c in ALLOWED_SUBCOMMANDS)])
+    return [
+        f"user default on nopass ~* &* +@all {rules}",
         f"user {credentials.username} on >{credentials.password} ~* &* +@all",
     ]
+
+
+def replication_lines(credentials: Credentials) -> list[str]:
+    """redis.conf directives: a replica syncs from its master as the admin user."""
+    return [f"masteruser {credentials.username}", f"masterauth {credentials.password}"]
+
+
+def conf_lines(credentials: Credentials, redis_major: int) -> list[str]:
+    """redis.conf directives: the users, replication's credentials, Redis 7's switches."""
+    lines = [*user_lines(credentials), *replication_lines(credentials)]
     if redis_major >= 7:
         lines += ["enable-protected-configs no", "enable-debug-command no",
                   "enable-module-command no"]

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import subprocess
 import time
 from collections.abc import Iterable
 from typing import Any
 
 import redis
 
+from lab import binaries, model
 from lab.backends.base import Access
 from lab.envoy.admin import (
     CLUSTERS_JSON,
@@ -33,7 +36,7 @@ from lab.monitor import MonitorCapture
 from lab.state import LabState
 from lab.topology import Node, Topology, from_cluster_slots
 
-PROXY_CLUSTER = "custom-redis-cluster"
+PROXY_CLUSTER = model.PROXY_CLUSTER
 
 
 class Lab:
@@ -147,6 +150,18 @@ class Lab:
         """The lab's admin user ({} when the backend has none)."""
         credentials = getattr(self._access, "credentials", None)
         return dict(credentials()) if credentials is not None else {}
+
+    def redis_cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """The bundled redis-cli as the lab's admin user, e.g. `--cluster reshard HOST:PORT`
+        with addresses from `address()`: the nodes refuse cluster management to anyone else.
+        The password goes through REDISCLI_AUTH, never on the command line."""
+        auth = self._auth()
+        argv, env = [binaries.redis_cli()], dict(os.environ)
+        if auth.get("password"):
+            argv += ["--user", auth["username"]]
+            env["REDISCLI_AUTH"] = auth["password"]
+        return subprocess.run([*argv, *args], capture_output=True, text=True, timeout=timeout,
+                              check=False, env=env)
 
     def address(self, node: Node | str) -> str:
         """Where this process reaches a node ("host:port"; a port-forward on Kubernetes)."""

@@ -35,6 +35,7 @@ CLIENT_SERVICE = "redis-cluster"
 MIRROR_SERVICE = "redis-mirror"
 STATEFULSET = "redis-cluster"
 REDIS_PORT = 6379
+PROXY_CLUSTER = "custom-redis-cluster"  # the Envoy cluster the tutorial's EnvoyFilter adds
 
 
 def envoyfilter_files(mirror: bool) -> tuple[str, ...]:

@@ -11,6 +11,8 @@ import json
 
 import allure
 
+from lab import acl
+
 from .keys import token
 from .profile import only_in
 from .raw import Raw
@@ -58,7 +60,14 @@ def _probes(k: str) -> list[tuple[str, tuple[str, ...]]]:
     ]
 
 
+# Envoy forwarded the command, and the node's ACL refused it (lab.acl: the default user Envoy
+# connects as keeps only what a proxy needs). That measures Envoy as "served".
+FORWARDED = "served (node: NOPERM)"
+
+
 def _summary(reply: object) -> tuple[str, str]:
+    if isinstance(reply, str) and reply.startswith("-NOPERM"):
+        return FORWARDED, reply[1:][:120]
     if isinstance(reply, str) and reply.startswith("-"):
         return "error", reply[1:][:120]
     shown = json.dumps(reply) if not isinstance(reply, str) else reply
@@ -90,8 +99,11 @@ def test_command_coverage_table(lab, request):
              "", "| family | command | outcome | reply |", "|---|---|---|---|"]
     lines += [f"| {r['family']} | `{r['command']}` | {r['outcome']} | "
               f"{r['reply'].replace('|', '/')} |" for r in rows]
-    served = sum(r["outcome"] == "served" for r in rows)
-    lines += ["", f"{served} of {len(rows)} probes served."]
+    served = sum(r["outcome"] in ("served", FORWARDED) for r in rows)
+    lines += ["", f"{served} of {len(rows)} probes served by Envoy.", "",
+              "The nodes deny these commands to the unauthenticated user Envoy connects as "
+              f"(the lab's ACL): {', '.join(acl.DENIED_NAMES)}. A probe Envoy forwarded and a "
+              f"node refused reads `{FORWARDED}`."]
     table = "\n".join(lines) + "\n"
     allure.attach(table, name="CommandCoverage", attachment_type=allure.attachment_type.TEXT)
     try:
@@ -99,7 +111,9 @@ def test_command_coverage_table(lab, request):
 
         record_measurement(request.node, "CommandCoverage", {
             "envoyVersion": envoy, "probes": len(rows), "served": served,
-            "notServed": sorted(r["command"] for r in rows if r["outcome"] != "served"),
+            "notServed": sorted(r["command"] for r in rows
+                                if r["outcome"] not in ("served", FORWARDED)),
+            "deniedByNodes": sorted(r["command"] for r in rows if r["outcome"] == FORWARDED),
             "table": "command-coverage.md"})
         folder = run_folder(request.config)
     except Exception:  # no run folder (e.g. the plugin is not driving reports): Allure only

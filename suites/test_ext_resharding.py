@@ -10,13 +10,11 @@ slots from its lowest), so moving MOVED_SLOTS back from the last shard returns e
 from __future__ import annotations
 
 import json
-import subprocess
 
 import allure
 import pytest
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from lab import binaries
 from lab.slots import key_slot
 
 from .health import assert_lab_as_at_up
@@ -39,10 +37,9 @@ def _node_id(lab, node) -> str:
 def reshard(lab, source, target, slots: int) -> str:
     """`redis-cli --cluster reshard` from one master to another (run against `source`)."""
     host, port = _address(lab, source)
-    argv = [binaries.redis_cli(), "--cluster", "reshard", f"{host}:{port}",
-            "--cluster-from", _node_id(lab, source), "--cluster-to", _node_id(lab, target),
-            "--cluster-slots", str(slots), "--cluster-yes"]
-    run = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    run = lab.redis_cli("--cluster", "reshard", f"{host}:{port}",
+                        "--cluster-from", _node_id(lab, source), "--cluster-to",
+                        _node_id(lab, target), "--cluster-slots", str(slots), "--cluster-yes")
     output = run.stdout + run.stderr
     allure.attach(output[-20_000:], name=f"redis-cli --cluster reshard {slots} slots",
                   attachment_type=allure.attachment_type.TEXT)

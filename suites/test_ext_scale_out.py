@@ -12,13 +12,11 @@ the new master; reads of the grown shard are shared by both of its replicas.
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 import allure
 import pytest
 
-from lab import binaries
 from lab.conformance.variants import Variant
 from lab.slots import key_slot
 
@@ -37,9 +35,8 @@ def _address(lab, node) -> str:
     return f"{kwargs['host']}:{kwargs['port']}"
 
 
-def _cli(*args: str) -> str:
-    run = subprocess.run([binaries.redis_cli(), *args], capture_output=True, text=True,
-                         timeout=300, check=False)
+def _cli(lab, *args: str) -> str:
+    run = lab.redis_cli(*args)
     output = run.stdout + run.stderr
     allure.attach(output[-20_000:], name="redis-cli " + " ".join(args[:2]),
                   attachment_type=allure.attachment_type.TEXT)
@@ -47,11 +44,9 @@ def _cli(*args: str) -> str:
     return output
 
 
-def _agree(seed: str) -> bool:
+def _agree(lab, seed: str) -> bool:
     """`redis-cli --cluster check`: every node agrees on the configuration, no open slot."""
-    run = subprocess.run([binaries.redis_cli(), "--cluster", "check", seed],
-                         capture_output=True, text=True, timeout=60, check=False)
-    return run.returncode == 0
+    return lab.redis_cli("--cluster", "check", seed, timeout=60).returncode == 0
 
 
 def _all_know(lab, nodes, node_id: str) -> bool:
@@ -83,7 +78,7 @@ def test_a_shard_added_with_add_node_and_rebalance_is_served(lab_variant):
     seed = _address(lab, topology.nodes[0])
     everyone = [*topology.nodes, new_master, new_replica]
     with allure.step(f"redis-cli --cluster add-node {new_master.name} (an empty master)"):
-        _cli("--cluster", "add-node", _address(lab, new_master), seed)
+        _cli(lab, "--cluster", "add-node", _address(lab, new_master), seed)
         new_id = text(lab.client(new_master).execute_command("CLUSTER", "MYID")) or ""
         _wait(lambda: all("cluster_state:ok" in (text(lab.client(n).execute_command(
             "CLUSTER", "INFO")) or "") for n in everyone[:-1]), 30, "cluster_state:ok")
@@ -92,9 +87,9 @@ def test_a_shard_added_with_add_node_and_rebalance_is_served(lab_variant):
         # master has none yet, so its id is looked for in every node's CLUSTER NODES
         _wait(lambda: _all_know(lab, everyone[:-1], new_id), 30,
               f"every node knowing {new_master.name} (CLUSTER NODES)")
-        _wait(lambda: _agree(seed), 30, "every node agreeing on the cluster (--cluster check)")
+        _wait(lambda: _agree(lab, seed), 30, "every node agreeing on the cluster (--cluster check)")
     with allure.step("redis-cli --cluster rebalance --cluster-use-empty-masters"):
-        _cli("--cluster", "rebalance", seed, "--cluster-use-empty-masters",
+        _cli(lab, "--cluster", "rebalance", seed, "--cluster-use-empty-masters",
              "--cluster-weight", f"{new_id}={NEW_WEIGHT}")
     added = next(sh for sh in lab.cluster_slots_topology().shards
                  if sh.master.name == new_master.name)
@@ -114,12 +109,12 @@ def test_a_shard_added_with_add_node_and_rebalance_is_served(lab_variant):
             assert capture.on(new_master.name, command="SET", key=key), \
                 f"SET {key} not executed by the new master {new_master.name}"
             assert lab.client(new_master).get(key) == f"{key}!".encode()
-    _wait(lambda: _agree(seed), 30, "every node agreeing on the slots (--cluster check)")
+    _wait(lambda: _agree(lab, seed), 30, "every node agreeing on the slots (--cluster check)")
     _no_replica_migration(lab, everyone)
     grown_id = text(lab.client(grown_master).execute_command("CLUSTER", "MYID")) or ""
     with allure.step(f"redis-cli --cluster add-node {new_replica.name} --cluster-slave "
                      f"--cluster-master-id <{grown_master.name}>"):
-        _cli("--cluster", "add-node", _address(lab, new_replica), seed, "--cluster-slave",
+        _cli(lab, "--cluster", "add-node", _address(lab, new_replica), seed, "--cluster-slave",
              "--cluster-master-id", grown_id)
         _wait(lambda: _shape_settled(lab, new_master, grown_master), 30,
               "CLUSTER SLOTS: 4 masters, and 2 replicas for " + grown_master.name)

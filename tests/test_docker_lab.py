@@ -20,6 +20,7 @@ import redis
 
 from lab.backends.docker import engine
 from lab.state import LabState
+from tests import other_user
 from tests.conftest import ROOT, cli, needs_binaries
 from tests.docker_support import lab_objects, requires_docker
 
@@ -102,6 +103,14 @@ def test_nodes_are_reached_at_their_pod_ips(docker_lab: LabState):
         assert ipaddress.ip_address(node.host) in subnet and node.port == 6379
 
 
+def test_another_user_cannot_wreck_a_node_at_its_pod_ip(docker_lab: LabState):
+    """The node IPs are reachable by every local user: the ACL holds there as on local."""
+    node = docker_lab.topology.shards[0].master
+    other_user.assert_refused_everything(node)
+    other_user.assert_refused_everything(docker_lab.mirror_node)
+    other_user.assert_proxy_needs_served(node)
+
+
 def _run_suite(reports: Path) -> tuple[subprocess.CompletedProcess, dict]:
     import yaml
 
@@ -139,8 +148,9 @@ def _wait_recovered(state: LabState, timeout: float = 60) -> None:
         while True:
             try:
                 ok = 0
-                for node in state.topology.nodes:
-                    with redis.Redis(node.host, node.port, socket_timeout=1) as conn:
+                for node in state.topology.nodes:  # as the lab's own tooling: its admin
+                    with redis.Redis(node.host, node.port, socket_timeout=1,
+                                     **access.credentials()) as conn:
                         ok += b"cluster_state:ok" in conn.execute_command(
                             "CLUSTER", "INFO", NEVER_DECODE=True)
                 hosts = parse_hosts(access.admin_get(CLUSTERS_JSON), "custom-redis-cluster")

@@ -257,11 +257,16 @@ class DockerBackend:
         users = pods.directory / "users.acl"  # holds the admin password: 0600, read-only mount
         fd = os.open(users, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write("\n".join(acl.conf_lines(pods.credentials, 6)) + "\n")
+            handle.write("\n".join(acl.user_lines(pods.credentials)) + "\n")
+        # the ConfigMap's redis.conf verbatim, then how a replica authenticates to its master
+        # (PSYNC is an admin command): it holds the admin password too, so 0600
+        replication = "\n".join(acl.replication_lines(pods.credentials))
         for pod in node_pods:
-            conf = pods.directory / pod / "redis.conf"  # the ConfigMap's, verbatim
+            conf = pods.directory / pod / "redis.conf"
             conf.parent.mkdir(exist_ok=True)
-            conf.write_text(spec.redis_conf, encoding="utf-8")
+            fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(f"{spec.redis_conf.rstrip()}\n{replication}\n")
             # the StatefulSet's command, with a failover in seconds and the lab's ACL
             command = [REDIS_SERVER, "/conf/redis.conf", "--cluster-announce-ip",
                        pods.ips[pod], "--cluster-node-timeout", str(NODE_TIMEOUT_MS),

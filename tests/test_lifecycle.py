@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -165,6 +166,61 @@ def test_unusable_registry_is_one_line(tmp_path: Path, where: str):
         one_line_error(cli("status", "--name", "x", env=env), "is not a directory")
 
 
+def _main_as_other_user(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """lab.cli.main(argv) in a forked child that became another user (no exec: the
+    interpreter's own files may be unreadable to that user); its exit code and output."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to act as another user")
+    user = other_user.other_user()
+    import traceback
+
+    from lab import cli as lab_cli
+    from lab.backends.docker import engine  # noqa: F401  (imported lazily by list)
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 99
+        try:
+            os.dup2(write, 1)
+            os.dup2(write, 2)
+            sys.stdout = sys.stderr = os.fdopen(1, "w", closefd=False)
+            os.setgroups([])
+            os.setgid(user.pw_gid)
+            os.setuid(user.pw_uid)
+            os.environ.update(env)
+            code = lab_cli.main(argv)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read, encoding="utf-8", errors="replace") as output:
+        text = output.read()
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), text
+
+
+@pytest.mark.parametrize("argv", [["list"], ["status", "--name", "lab1"],
+                                  ["down", "--name", "lab1"]], ids=lambda a: a[0])
+def test_a_registry_the_user_cannot_read_is_one_line(argv: list[str]):
+    # under /tmp itself: pytest's tmp_path sits in a 0700 directory another user cannot stat
+    base = Path(tempfile.mkdtemp(prefix="rml-unreadable-"))
+    try:
+        base.chmod(0o755)
+        registry = base / "someone-elses"
+        (registry / "lab1").mkdir(parents=True)
+        registry.chmod(0o700)  # root's, private: another user may stat it, not read it
+        code, output = _main_as_other_user(argv, {"REDIS_MESH_LAB_HOME": str(registry)})
+    finally:
+        shutil.rmtree(base)
+    assert code == 2 and "Traceback" not in output, output
+    assert output.strip().splitlines() == [
+        f"redis-mesh-lab: error: cannot read the lab registry {registry} "
+        f"(REDIS_MESH_LAB_HOME={registry}): permission denied"], output
+
+
 @pytest.mark.parametrize("name", ["abc\n", "abc\n-", "abc-", "ABC", "a" * 43])
 def test_invalid_names_never_pass(home: Path, name: str):
     one_line_error(cli("up", "--name", name), "invalid lab name")
@@ -185,10 +241,15 @@ def test_attach_without_a_name_is_a_usage_error(home: Path):
 # ---- corrupt state ------------------------------------------------------------------------
 
 
-def test_corrupt_state_is_named_and_down_still_cleans(home: Path):
+CORRUPT = {"not-json": b"{ not json", "not-utf8": b'{"name": "broken\xff\xfe\x80"}',
+           "wrong-shape": b'{"name": "broken", "processes": 7}'}
+
+
+@pytest.mark.parametrize("content", CORRUPT.values(), ids=CORRUPT.keys())
+def test_corrupt_state_is_named_and_down_still_cleans(home: Path, content: bytes):
     lab = home / "broken"
     lab.mkdir(parents=True)
-    (lab / "state.json").write_text("{ not json")
+    (lab / "state.json").write_bytes(content)
     (lab / "logs").mkdir()
     # a process of that lab that the journal cannot tell about: found by its label
     orphan = procs.spawn(["sleep", "300"], lab / "logs" / "orphan.log", lab, label=str(lab))
@@ -214,7 +275,7 @@ def test_corrupt_state_is_named_and_down_still_cleans(home: Path):
 def test_a_corrupt_lab_does_not_break_other_labs(home: Path):
     broken = home / "broken"
     broken.mkdir(parents=True)
-    (broken / "state.json").write_text("[1, 2")
+    (broken / "state.json").write_bytes(b"[1, \xff\xfe")
     up = cli("up", "--name", "healthy")
     assert up.returncode == 0, up.stderr
     listing = cli("list")
@@ -664,6 +725,40 @@ def test_another_user_cannot_reconfigure_or_wreck_a_node(running):
                                       status["proxy"]["host"], "-p",
                                       str(status["proxy"]["port"]), "SET", "other-user", "1"])
     assert proxy.stdout.strip() == "OK", proxy.stdout + proxy.stderr
+
+
+def _admin_clients(registry: Path, status: dict) -> list[redis.Redis]:
+    password = (registry / "live" / "admin.password").read_text().strip()
+    return [redis.Redis(n.host, n.port, username="rml-admin", password=password,
+                        socket_timeout=5) for n in Topology.from_list(status["shards"]).nodes]
+
+
+def test_status_names_an_uncovered_slot_and_exits_non_zero(running):
+    """A slot no node serves (the ConfigMap's cluster-require-full-coverage no keeps
+    cluster_state:ok): status exits 1 naming it; once it is served again, status is clean."""
+    registry, status = running
+    env = {"REDIS_MESH_LAB_HOME": str(registry)}
+    owner = Topology.from_list(status["shards"]).shards[0]
+    slot = owner.slots[0][0]
+    clients = _admin_clients(registry, status)
+    try:
+        for client in clients:  # every node forgets the slot: nobody serves it
+            client.execute_command("CLUSTER", "DELSLOTS", slot)
+        wait_for(lambda: all(b"cluster_slots_assigned:16383" in c.execute_command(
+            "CLUSTER", "INFO") for c in clients), 30, "every node without the slot")
+        broken = cli("status", "--name", "live", env=env)
+        assert broken.returncode == 1, broken.stdout + broken.stderr
+        assert "problem: 1 of 16,384 slots are served by no node" in broken.stdout, broken.stdout
+    finally:
+        master = next(c for c, n in zip(clients, Topology.from_list(status["shards"]).nodes,
+                                        strict=True) if n.name == owner.master.name)
+        master.execute_command("CLUSTER", "ADDSLOTS", slot)
+        wait_for(lambda: all(b"cluster_slots_assigned:16384" in c.execute_command(
+            "CLUSTER", "INFO") for c in clients), 30, "every node serving the slot again")
+        for client in clients:
+            client.close()
+    healed = cli("status", "--name", "live", env=env)
+    assert healed.returncode == 0 and "problem" not in healed.stdout, healed.stdout
 
 
 def test_another_user_cannot_reach_the_admin_socket(running):

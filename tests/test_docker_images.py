@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from lab.backends.docker import images
 from tests.conftest import needs_binaries
+from tests.docker_support import requires_docker
 
 pytestmark = [needs_binaries]
 
@@ -104,3 +108,38 @@ def test_upstream_images_offline_is_one_line_naming_the_image_and_the_way_out():
     message = str(caught.value)
     assert "\n" not in message
     assert versions.UPSTREAM_IMAGES["redis"] in message and "--images local" in message
+
+
+def test_an_image_is_named_by_its_contents_not_by_where_or_when(tmp_path: Path):
+    """Two venvs with the same binary (other path, other mtime) make the same image."""
+    one, two = tmp_path / "venv-a" / "tool", tmp_path / "venv-b" / "tool"
+    for path, mtime in ((one, 1_000_000), (two, 2_000_000)):
+        path.parent.mkdir()
+        path.write_bytes(b"the same bytes")
+        os.utime(path, (mtime, mtime))
+    recipes = [images.Recipe("probe", lambda: "1", {"/usr/bin/tool": str(p)}) for p in (one, two)]
+    assert images.inputs_hash(recipes[0]) == images.inputs_hash(recipes[1])
+
+
+@requires_docker()
+def test_concurrent_ensures_build_an_image_once_and_all_get_it(tmp_path: Path):
+    """Eight `up`s at once needing an image nobody has: one builds it, all get its tag."""
+    from lab.backends.docker import engine
+
+    marker = tmp_path / "marker"
+    marker.write_text(f"{tmp_path}\n")  # unique to this test run: a new image
+    recipe_of = lambda: images.Recipe("probe", lambda: "1", {}, files={"/marker": str(marker)})  # noqa: E731
+    client = engine.connect()
+    built: list[str] = []
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            tags = list(pool.map(lambda _: images.ensure(client, recipe_of(), built.append),
+                                 range(8)))
+        assert len(set(tags)) == 1 and len(built) == 1, (tags, built)
+        assert tags[0].startswith("redis-mesh-lab/probe:1-")
+        assert client.images.get(tags[0]).labels[engine.LABEL_INPUTS] == \
+            images.inputs_hash(recipe_of())
+    finally:
+        with contextlib.suppress(Exception):
+            client.images.remove(tags[0], force=True)
+        client.close()

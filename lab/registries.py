@@ -67,7 +67,8 @@ def _docker_objects() -> Iterator[tuple[Path, str, str]]:
         return
     try:
         wanted = {"label": [engine.LABEL_HOME_PATH]}
-        for kind, objects in (("container", client.containers.list(all=True, filters=wanted)),
+        for kind, objects in (("container", client.containers.list(all=True, filters=wanted,
+                                                                      ignore_removed=True)),
                               ("network", client.networks.list(filters=wanted))):
             for obj in objects:
                 labels = obj.attrs.get("Labels") if kind == "network" else obj.labels

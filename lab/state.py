@@ -11,6 +11,7 @@ prints and what the `Lab` handle is built from; `extra` holds a backend's own de
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import os
 import re
@@ -60,6 +61,15 @@ class LabState:
     envoyfilters: list[str] = field(default_factory=list)
     phase: str = "ready"  # "starting" while `up` runs
     owner_pid: int = 0  # the `up` that wrote the journal
+
+    @classmethod
+    def starting(cls, name: str, backend: str, read_policy: str, mirror: bool) -> LabState:
+        """The journal an `up` saves before it starts anything: phase "starting", owned by
+        this process, so a `down` or the next `up` can clean up after a `kill -9`."""
+        return cls(name=name, backend=backend, read_policy=read_policy, mirror_enabled=mirror,
+                   proxy={}, admin={}, mirror={},
+                   created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                   phase="starting", owner_pid=os.getpid())
 
     @property
     def directory(self) -> Path:

@@ -268,6 +268,40 @@ def test_interrupted_up_leaves_nothing(tmp_path: Path):
     assert not (tmp_path / "home" / "docker-int").exists()
 
 
+def test_a_killed_up_is_seen_by_status_and_list_and_cleaned_by_the_next_up(tmp_path: Path):
+    """kill -9 of `up` mid-way: status and list find its containers by their labels and say
+    it was interrupted; the next `up` of that name removes them itself, in one line."""
+    env = _home_env(tmp_path / "home")
+    home = _home_id(tmp_path / "home")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lab", "up", "--backend", "docker", "--name", "docker-k9"],
+        cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not lab_objects("docker-k9", home)[0]:  # killed once its first container exists
+        assert process.poll() is None and time.monotonic() < deadline, "no container started"
+        time.sleep(0.1)
+    process.kill()
+    process.wait(timeout=60)
+    try:
+        status = cli("status", "--name", "docker-k9", env=env)
+        assert status.returncode == 1, status.stdout + status.stderr
+        assert "was interrupted; redis-mesh-lab down --name docker-k9 removes" in status.stdout
+        assert "containers running:" in status.stdout
+        listing = cli("list", env=env)
+        assert re.search(r"docker-k9\s+docker\s+interrupted\s+\d+/\d+ containers",
+                         listing.stdout), listing.stdout
+        again = cli("up", "--backend", "docker", "--name", "docker-k9", "--dry-run", env=env)
+        assert again.returncode == 0  # a plan changes nothing: the leftovers are still there
+        up = cli("up", "--backend", "docker", "--name", "docker-k9", env=env, timeout=300)
+        assert up.returncode == 0, up.stderr
+        assert "an earlier `up` (pid" in up.stdout + up.stderr
+    finally:
+        cli("down", "--name", "docker-k9", env=env)
+    assert lab_objects("docker-k9", home) == ([], [])
+    assert not (tmp_path / "home" / ".locks" / "docker-k9").exists()
+
+
 def _home_id(home: Path) -> str:
     import hashlib
 

@@ -7,7 +7,6 @@ EnvoyFilters. The cluster is formed by the real `redis-cli --cluster create`.
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import os
 import shutil
@@ -207,12 +206,7 @@ class LocalBackend:
         with procs.interruptible(), locks.lab_lock(name, "being brought up") as held:
             self._clear_previous(name, progress)
             directory = paths.lab_dir(name)
-            journal = LabState(
-                name=name, backend=self.name, read_policy=options.read_policy,
-                mirror_enabled=options.mirror, proxy={}, admin={}, mirror={},
-                created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                phase="starting", owner_pid=os.getpid(),
-            )
+            journal = LabState.starting(name, self.name, options.read_policy, options.mirror)
             try:
                 directory.mkdir(mode=0o700)
                 (directory / "logs").mkdir(mode=0o700)

@@ -92,17 +92,24 @@ class DockerBackend:
             pilot.require()  # before anything is created: a missing istiod is one line
         client = engine.connect()
         try:
-            with locks.lab_lock(name, "being brought up"):
-                return self._claimed_up(client, options, progress)
+            with locks.lab_lock(name, "being brought up") as held:
+                try:
+                    return self._claimed_up(client, options, progress)
+                except BaseException:
+                    held.remove = True  # nothing of the lab is left: nor is its lock file
+                    raise
         finally:
             client.close()
 
     def _claimed_up(self, client: Any, options: UpOptions, progress: Progress) -> LabState:
         name = options.name
-        self._check_free(client, name)
+        self._check_free(client, name, progress)
         directory = paths.lab_dir(name)
         started: list[Process] = []
         try:
+            # before anything is created: after a `kill -9` of this `up`, status, list and the
+            # next `up` know what this lab was (its containers are found by their labels)
+            LabState.starting(name, self.name, options.read_policy, options.mirror).save()
             return self._up(client, options, progress, directory, started)
         except BaseException as exc:
             bundle = None
@@ -129,12 +136,20 @@ class DockerBackend:
         with progress.step("images redis-mesh-lab/{redis,envoy,istio-init}"):
             return images.ensure_all(client)
 
-    def _check_free(self, client: Any, name: str) -> None:
-        """Refuse a name in use; forget a stale docker state dir whose containers are gone."""
+    def _check_free(self, client: Any, name: str, progress: Progress) -> None:
+        """Refuse a name in use; clean what an interrupted `up` of this name left (we hold
+        the lab's lock, so a journal still "starting" is a dead `up`'s); forget a stale
+        docker state dir whose containers are gone."""
         wanted = {"label": engine.label_filter(name)}
-        leftover = (client.containers.list(all=True, filters=wanted)
+        leftover = (client.containers.list(all=True, filters=wanted, ignore_removed=True)
                     or client.networks.list(filters=wanted))
         state = LabState.load(name)
+        if state is not None and state.backend == self.name and state.phase != "ready":
+            progress.say(f"lab {name!r}: an earlier `up` (pid {state.owner_pid}) was "
+                         "interrupted; removing the containers, network and files it left")
+            self._remove(client, name)
+            shutil.rmtree(paths.lab_dir(name), ignore_errors=True)
+            return
         if state is not None and (leftover or state.backend != self.name):
             raise LabError(f"lab {name!r} is already up on backend {state.backend} "
                            f"(redis-mesh-lab status --name {name})")
@@ -416,7 +431,7 @@ class DockerBackend:
     def _remove(client: Any, name: str, this_run: bool = False) -> bool:
         """Remove every container and network labelled with the lab (state dir or not)."""
         wanted = {"label": engine.label_filter(name, this_run)}
-        containers = client.containers.list(all=True, filters=wanted)
+        containers = client.containers.list(all=True, filters=wanted, ignore_removed=True)
 
         def remove(container: Any) -> None:
             with contextlib.suppress(Exception):

@@ -22,7 +22,7 @@ def collect(client: Any, lab: str, directory: Path, dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(Exception):
         wanted = {"label": engine.label_filter(lab, this_run=True)}
-        for container in client.containers.list(all=True, filters=wanted):
+        for container in client.containers.list(all=True, filters=wanted, ignore_removed=True):
             role = container.labels.get(engine.LABEL_ROLE, "container")
             stem = container.name.removeprefix(engine.prefix(lab) + "-") or role
             with contextlib.suppress(Exception):

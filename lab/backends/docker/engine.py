@@ -22,6 +22,8 @@ LABEL_HOME = "redis-mesh-lab.home"
 LABEL_HOME_PATH = "redis-mesh-lab.home-path"
 LABEL_ROLE = "redis-mesh-lab.role"
 LABEL_INPUTS = "redis-mesh-lab.inputs"  # on images: the hash of what they were built from
+INIT_ROLE = "istio-init"  # the init container: it exits once the capture is set up
+COMPLETED = "completed"
 LABEL_RUN = "redis-mesh-lab.run"  # the process that created it: a failed `up` removes its own
 RUN_ID = uuid.uuid4().hex[:12]
 
@@ -106,7 +108,29 @@ def leftovers(lab: str) -> bool:
         return False
     try:
         wanted = {"label": label_filter(lab)}
-        return bool(client.containers.list(all=True, filters=wanted)
+        return bool(client.containers.list(all=True, filters=wanted, ignore_removed=True)
                     or client.networks.list(filters=wanted))
+    finally:
+        client.close()
+
+
+def container_states(lab: str) -> dict[str, str]:
+    """{container name: status ("running", "exited", ...)} of every container labelled with
+    the lab, found by its labels alone (a killed `up` recorded none); {} with no engine.
+    An init container that has done its job (exited 0) reads "completed", as Kubernetes
+    shows one."""
+    try:
+        client = connect()
+    except LabError:
+        return {}
+    try:
+        wanted = {"label": label_filter(lab)}
+        found = {}
+        for container in client.containers.list(all=True, filters=wanted, ignore_removed=True):
+            state = container.attrs.get("State") or {}
+            done = (container.labels.get(LABEL_ROLE) == INIT_ROLE
+                    and container.status == "exited" and state.get("ExitCode") == 0)
+            found[container.name] = COMPLETED if done else container.status
+        return found
     finally:
         client.close()

@@ -15,7 +15,7 @@ from . import engine, images, sidecar
 
 CLIENT_POD = "redis-client"
 SIDECAR = "istio-proxy"
-INIT = "istio-init"
+INIT = engine.INIT_ROLE
 NAMESPACE_SEARCH = ["redis.svc.cluster.local", "svc.cluster.local", "cluster.local"]
 SIDECAR_DIR = "sidecar"
 

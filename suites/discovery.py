@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from lab.handle import PROXY_CLUSTER
+from lab.model import PROXY_CLUSTER
 
 # The tutorial's custom-redis-cluster refresh period: the claims are about it, whatever Envoy runs.
 CLUSTER_REFRESH_RATE_S = 5.0

@@ -39,7 +39,7 @@ SERVICE_VIPS_BASE = "127.0.10."
 NODE_TIMEOUT_MS = 2000  # short, so failover happens in seconds
 DISKLESS_SYNC_DELAY_S = 0  # a replica's full sync starts at once (Redis 7 waits 5 s by default)
 REPLICA_PING_PERIOD_S = 1  # Redis 7 lists a replica in CLUSTER SLOTS once its offset moved
-CLUSTER_PROXY = "custom-redis-cluster"
+CLUSTER_PROXY = model.PROXY_CLUSTER
 
 # redis.conf directives the local backend sets itself, whatever the ConfigMap says.
 _LOCAL_DIRECTIVES = {"port", "bind", "dir", "cluster-config-file", "cluster-node-timeout",

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-CLUSTER = "custom-redis-cluster"
+from lab import model
+
+CLUSTER = model.PROXY_CLUSTER
 # What istiod adds that the EnvoyFilters do not say (and Kubernetes would add as well).
 ISTIO_SPECIFIC = ("metadata", "last_updated", "version_info")
 

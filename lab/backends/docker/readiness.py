@@ -17,7 +17,7 @@ from lab.topology import Node, Topology
 
 from . import admin
 
-CLUSTER_PROXY = "custom-redis-cluster"
+CLUSTER_PROXY = model.PROXY_CLUSTER
 
 
 def node_client(ip: str, credentials: acl.Credentials, timeout: float = 2) -> redis.Redis:

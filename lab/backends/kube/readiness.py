@@ -6,10 +6,11 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from lab import model
 from lab.envoy.admin import parse_hosts
 
 REDIS_PROXY = "envoy.filters.network.redis_proxy"
-REDIS_CLUSTER = "custom-redis-cluster"
+REDIS_CLUSTER = model.PROXY_CLUSTER
 
 
 def _walk(node: Any) -> Iterator[dict[str, Any]]:

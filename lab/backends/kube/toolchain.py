@@ -691,8 +691,8 @@ def required_images(ctx: Context) -> list[str]:
     kubeadm = ctx.dir("kubeadm") / "kubeadm"
     out = ctx.run([str(kubeadm), "config", "images", "list", "--kubernetes-version",
                    versions.KUBERNETES_BUILD_VERSION], nice=False)
-    return [line.strip() for line in out.splitlines() if line.strip().count("/") >= 1
-            and ":" in line and not line.startswith("$")]
+    return [line.strip() for line in out.splitlines()
+            if re.fullmatch(r"[a-z0-9.-]+(/[\w.-]+)+:[\w.-]+", line.strip())]
 
 
 def assign_tags(required: Sequence[str]) -> dict[str, list[str]]:
@@ -933,6 +933,8 @@ def build_node_image(ctx: Context, out: Path) -> None:
     env = {**kind_env(ctx.root, ctx.facts), "TMPDIR": str(out)}
     ctx.run([str(ctx.dir("kind") / "kind"), "build", "node-image", "--type", "file",
              "--base-image", base_image(), "--image", node_image(), str(tarball)], env=env)
+    for extracted in out.glob("k8s-tar-extract-*"):  # kind leaves its extraction behind
+        _rmtree(extracted)
 
 
 # --------------------------------------------------------------------------- the docker wrapper

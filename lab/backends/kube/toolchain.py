@@ -950,8 +950,10 @@ CGROUP_REMOUNT = """#!/bin/sh
 # (Each controller is a read-only bind mount: `remount,bind,rw` flips the mount's flag.)
 if [ ! -e /sys/fs/cgroup/cgroup.controllers ]; then
   mount -o remount,rw /sys/fs/cgroup 2>/dev/null
-  for dir in $(awk '$9 == "cgroup" && $5 ~ "^/sys/fs/cgroup/" {print $5}' /proc/self/mountinfo)
-  do
+  # mountinfo: the mount point is field 5, the type follows the "-" after optional fields
+  mounts=$(awk '{ for (i = 7; i <= NF; i++) if ($i == "-") {
+    if ($(i + 1) == "cgroup" && $5 ~ "^/sys/fs/cgroup/") print $5; break } }' /proc/self/mountinfo)
+  for dir in $mounts; do
     mount -o remount,bind,rw "$dir" || echo "redis-mesh-lab: cannot remount $dir rw" >&2
   done
 fi

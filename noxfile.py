@@ -198,9 +198,12 @@ def kubernetes(session: nox.Session) -> None:
     """kind and a kind node image (Kubernetes 1.34) built here from the Go module proxy and
     Debian, into the project's cache (`redis-mesh-lab tools install kubernetes`; a no-op
     when built), then the proof: a cluster from it with its own kubeconfig, a node Ready,
-    CoreDNS, a pod Running, deleted again. `nox -s kubernetes -- install` skips the proof.
+    CoreDNS, a pod Running, deleted again. `nox -s kubernetes -- install` skips the proof;
+    `nox -s kubernetes -- lab-images` also builds the lab's redis, istiod and istio-proxy
+    images (istiod: many minutes cold), loads them into the node and runs redis from its own.
     """
     session.install("-e", ".", silent=False)
     session.run("redis-mesh-lab", "tools", "install", "kubernetes")
     if "install" not in session.posargs:
-        session.run("python", "-m", "lab.backends.kube.toolchain", "smoke")
+        lab_images = ["--lab-images"] if "lab-images" in session.posargs else []
+        session.run("python", "-m", "lab.backends.kube.toolchain", "smoke", *lab_images)

@@ -1156,8 +1156,9 @@ def smoke(say: Callable[[str], None] = print, name: str = SMOKE_CLUSTER,
         say(f"  {label}: {times[label]:.1f} s")
         return out
 
-    def kubectl(*args: str) -> list[str]:
-        return [kubectl_bin, "--kubeconfig", str(kubeconfig), *args]
+    def kubectl(*args: str) -> list[str]:  # its own kubeconfig and cache: nothing in ~/.kube
+        return [kubectl_bin, "--kubeconfig", str(kubeconfig),
+                "--cache-dir", str(kubeconfig.parent / "kube-cache"), *args]
 
     say(f"host: {facts.describe()}")
     lab_tags: dict[str, str] = {}
@@ -1177,6 +1178,12 @@ def smoke(say: Callable[[str], None] = print, name: str = SMOKE_CLUSTER,
                                       "--kubeconfig", str(kubeconfig), "--retain"])
         stage("node Ready", kubectl("wait", "--for=condition=Ready", "node", "--all",
                                     "--timeout=180s"))
+        # kind's default StorageClass runs local-path-provisioner, whose image is not built
+        # here (its name is an alias of pause, so that kind pulls nothing): removed, the lab
+        # uses no persistent volumes.
+        stage("local-path storage removed", kubectl(
+            "delete", "--wait=false", "--ignore-not-found", "namespace/local-path-storage",
+            "storageclass/standard"), quiet=True)
         stage("CoreDNS available", kubectl("-n", "kube-system", "wait",
                                            "--for=condition=Available", "deployment/coredns",
                                            "--timeout=180s"))
@@ -1213,13 +1220,28 @@ def _smoke_lab_images(name: str, lab_tags: Mapping[str, str], *,
         say(f"    in the node: {tag}")
     stage("redis pod from the lab's image", kubectl(
         "run", "rml-smoke-redis", f"--image={lab_tags['redis']}", "--restart=Never",
-        "--image-pull-policy=Never", "--command", "--", "redis-server", "--protected-mode",
-        "no"), quiet=True)
+        "--image-pull-policy=Never", "--port=6379", "--expose", "--command", "--",
+        "redis-server", "--protected-mode", "no"), quiet=True)
     stage("redis pod Ready", kubectl("wait", "--for=condition=Ready", "pod/rml-smoke-redis",
                                      "--timeout=120s"))
-    pong = stage("redis-cli ping in the pod", kubectl("exec", "rml-smoke-redis", "--",
-                                                      "redis-cli", "ping"), quiet=True)
-    say(f"    redis-cli ping: {pong.strip()}")
+    # through CoreDNS and kube-proxy: the Service's name, resolved and routed from the pod
+    # (kube-proxy programs a new Service within a few seconds: retried for up to 30 s)
+    service = "rml-smoke-redis.default.svc.cluster.local"
+    ping = kubectl("exec", "rml-smoke-redis", "--", "redis-cli", "-h", service, "ping")
+    t0 = time.monotonic()
+    while True:
+        try:
+            pong = stage("redis-cli ping via the Service's DNS name", ping, quiet=True)
+        except LabError:
+            if time.monotonic() - t0 > 30:
+                raise
+            time.sleep(1)
+            continue
+        break
+    if pong.strip() != "PONG":
+        raise LabError(f"redis-cli -h {service} ping answered {pong.strip()!r}")
+    say(f"    redis-cli -h {service} ping: {pong.strip()} "
+        f"({time.monotonic() - t0:.1f} s after the pod was Ready)")
 
 
 # --------------------------------------------------------------------------- entry point

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -360,3 +361,54 @@ def test_the_debian_mirror_comes_from_apts_sources(tmp_path: Path) -> None:
     assert toolchain.debian_mirror([tmp_path / "absent", legacy]) == \
         "http://other.example/debian"
     assert toolchain.debian_mirror([]) == "http://deb.debian.org/debian"
+
+
+# --------------------------------------------------------------------------- wrapper, images
+
+
+def test_the_written_wrapper_execs_the_real_docker_with_rewritten_arguments(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = tmp_path / "real-bin" / "docker"
+    real.parent.mkdir()
+    real.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    real.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{real.parent}:/usr/bin:/bin")
+    restricted = facts(RESTRICTED_STATUS, lib_modules=False, cgroup_v2=False)
+    wrapper = toolchain.write_docker_wrapper(tmp_path, restricted)
+    assert wrapper.parent == toolchain.wrapper_dir(tmp_path)
+    out = subprocess.run([str(wrapper), *KIND_RUN], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out == toolchain.rewrite_docker_args(KIND_RUN, restricted,
+                                                str(tmp_path / "hostfix" / "cgroup-rw.sh"))
+    script = (tmp_path / "hostfix" / "cgroup-rw.sh").read_text()
+    assert "remount,bind,rw" in script and script.rstrip().endswith('/sbin/init "$@"')
+
+
+def test_kind_gets_the_wrapper_only_where_the_host_needs_it(tmp_path: Path) -> None:
+    ordinary = toolchain.kind_env(tmp_path, facts())
+    assert str(toolchain.wrapper_dir(tmp_path)) not in ordinary.get("PATH", "")
+    assert not toolchain.wrapper_dir(tmp_path).exists()
+    restricted = toolchain.kind_env(tmp_path, facts(RESTRICTED_STATUS))
+    assert restricted["PATH"].startswith(str(toolchain.wrapper_dir(tmp_path)) + ":")
+
+
+def test_smoke_without_a_built_node_image_says_how_to_build_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_MESH_LAB_CACHE", str(tmp_path))
+    monkeypatch.setattr(hostcheck, "detect", facts)
+    with pytest.raises(LabError, match="tools install kubernetes"):
+        toolchain.smoke(lambda line: None)
+
+
+def test_the_proxy_image_is_laid_out_as_istios_proxyv2() -> None:
+    from lab.backends.kube import labimages
+
+    recipe = labimages.proxy_recipe("/x/pilot-agent", "/y/envoy", Path("/z/bootstrap.json"))
+    assert recipe.binaries == {"/usr/local/bin/pilot-agent": "/x/pilot-agent",
+                               "/usr/local/bin/envoy": "/y/envoy"}
+    assert recipe.files[labimages.PROXY_BOOTSTRAP] == "/z/bootstrap.json"
+    assert 'ENTRYPOINT ["/usr/local/bin/pilot-agent"]' in recipe.changes
+    assert "USER 1337" in recipe.changes
+    assert "+" not in recipe.tag and recipe.tag.startswith("redis-mesh-lab/istio-proxy:")
+    istiod = labimages.istiod_recipe("/x/pilot-discovery")
+    assert istiod.binaries == {"/usr/local/bin/pilot-discovery": "/x/pilot-discovery"}

@@ -1199,9 +1199,13 @@ def smoke(say: Callable[[str], None] = print, name: str = SMOKE_CLUSTER,
         out = stage("pods", kubectl("get", "pods", "-A", "-o", "wide"), quiet=True)
         for line in out.splitlines():
             say(f"    {line}")
-    finally:
-        stage("kind delete cluster", [kind, "delete", "cluster", "--name", name,
-                                      "--kubeconfig", str(kubeconfig)])
+    finally:  # first delete, then tell (a closed stdout must not leave a cluster behind)
+        t0 = time.monotonic()
+        ctx.run([kind, "delete", "cluster", "--name", name, "--kubeconfig", str(kubeconfig)],
+                env=env, nice=False)
+        times["kind delete cluster"] = time.monotonic() - t0
+        with contextlib.suppress(OSError):
+            say(f"  kind delete cluster: {times['kind delete cluster']:.1f} s")
     return times
 
 

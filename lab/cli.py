@@ -180,6 +180,9 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true",
                        help="every lab of the registry, and every lab still running under "
                             "another registry (a test run's, a CI job's: see `list`)")
+    which.add_argument("--registry", metavar="DIR", default=None,
+                       help="every lab of that registry only, also one whose directory was "
+                            "deleted (its labs are found by their labels)")
     down.add_argument("--quiet", action="store_true", help="no progress output")
 
     listing = command("list", "list this user's labs (and, after them, labs still running "
@@ -394,17 +397,25 @@ def _down_one(name: str, progress: Progress) -> None:
 
 def _down(args: argparse.Namespace) -> int:
     progress = Progress(quiet=args.quiet)
-    if not args.all:
+    if not (args.all or args.registry):
         _down_one(args.name, progress)
         return 0
+    home = paths.home()
+    wanted = Path(args.registry).expanduser().absolute() if args.registry else home
     failed = []
-    here = [name for name, _, _ in registry()]
-    for name in here:
-        try:
-            _down_one(name, progress)
-        except LabError as exc:  # busy (an `up` under way), no engine: say so, go on
-            failed.append(f"{name}: {exc}")
-    others = registries.elsewhere()
+    here = []
+    if wanted.is_dir():
+        with registries.using(wanted):
+            here = [name for name, _, _ in registry()]
+            for name in here:
+                if wanted != home:
+                    progress.say(f"lab {name!r} of registry {wanted}")
+                try:
+                    _down_one(name, progress)
+                except LabError as exc:  # busy (an `up` under way), no engine: go on
+                    failed.append(f"{name}: {exc}")
+    others = [lab for lab in registries.elsewhere()
+              if args.all or lab.registry == wanted]
     for lab in others:
         progress.say(f"lab {lab.name!r} of registry {lab.registry} ({lab.backend})")
         try:
@@ -413,7 +424,8 @@ def _down(args: argparse.Namespace) -> int:
         except LabError as exc:
             failed.append(f"{lab.name} ({lab.registry}): {exc}")
     if not here and not others:
-        progress.say(f"no lab is up (registry {paths.home()}, nor under any other registry)")
+        progress.say(f"no lab is up (registry {wanted}"
+                     + (", nor under any other registry)" if args.all else ")"))
     if failed:
         raise LabError(f"down --all left {len(failed)} lab(s) up: " + "; ".join(failed))
     return 0

@@ -4,7 +4,8 @@ The tutorial's redis.conf has `appendonly yes`: every write is appended to the A
 each second by a background thread, and the file is rewritten (a fork) as it grows. On a
 2-core machine that work lands on whichever measurement happens to be running, and it weighs
 more on the direct path (faster, so more writes per second) than on the proxy's: with it on,
-SET/INCR/MSET -P 16 ratios spread by 28-45% within one run; with it off, by 9-19% (README).
+SET/INCR/MSET -P 16 ratios spread by 28-45% within one run; with it off, by 9-19%
+(CHANGELOG.md, 2026-12-05).
 The proxy is what is measured, so by default the bench turns the AOF off on every node for
 the measurement (CONFIG SET, as the lab's admin user) and says so in its report.
 """

@@ -33,6 +33,13 @@ def manifests_dir() -> Path:
     raise LabError("cannot find the manifests directory; set REDIS_MESH_LAB_MANIFESTS")
 
 
+def cache() -> Path:
+    """The project's build cache (istiod, the kind toolchain, downloaded tools):
+    $REDIS_MESH_LAB_CACHE, else ~/.cache/redis-mesh-lab."""
+    override = os.environ.get("REDIS_MESH_LAB_CACHE")
+    return Path(override) if override else Path.home() / ".cache" / "redis-mesh-lab"
+
+
 def _home_path() -> tuple[Path, str]:
     override = os.environ.get(HOME_ENV)
     if override:

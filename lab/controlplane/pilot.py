@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import versions
+from lab import paths, versions
 from lab.controlplane import istiod_patch
 from lab.errors import LabError
 
@@ -35,13 +35,8 @@ def version_string() -> str:
     return f"{versions.ISTIOD_RELEASE}+redis-mesh-lab.{istiod_patch.ID}"
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("REDIS_MESH_LAB_CACHE")
-                or Path.home() / ".cache" / "redis-mesh-lab")
-
-
 def cache_dir() -> Path:
-    return cache_root() / "istiod" / build_id()
+    return paths.cache() / "istiod" / build_id()
 
 
 def _pinned_build(path: str) -> bool:
@@ -100,7 +95,7 @@ def install(echo: bool = True) -> tuple[str, float]:
     started = time.monotonic()
     module = f"{versions.ISTIOD_MODULE}@{versions.ISTIOD_MODULE_VERSION}"
     info = json.loads(_run([go, "mod", "download", "-json", module], echo=echo))
-    source = cache_root() / "istiod-src" / versions.ISTIOD_MODULE_VERSION
+    source = paths.cache() / "istiod-src" / versions.ISTIOD_MODULE_VERSION
     if source.exists():
         shutil.rmtree(source)
     source.parent.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lab import binaries, versions
+from lab import binaries, paths, versions
 from lab.backends.docker import images
 from lab.controlplane import pilot
 from lab.errors import LabError
@@ -33,7 +33,7 @@ PROXY_BOOTSTRAP = "/var/lib/istio/envoy/envoy_bootstrap_tmpl.json"
 
 
 def istio_source() -> Path:
-    return pilot.cache_root() / "istiod-src" / versions.ISTIOD_MODULE_VERSION
+    return paths.cache() / "istiod-src" / versions.ISTIOD_MODULE_VERSION
 
 
 def _tag_version() -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from lab import manifests, model, versions
+from lab import manifests, model, paths, versions
 from lab.backends.base import UpOptions
 from lab.errors import LabError
 from lab.manifests import Document
@@ -91,7 +91,7 @@ def _platform(layout: Layout, profile: IstioProfile, options: UpOptions) -> list
     steps.append(Resolve(
         "Find the binaries", "tools",
         f"{wanted}: $REDIS_MESH_LAB_<TOOL>, else PATH at that exact version, else "
-        f"{tools.cache_dir()}, else a pinned, sha256-checked download into it", resolve_tools))
+        f"{paths.cache()}, else a pinned, sha256-checked download into it", resolve_tools))
 
     if not layout.existing:
         assert layout.cluster is not None

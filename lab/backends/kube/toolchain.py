@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab import versions
+from lab import paths, versions
 from lab.errors import LabError
 
 from . import hostcheck
@@ -75,13 +75,8 @@ NODE_PACKAGES = (
 PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("REDIS_MESH_LAB_CACHE")
-                or Path.home() / ".cache" / "redis-mesh-lab")
-
-
 def root() -> Path:
-    return cache_root() / "kubernetes"
+    return paths.cache() / "kubernetes"
 
 
 def _digest(*parts: str) -> str:

@@ -18,16 +18,11 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from lab import binaries
+from lab import binaries, paths
 from lab.errors import LabError
 from lab.versions import Artifact, ToolRelease
 
 _VERSION = re.compile(r"v?(\d+\.\d+\.\d+)")
-
-
-def cache_dir() -> Path:
-    override = os.environ.get("REDIS_MESH_LAB_CACHE")
-    return Path(override) if override else Path.home() / ".cache" / "redis-mesh-lab"
 
 
 def host_platform() -> str:
@@ -59,7 +54,7 @@ def tool_version(path: str, tool: str) -> str | None:
 
 
 def cached_path(release: ToolRelease) -> Path:
-    return cache_dir() / f"{release.name}-{release.version}" / release.name
+    return paths.cache() / f"{release.name}-{release.version}" / release.name
 
 
 def how_to_get(release: ToolRelease) -> str:
@@ -111,8 +106,8 @@ def download(release: ToolRelease) -> Path:
     if artifact is None or artifact.sha256 is None:
         raise LabError(f"{release.name} {release.version} not found and no pinned download "
                        f"for {plat}: {how_to_get(release)}")
-    cache_dir().mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
+    paths.cache().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=paths.cache()) as tmp:
         downloaded = Path(tmp) / Path(artifact.url).name
         try:
             fetch(artifact.url, downloaded)

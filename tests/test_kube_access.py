@@ -86,12 +86,13 @@ def kubectl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_proxy_argv_goes_through_the_client_pod(lab_home: Path, kubectl: Path) -> None:
     access = KubeAccess(state("a1", lab_home / "a1" / "kubeconfig"))
     argv = access.proxy_argv()
-    assert argv[:10] == [str(kubectl), "--kubeconfig", str(lab_home / "a1" / "kubeconfig"),
+    assert argv[:12] == [str(kubectl), "--kubeconfig", str(lab_home / "a1" / "kubeconfig"),
+                         "--cache-dir", str(lab_home / "a1" / "kube-cache"),
                          "--context", "kind-rml-a1", "-n", "redis", "exec", "-i",
                          "redis-client-abc"]
-    assert argv[10:13] == ["-c", "redis-client", "--"]
-    assert argv[13:16] == ["bash", "-c", proxyclient.RELAY]
-    assert argv[16:] == ["redis-cluster", "6379"]
+    assert argv[12:15] == ["-c", "redis-client", "--"]
+    assert argv[15:18] == ["bash", "-c", proxyclient.RELAY]
+    assert argv[18:] == ["redis-cluster", "6379"]
 
 
 def test_proxy_client_speaks_resp_over_the_pipe(tmp_path: Path) -> None:
@@ -114,8 +115,9 @@ def test_admin_get_and_logs_use_the_sidecar(lab_home: Path, kubectl: Path) -> No
     runner = RecordingRunner()
     access = KubeAccess(state("a2", lab_home / "kc"), runner=runner)
     assert access.admin_get("/config_dump") == CONFIG_DUMP
-    assert runner.calls[-1][-8:] == ["redis-client-abc", "-c", "istio-proxy", "--",
-                                     "pilot-agent", "request", "GET", "config_dump"]
+    assert runner.calls[-1][-9:] == ["redis-client-abc", "-c", "istio-proxy", "--",
+                                     "pilot-agent", "request", "--log_target=stderr", "GET",
+                                     "config_dump"]
     logs = access.logs()
     assert sorted(logs) == sorted([f"redis-cluster-{i}" for i in range(6)]
                                   + ["redis-client-abc", "redis-mirror-xyz"])

@@ -39,7 +39,8 @@ def applied_documents(profile: versions.IstioProfile, mirror: bool) -> list[dict
     docs: list[dict[str, Any]] = []
     for step in steps.build(kind_layout("schema"), profile, options):
         if isinstance(step, Apply):
-            docs += step.render({"redis_vip": VIP}) if step.render else step.documents
+            docs += (step.render({"redis_vip": VIP, "redis_image": versions.REDIS_IMAGE})
+                     if step.render else step.documents)
     return docs
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from lab import versions
+from lab import paths, versions
 from lab.backends import UpOptions, get_backend
-from lab.backends.kube import tools
+from lab.backends.kube import steps, tools
 from lab.errors import LabError
 
 
@@ -27,35 +27,41 @@ def _no_tools(monkeypatch: pytest.MonkeyPatch, lab_home: Path) -> None:
 def commands(plan: str) -> list[str]:
     return [line.strip()[2:] for line in plan.splitlines() if line.strip().startswith("$ ")]
 
+SMALL = " ".join((*steps.SMALL_REQUESTS, *steps.ALL_STATS))
+
 
 def titles(plan: str) -> list[str]:
     return [m.group(1) for m in re.finditer(r"^\s*\d+\. (.+)$", plan, re.M)]
 
 
 def test_tutorial_plan_commands_in_order(lab_home: Path) -> None:
-    plan = get_backend("kind").dry_run(UpOptions(name="t1", istio="tutorial"))
+    plan = get_backend("kind").dry_run(UpOptions(images="upstream", name="t1", istio="tutorial"))
     kc = str(lab_home / "t1" / "kubeconfig")
-    k = f"kubectl --kubeconfig {kc} --context kind-rml-t1 -n redis exec"
+    k = f"kubectl --kubeconfig {kc} --cache-dir {lab_home}/t1/kube-cache --context kind-rml-t1 " \
+        "-n redis exec"
     assert commands(plan) == [
         f"kind create cluster --name rml-t1 --config {lab_home}/t1/kind-config.yaml "
         f"--kubeconfig {kc} --wait 300s",
         f"istioctl install --skip-confirmation --set components.pilot.hub=zhaohuabing "
         f"--set components.pilot.tag=1.7.3-enable-ef-replace "
-        f"--set values.global.jwtPolicy=first-party-jwt --kubeconfig {kc} --context kind-rml-t1",
+        f"--set values.global.jwtPolicy=first-party-jwt {SMALL} --kubeconfig {kc} "
+        "--context kind-rml-t1",
         f"{k} redis-cluster-0 -c redis -- redis-cli --cluster create --cluster-replicas 1 "
         "--cluster-yes <podIP:6379 of each pod -l app=redis-cluster, by name>",
     ]
     assert f"before each retry $ kind delete cluster --name rml-t1 --kubeconfig {kc}" in plan
     assert titles(plan) == [
         "Find the binaries", "Write the kind cluster config",
-        "Create kind cluster rml-t1 (Kubernetes 1.21.14)", "Install Istio 1.7.3",
+        "Create kind cluster rml-t1 (Kubernetes 1.21.14)",
+        "Install Istio 1.7.3 (istiod and its sidecar injector)",
         "Wait for istiod", "Apply the EnvoyFilter CRD that admits REPLACE", "Wait for the CRD",
         "Create the redis namespace (istio-injection=enabled)",
         "Allow plaintext to the Redis pods (PERMISSIVE mTLS)", "Deploy the Redis StatefulSet",
         "Deploy the client", "Deploy the mirror", "Wait for the Redis pods",
         "Wait for redis-client", "Wait for redis-mirror", "Find the Redis pod IPs",
         "Check whether the cluster is already formed",
-        "Create the Redis Cluster (3 masters, 1 replica each)", "Wait for cluster_state:ok",
+        "Create the Redis Cluster (3 masters, 1 replica each)",
+        "Wait for cluster_state:ok and every replica",
         "Find the redis-cluster Service's cluster IP", "Apply the EnvoyFilters",
         "Find the client pod", "Wait for the client sidecar's Redis proxy", "Read the topology",
         "Find the mirror pod",
@@ -65,9 +71,11 @@ def test_tutorial_plan_commands_in_order(lab_home: Path) -> None:
 
 
 def test_modern_plan_uses_upstream_pilot_and_no_crd(lab_home: Path) -> None:
-    plan = get_backend("kind").dry_run(UpOptions(name="m1"))  # modern is the default
+    # modern is the default
+    plan = get_backend("kind").dry_run(UpOptions(images="upstream", name="m1"))
     istio = [c for c in commands(plan) if c.startswith("istioctl")]
-    assert istio == [f"istioctl install --skip-confirmation --set profile=minimal --kubeconfig "
+    assert istio == [f"istioctl install --skip-confirmation --set profile=minimal {SMALL} "
+                     f"--kubeconfig "
                      f"{lab_home}/m1/kubeconfig --context kind-rml-m1"]
     assert "zhaohuabing" not in plan
     assert "CustomResourceDefinition" not in plan
@@ -77,7 +85,7 @@ def test_modern_plan_uses_upstream_pilot_and_no_crd(lab_home: Path) -> None:
 
 @pytest.mark.parametrize("profile", ["tutorial", "modern"])
 def test_every_command_uses_the_lab_kubeconfig(profile: str, lab_home: Path) -> None:
-    plan = get_backend("kind").dry_run(UpOptions(name="iso", istio=profile))
+    plan = get_backend("kind").dry_run(UpOptions(images="upstream", name="iso", istio=profile))
     kubeconfig = f"--kubeconfig {lab_home}/iso/kubeconfig"
     for command in commands(plan):
         if command.startswith(("kubectl", "istioctl", "kind create", "kind delete")):
@@ -87,14 +95,14 @@ def test_every_command_uses_the_lab_kubeconfig(profile: str, lab_home: Path) -> 
 
 @pytest.mark.parametrize("profile", ["tutorial", "modern"])
 def test_every_wait_has_condition_and_timeout(profile: str) -> None:
-    plan = get_backend("kind").dry_run(UpOptions(istio=profile))
+    plan = get_backend("kind").dry_run(UpOptions(images="upstream", istio=profile))
     waits = [line.strip() for line in plan.splitlines() if line.strip().startswith("wait until")]
     assert len(waits) == 6 + (1 if profile == "tutorial" else 0)
     assert all(re.search(r"\(timeout \d+s, polled every \d+s\)$", w) for w in waits)
 
 
 def test_envoyfilters_shown_with_the_run_time_marker() -> None:
-    plan = get_backend("kind").dry_run(UpOptions(read_policy="PREFER_MASTER"))
+    plan = get_backend("kind").dry_run(UpOptions(images="upstream", read_policy="PREFER_MASTER"))
     assert "name: <clusterIP of svc/redis-cluster>_6379" in plan
     assert "re-rendered at run time" in plan
     assert "read_policy: PREFER_MASTER" in plan
@@ -102,7 +110,7 @@ def test_envoyfilters_shown_with_the_run_time_marker() -> None:
 
 
 def test_every_manifest_is_shown_rendered() -> None:
-    plan = get_backend("kind").dry_run(UpOptions(istio="tutorial"))
+    plan = get_backend("kind").dry_run(UpOptions(images="upstream", istio="tutorial"))
     for source in ("istio/tutorial-1.7/envoyfilter-crd.yaml", "k8s/namespace.yaml",
                    "istio/peer-authentication.yaml", "k8s/redis-cluster.yaml",
                    "k8s/redis-client.yaml", "k8s/redis-mirror.yaml",
@@ -115,7 +123,8 @@ def test_every_manifest_is_shown_rendered() -> None:
 
 
 def test_no_mirror_and_preload() -> None:
-    plan = get_backend("kind").dry_run(UpOptions(name="p", mirror=False, preload_images=True))
+    plan = get_backend("kind").dry_run(UpOptions(images="upstream", name="p", mirror=False,
+                                                 preload_images=True))
     assert "k8s/redis-mirror.yaml" not in plan
     assert "envoyfilter-redis-proxy.yaml" in plan
     assert "Find the mirror pod" not in plan
@@ -127,23 +136,24 @@ def test_no_mirror_and_preload() -> None:
 def test_existing_needs_an_explicit_kubeconfig(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("KUBECONFIG", raising=False)
     with pytest.raises(LabError, match="needs --kubeconfig"):
-        get_backend("existing").dry_run(UpOptions())
+        get_backend("existing").dry_run(UpOptions(images="upstream"))
 
 
 def test_existing_plan_installs_nothing_cluster_wide(tmp_path: Path) -> None:
     kubeconfig = tmp_path / "their-kubeconfig"
     kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
     plan = get_backend("existing").dry_run(
-        UpOptions(name="ex", kubeconfig=str(kubeconfig), context="prod-like"))
+        UpOptions(images="upstream", name="ex", kubeconfig=str(kubeconfig), context="prod-like"))
     assert not [c for c in commands(plan) if c.startswith(("kind", "istioctl"))]
-    assert f"--kubeconfig {kubeconfig} --context prod-like" in plan
+    assert f"--kubeconfig {kubeconfig} --cache-dir {paths.lab_dir('ex')}/kube-cache " \
+        "--context prod-like" in plan
     assert "Wait for istiod" in plan
     assert "it is not installed" in plan and "CRD is replaced" not in plan
 
 
 def test_unknown_profile_is_one_line_error() -> None:
     with pytest.raises(LabError, match="unknown Istio profile 'ancient'"):
-        get_backend("kind").dry_run(UpOptions(istio="ancient"))
+        get_backend("kind").dry_run(UpOptions(images="upstream", istio="ancient"))
 
 
 def test_cli_dry_run_prints_the_plan_and_creates_nothing(tmp_path: Path) -> None:

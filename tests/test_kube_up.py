@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lab.backends import UpOptions
-from lab.backends.kube import KubeBackend, tools
+from lab.backends.kube import KubeBackend, steps, tools
 from lab.errors import LabError
 from lab.progress import Progress
 from lab.state import LabState
@@ -27,26 +27,32 @@ def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, lab_home: Path) -> Non
 def backend(runner: RecordingRunner, api: FakeApi, existing: bool = False) -> KubeBackend:
     return KubeBackend(existing, runner=runner, api=api, sleep=lambda s: None)
 
+SMALL = " ".join((*steps.SMALL_REQUESTS, *steps.ALL_STATS))
+
 
 def test_up_runs_the_plan_and_saves_the_state(lab_home: Path) -> None:
     runner, api = RecordingRunner(), FakeApi()
-    state = backend(runner, api).up(UpOptions(name="k1", istio="tutorial"), QUIET)
+    options = UpOptions(images="upstream", name="k1", istio="tutorial")
+    state = backend(runner, api).up(options, QUIET)
     kc = f"{lab_home}/k1/kubeconfig"
-    k = f"kubectl --kubeconfig {kc} --context kind-rml-k1 -n redis exec"
+    k = f"kubectl --kubeconfig {kc} --cache-dir {lab_home}/k1/kube-cache --context kind-rml-k1 " \
+        "-n redis exec"
     cmds = runner.commands()
     assert cmds[:2] == [
         f"kind create cluster --name rml-k1 --config {lab_home}/k1/kind-config.yaml "
         f"--kubeconfig {kc} --wait 300s",
         "istioctl install --skip-confirmation --set components.pilot.hub=zhaohuabing "
         "--set components.pilot.tag=1.7.3-enable-ef-replace "
-        f"--set values.global.jwtPolicy=first-party-jwt --kubeconfig {kc} --context kind-rml-k1",
+        f"--set values.global.jwtPolicy=first-party-jwt {SMALL} --kubeconfig {kc} "
+        "--context kind-rml-k1",
     ]
     create = f"{k} redis-cluster-0 -c redis -- redis-cli --cluster create --cluster-replicas 1 " \
              "--cluster-yes " + " ".join(f"{ip}:6379" for ip in POD_IPS)
     assert create in cmds
     assert cmds.index(f"{k} redis-cluster-0 -c redis -- redis-cli cluster info") \
         < cmds.index(create)
-    assert f"{k} redis-client-abc -c istio-proxy -- pilot-agent request GET config_dump" in cmds
+    assert f"{k} redis-client-abc -c istio-proxy -- pilot-agent request --log_target=stderr GET " \
+        "config_dump" in cmds
     assert cmds[-1] == f"{k} redis-cluster-0 -c redis -- redis-cli cluster nodes"
     assert (lab_home / "k1" / "kind-config.yaml").read_text().count("kindest/node:v1.21.14@") == 1
 
@@ -77,7 +83,7 @@ def test_up_runs_the_plan_and_saves_the_state(lab_home: Path) -> None:
 
 def test_cluster_create_skipped_when_already_formed() -> None:
     runner = RecordingRunner(formed=True)
-    backend(runner, FakeApi()).up(UpOptions(name="k2"), QUIET)
+    backend(runner, FakeApi()).up(UpOptions(images="upstream", name="k2"), QUIET)
     assert not [c for c in runner.commands() if "--cluster create" in c]
 
 
@@ -85,7 +91,8 @@ def test_failure_writes_diagnostics_and_deletes_the_cluster(tmp_path: Path,
                                                             lab_home: Path) -> None:
     runner = RecordingRunner(fail_on="istioctl install")
     with pytest.raises(LabError) as caught:
-        backend(runner, FakeApi()).up(UpOptions(name="bad", istio="modern"), QUIET)
+        backend(runner, FakeApi()).up(UpOptions(images="upstream", name="bad", istio="modern"),
+                                      QUIET)
     message = str(caught.value)
     assert "\n" not in message and "istioctl install" in message and "diagnostics in" in message
     cmds = runner.commands()
@@ -98,7 +105,9 @@ def test_failure_writes_diagnostics_and_deletes_the_cluster(tmp_path: Path,
                  "client-envoy-stats.txt"):
         assert (bundle / name).is_file(), name
     assert any(c.startswith(f"kind export logs {bundle}/kind-logs --name rml-bad") for c in cmds)
-    assert cmds[-1] == f"kind delete cluster --name rml-bad --kubeconfig {lab_home}/bad/kubeconfig"
+    assert cmds[-2:] == [  # the lab's own docker network goes too
+        f"kind delete cluster --name rml-bad --kubeconfig {lab_home}/bad/kubeconfig",
+        "docker network rm rml-bad"]
     assert not (lab_home / "bad").exists()
 
 
@@ -119,11 +128,14 @@ def test_keep_leaves_the_cluster(lab_home: Path) -> None:
 def test_down_deletes_the_kind_cluster_and_files(lab_home: Path) -> None:
     runner = RecordingRunner()
     b = backend(runner, FakeApi())
-    b.up(UpOptions(name="d1"), QUIET)
+    b.up(UpOptions(images="upstream", name="d1"), QUIET)
     runner.calls.clear()
     assert b.down("d1", QUIET) is True
-    assert runner.commands() == [
-        f"kind delete cluster --name rml-d1 --kubeconfig {lab_home}/d1/kubeconfig"]
+    # the kind built here when there is one (a path), else the pinned one on PATH
+    assert [c.split(" ", 1)[0].rsplit("/", 1)[-1] + " " + c.split(" ", 1)[1]
+            for c in runner.commands()] == [
+        f"kind delete cluster --name rml-d1 --kubeconfig {lab_home}/d1/kubeconfig",
+        "docker network rm rml-d1"]
     assert not (lab_home / "d1").exists()
     assert b.down("d1", QUIET) is False
 
@@ -133,7 +145,7 @@ def test_existing_up_and_down_touch_only_the_lab(tmp_path: Path, lab_home: Path)
     kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
     runner, api = RecordingRunner(), FakeApi()
     b = backend(runner, api, existing=True)
-    state = b.up(UpOptions(name="e1", kubeconfig=str(kubeconfig)), QUIET)
+    state = b.up(UpOptions(images="upstream", name="e1", kubeconfig=str(kubeconfig)), QUIET)
     assert state.backend == "existing" and state.extra["kubeconfig"] == str(kubeconfig)
     assert not [c for c in runner.commands() if c.startswith(("kind", "istioctl"))]
     assert all(f"--kubeconfig {kubeconfig}" in c for c in runner.commands())
@@ -145,9 +157,9 @@ def test_existing_up_and_down_touch_only_the_lab(tmp_path: Path, lab_home: Path)
 
 def test_up_refuses_a_lab_that_is_up() -> None:
     b = backend(RecordingRunner(), FakeApi())
-    b.up(UpOptions(name="twice"), QUIET)
+    b.up(UpOptions(images="upstream", name="twice"), QUIET)
     with pytest.raises(LabError, match="already up"):
-        b.up(UpOptions(name="twice"), QUIET)
+        b.up(UpOptions(images="upstream", name="twice"), QUIET)
 
 
 def test_existing_refuses_a_redis_namespace_it_did_not_create(tmp_path: Path) -> None:
@@ -157,7 +169,7 @@ def test_existing_refuses_a_redis_namespace_it_did_not_create(tmp_path: Path) ->
     api.preexisting.add(("Namespace", "redis"))
     with pytest.raises(LabError, match="namespace redis already exists"):
         backend(RecordingRunner(), api, existing=True).up(
-            UpOptions(name="e2", kubeconfig=str(kubeconfig)), QUIET)
+            UpOptions(images="upstream", name="e2", kubeconfig=str(kubeconfig)), QUIET)
     assert api.applied == [] and api.deleted == []
 
 
@@ -169,7 +181,8 @@ def test_missing_binary_fails_before_anything_is_created(
     monkeypatch.setattr(tools, "resolve", missing)
     runner = RecordingRunner()
     with pytest.raises(LabError, match=r"^up failed: istioctl 1\.7\.3 not found"):
-        backend(runner, FakeApi()).up(UpOptions(name="nt", istio="tutorial"), QUIET)
+        backend(runner, FakeApi()).up(UpOptions(images="upstream", name="nt", istio="tutorial"),
+                                      QUIET)
     assert runner.calls == []
     assert not (tmp_path / "reports").exists() and not (lab_home / "nt").exists()
 
@@ -177,11 +190,12 @@ def test_missing_binary_fails_before_anything_is_created(
 def test_diagnostics_of_a_running_lab(tmp_path: Path) -> None:
     runner = RecordingRunner()
     b = backend(runner, FakeApi())
-    state = b.up(UpOptions(name="dg"), QUIET)
+    state = b.up(UpOptions(images="upstream", name="dg"), QUIET)
     runner.calls.clear()
     dest = b.diagnostics(state, tmp_path / "bundle")
     index = (dest / "INDEX.txt").read_text()
-    assert "kind export logs" in index and "pilot-agent request GET config_dump" in index
+    assert "kind export logs" in index
+    assert "pilot-agent request --log_target=stderr GET config_dump" in index
     assert (dest / "cluster-nodes.txt").read_text().startswith("a0 ")
     assert (dest / "client-envoy-clusters.txt").read_text().count("custom-redis-cluster::") == 6
     assert all("--kubeconfig" in c for c in runner.commands() if c.startswith("kubectl"))

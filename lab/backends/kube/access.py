@@ -15,15 +15,18 @@ from lab.errors import LabError
 from lab.state import LabState, Process
 from lab.topology import Node
 
-from . import proxyclient
+from . import proxyclient, readiness
 from .layout import NAMESPACE, Layout, layout_of
 from .runner import Runner, SubprocessRunner
 from .tools import kubectl
 
 MIRROR_NODE = "redis-mirror"
 CLIENT_CONTAINER = "redis-client"
-SIDECAR = "istio-proxy"
 FORWARD_READY_TIMEOUT = 20.0
+# fault -> `ctr tasks` arguments (see KubeAccess.fault)
+_CTR: dict[str, tuple[str, ...]] = {
+    "kill": ("kill", "--signal", "SIGKILL"), "stop": ("pause",), "start": ("resume",),
+    "freeze": ("pause",), "unfreeze": ("resume",)}
 
 _LOG_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -41,7 +44,8 @@ class KubeAccess:
                  layout: Layout | None = None) -> None:
         self.state = state
         self.layout = layout or layout_of(state)
-        self.runner = runner or SubprocessRunner(self.layout.kubeconfig)
+        self.runner = runner or SubprocessRunner(self.layout.kubeconfig,
+                                                    cache_dir=self.layout.cache_dir)
         self._kubectl: str | None = None
         self._clients: list[redis.Redis] = []
         self._forwards: dict[str, tuple[int, Process]] = {}
@@ -126,9 +130,8 @@ class KubeAccess:
         return [process for _, process in self._forwards.values()]
 
     def admin_get(self, path: str) -> str:
-        argv = self._exec(self.client_pod, SIDECAR, "pilot-agent", "request", "GET",
-                          path.lstrip("/"))
-        return self.runner.run(argv, timeout=60).stdout
+        argv = _argv(self.layout.admin_get(self.client_pod, path), self.kubectl_path)
+        return readiness.admin_answer(self.runner.run(argv, timeout=60).stdout)
 
     def logs(self) -> dict[str, str]:
         pods = [*self.state.extra.get("redis_pods", []), self.client_pod]
@@ -143,9 +146,44 @@ class KubeAccess:
         return found
 
     def fault(self, node: Node, action: str) -> None:
-        """Seam 3: not on Kubernetes yet (pod deletion and network policies would do it)."""
-        raise LabError(f"fault {action!r} on {node.name}: not implemented on backend "
-                       f"{self.state.backend} yet")
+        """Faults of a kind lab, done by containerd in the node (`ctr -n k8s.io tasks ...` on
+        the pod's redis container). Kubernetes restarts a container that exits, so `stop`
+        freezes it (pause) and `start` thaws it: to the cluster and the proxy a stopped node
+        is one that no longer answers, as a stopped process is. `kill` sends SIGKILL; kubelet
+        restarts the container, which rejoins with its nodes.conf (emptyDir) and pod IP."""
+        if action in ("isolate", "reconnect"):
+            raise LabError(f"fault {action!r}: not available on backend {self.state.backend}")
+        if self.layout.cluster is None:
+            raise LabError(f"fault {action!r} on {node.name}: backend existing does not "
+                           "reach its nodes' container runtime (use --backend kind)")
+        if action not in _CTR:
+            raise LabError(f"unknown fault {action!r}; valid: {', '.join(_CTR)}")
+        pod = self.pod_of(node)
+        container = MIRROR_NODE if node.name == MIRROR_NODE else "redis"
+        node_container = f"{self.layout.cluster}-control-plane"
+        found = self.runner.run(["docker", "exec", node_container, "crictl", "ps", "-q",
+                                 "--name", f"^{container}$", "--label",
+                                 f"io.kubernetes.pod.name={pod}", "--label",
+                                 f"io.kubernetes.pod.namespace={NAMESPACE}"], timeout=30)
+        ids = found.stdout.split()
+        if len(ids) != 1:
+            raise LabError(f"{pod}: {len(ids)} running {container} containers, not 1")
+        self.runner.run(["docker", "exec", node_container, "ctr", "-n", "k8s.io", "tasks",
+                         *_CTR[action], ids[0]], timeout=30)
+        if action in ("start", "unfreeze"):
+            self._wait_ping(pod, container)
+
+    def _wait_ping(self, pod: str, container: str) -> None:
+        deadline = time.monotonic() + FORWARD_READY_TIMEOUT
+        argv = self._exec(pod, container, "redis-cli", "ping")
+        while True:
+            result = self.runner.run(argv, check=False, timeout=30)
+            if result.stdout.strip() == "PONG":
+                return
+            if time.monotonic() > deadline:
+                raise LabError(f"{pod} does not answer PING after start: "
+                               f"{(result.stdout + result.stderr).strip()[-200:]}")
+            time.sleep(0.2)
 
     def close(self) -> None:
         for client in self._clients:

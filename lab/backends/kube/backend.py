@@ -19,8 +19,8 @@ from lab.state import LabState
 from lab.versions import IstioProfile
 
 from . import diagnostics as diag
+from . import hostcheck, toolchain, tools
 from . import steps as plan_steps
-from . import tools
 from .access import KubeAccess
 from .kubeapi import ClientApi, KubeApi, ref
 from .layout import Layout, existing_layout, kind_layout, layout_of
@@ -61,7 +61,16 @@ class KubeBackend:
         return kind_layout(options.name)
 
     def runner(self, layout: Layout) -> Runner:
-        return self._runner or SubprocessRunner(layout.kubeconfig)
+        if self._runner is not None:
+            return self._runner
+        if layout.existing:
+            return SubprocessRunner(layout.kubeconfig, cache_dir=layout.cache_dir)
+        # kind's environment: on a host that refuses --privileged, the docker wrapper first;
+        # the node on a docker network of the lab's own, which `down` removes (kind's shared
+        # "kind" network would outlive the lab)
+        env = toolchain.kind_env(toolchain.root(), hostcheck.detect())
+        env[KIND_NETWORK_ENV] = network_of(layout)
+        return SubprocessRunner(layout.kubeconfig, cache_dir=layout.cache_dir, env=env)
 
     def api(self, layout: Layout) -> KubeApi:
         return self._api or ClientApi(layout.kubeconfig, layout.context)
@@ -83,6 +92,12 @@ class KubeBackend:
         ex = Executor(runner=self.runner(layout), api=self.api(layout), progress=progress,
                       sleep=self._sleep)
         layout.directory.mkdir(parents=True, exist_ok=True)
+        # the journal: an interrupted or kept up is found, and taken down, by `down --name`
+        journal = LabState.starting(options.name, self.name, options.read_policy,
+                                    options.mirror)
+        journal.extra = {"kubeconfig": str(layout.kubeconfig), "context": layout.context,
+                         "cluster": layout.cluster}
+        journal.save()
         keep = options.keep
         progress.say(f"lab {options.name}: {self.name} backend, Istio profile {profile.name}")
         try:
@@ -126,6 +141,7 @@ class KubeBackend:
             assert layout.cluster is not None
             runner.run([kind, "delete", "cluster", "--name", layout.cluster, "--kubeconfig",
                         str(layout.kubeconfig)], check=False, timeout=300)
+            runner.run(["docker", "network", "rm", network_of(layout)], check=False, timeout=60)
             return True
         removed = False
         # Reverse order: EnvoyFilters first, the namespace (and everything in it) last.
@@ -224,8 +240,21 @@ class KubeBackend:
                             client_pod=state.extra.get("client_pod"))
 
 
+KIND_NETWORK_ENV = "KIND_EXPERIMENTAL_DOCKER_NETWORK"
+
+
+def network_of(layout: Layout) -> str:
+    """The docker network of a kind lab's node: its cluster's name."""
+    assert layout.cluster is not None
+    return layout.cluster
+
+
 def _kind_for_down() -> str | None:
-    """Any kind will do to delete a cluster or export its logs: pinned first, then PATH."""
+    """Any kind will do to delete a cluster or export its logs: the one built here, the
+    pinned ones, then PATH."""
+    built = toolchain.step_dir(toolchain.root(), toolchain.STEP_BY_NAME["kind"]) / "kind"
+    if built.is_file():
+        return str(built)
     for profile in versions.ISTIO_PROFILES.values():
         with contextlib.suppress(LabError):
             return tools.resolve(profile.kind, allow_download=False)

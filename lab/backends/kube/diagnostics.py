@@ -47,8 +47,7 @@ def items(layout: Layout, client_pod: str | None, redis_pods: Sequence[str],
     if client_pod:
         for path in ("config_dump", "clusters", "stats"):
             found.append(Item(f"client-envoy-{path}.txt",
-                              layout.exec_in(client_pod, "istio-proxy", "pilot-agent",
-                                             "request", "GET", path)))
+                              layout.admin_get(client_pod, path)))
     found.append(Item("cluster-nodes.txt",
                       layout.exec_in(first_redis, "redis", "redis-cli", "cluster", "nodes")))
     return found

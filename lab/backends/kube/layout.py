@@ -14,6 +14,7 @@ from .plan import Arg, Ref
 
 NAMESPACE = "redis"
 ISTIO_NAMESPACE = "istio-system"
+SIDECAR = "istio-proxy"  # the injected container
 CLUSTER_PREFIX = "rml-"  # kind cluster names: rml-<lab name>
 
 
@@ -33,8 +34,14 @@ class Layout:
     def kind_config(self) -> Path:
         return self.directory / "kind-config.yaml"
 
+    @property
+    def cache_dir(self) -> Path:
+        """The Kubernetes clients' cache (never ~/.kube/cache)."""
+        return self.directory / "kube-cache"
+
     def kubectl(self, *args: str) -> list[str]:
-        argv = ["kubectl", "--kubeconfig", str(self.kubeconfig)]
+        argv = ["kubectl", "--kubeconfig", str(self.kubeconfig), "--cache-dir",
+                str(self.cache_dir)]
         if self.context:
             argv += ["--context", self.context]
         return [*argv, *args]
@@ -44,6 +51,12 @@ class Layout:
         flags = ["-i"] if stdin else []
         return [*self.kubectl("-n", namespace, "exec", *flags), pod, "-c", container, "--",
                 *command]
+
+    def admin_get(self, pod: str | Ref, path: str) -> list[Arg]:
+        """GET on the pod sidecar's Envoy admin API, through pilot-agent (no port-forward).
+        pilot-agent logs to stdout by default; its log goes to stderr, away from the answer."""
+        return self.exec_in(pod, SIDECAR, "pilot-agent", "request", "--log_target=stderr",
+                            "GET", path.lstrip("/"))
 
     def istioctl(self, *args: str) -> list[str]:
         argv = ["istioctl", *args, "--kubeconfig", str(self.kubeconfig)]

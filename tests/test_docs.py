@@ -48,6 +48,15 @@ EXECUTED_BY: dict[str, tuple[str, str]] = {
                                          "def test_another_project_runs_the_shipped_suite_and_its"),
     # istiod: the session builds it, then brings a lab up with it and runs the suite
     "redis-mesh-lab tools install istiod": ("noxfile.py", '"tools", "install", "istiod"'),
+    # docs/backends.md's kind walk-through: `nox -s e2e_kind` runs it (not in .ci/run yet)
+    "redis-mesh-lab tools install kubernetes": ("noxfile.py", '"tools", "install", "kubernetes"'),
+    "redis-mesh-lab up --backend kind --name k": ("noxfile.py", '"up", "--backend", "kind"'),
+    "kubectl --kubeconfig ~/.local/state/redis-mesh-lab/k/kubeconfig get pods -n redis":
+        ("noxfile.py", '"get", "pods", "-n", "redis"'),
+    "pytest --pyargs lab.suites --lab-backend attach --lab-name k":
+        ("noxfile.py", '"--lab-backend", "attach", "--lab-name", name, *session.posargs'),
+    "redis-mesh-lab down --name k":
+        ("noxfile.py", 'session.run("redis-mesh-lab", "down", "--name", name)'),
     "redis-mesh-lab up --name real --control-plane istiod":
         ("tests/test_controlplane_local.py", "def test_istiod_lab_is_configured_only_by_istiod("),
     # CI's own steps

@@ -23,7 +23,10 @@ def lab_objects(lab: str, home: str) -> tuple[list[str], list[str]]:
     client = engine.connect()
     try:
         wanted = {"label": [f"{engine.LABEL_LAB}={lab}", f"{engine.LABEL_HOME}={home}"]}
-        return ([c.name for c in client.containers.list(all=True, filters=wanted)],
+        # ignore_removed: `up` removes its istio-init containers itself, so one may go between
+        # the list and its inspect (lab/ lists with it too)
+        return ([c.name for c in client.containers.list(all=True, filters=wanted,
+                                                          ignore_removed=True)],
                 [n.name for n in client.networks.list(filters=wanted)])
     finally:
         client.close()

@@ -277,13 +277,13 @@ def test_a_killed_up_is_seen_by_status_and_list_and_cleaned_by_the_next_up(tmp_p
         [sys.executable, "-m", "lab", "up", "--backend", "docker", "--name", "docker-k9"],
         cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not lab_objects("docker-k9", home)[0]:  # killed once its first container exists
-        assert process.poll() is None and time.monotonic() < deadline, "no container started"
-        time.sleep(0.1)
-    process.kill()
-    process.wait(timeout=60)
-    try:
+    try:  # from here: whatever fails, the lab is taken down
+        deadline = time.monotonic() + 120
+        while not lab_objects("docker-k9", home)[0]:  # killed once its first container exists
+            assert process.poll() is None and time.monotonic() < deadline, "no container started"
+            time.sleep(0.1)
+        process.kill()
+        process.wait(timeout=60)
         status = cli("status", "--name", "docker-k9", env=env)
         assert status.returncode == 1, status.stdout + status.stderr
         assert "was interrupted; redis-mesh-lab down --name docker-k9 removes" in status.stdout
@@ -297,6 +297,9 @@ def test_a_killed_up_is_seen_by_status_and_list_and_cleaned_by_the_next_up(tmp_p
         assert up.returncode == 0, up.stderr
         assert "an earlier `up` (pid" in up.stdout + up.stderr
     finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=60)
         cli("down", "--name", "docker-k9", env=env)
     assert lab_objects("docker-k9", home) == ([], [])
     assert not (tmp_path / "home" / ".locks" / "docker-k9").exists()

@@ -546,7 +546,10 @@ def test_two_labs_racing_for_one_proxy_port(home: Path, registries: str):
     Envoy without SO_REUSEPORT).
     """
     other = home.parent / "other-labs" if registries == "two registries" else home
-    port = ports.pick(1, low=30000, high=39999)[0]
+    # a port no lab chooses (nodes 20000-29999, their bus ports 30000-39999) and the kernel
+    # gives no client socket (ephemeral 32768-60999): only the two racers want it, even
+    # with other labs coming up at the same time (pytest-xdist)
+    port = ports.pick(1, low=10000, high=19999)[0]
     first = start_up("--name", "port-a", "--proxy-port", str(port))
     second = start_up("--name", "port-b", "--proxy-port", str(port),
                       env={"REDIS_MESH_LAB_HOME": str(other)})

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,6 +39,29 @@ def lab_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "labs"
     monkeypatch.setenv("REDIS_MESH_LAB_HOME", str(home))
     return home
+
+
+@contextlib.contextmanager
+def short_registry() -> Iterator[Path]:
+    """A registry (not yet created) whose labs' paths stay short, removed afterwards.
+
+    The docker backend reaches its sidecar's admin socket (`<registry>/<lab>/sidecar/
+    admin.sock`) and its relay (`<registry>/<lab>/proxy.sock`) by path, and the kernel limits
+    a Unix socket's path to 107 bytes. pytest's tmp_path (`/tmp/pytest-of-<user>/pytest-<N>/`,
+    plus `popen-gw<K>/` under pytest-xdist, plus the test's name) leaves too little room.
+    """
+    base = Path(tempfile.mkdtemp(prefix="rml-", dir="/tmp" if Path("/tmp").is_dir() else None))
+    try:
+        yield base / "home"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def short_home() -> Iterator[Path]:
+    """A short registry path for this test (see `short_registry`)."""
+    with short_registry() as home:
+        yield home
 
 
 def cli(*args: str, env: dict[str, str] | None = None,

@@ -17,7 +17,7 @@ from lab import procs
 from lab.backends.docker import engine
 from lab.controlplane import pilot
 from lab.state import LabState
-from tests.conftest import ROOT, cli, needs_binaries
+from tests.conftest import ROOT, cli, needs_binaries, short_registry
 from tests.docker_support import lab_objects, requires_docker
 
 needs_istiod = pytest.mark.skipif(pilot.find() is None,
@@ -28,28 +28,28 @@ LAB = "docker-istiod"
 
 
 @pytest.fixture(scope="module")
-def istiod_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabState]:
-    home = tmp_path_factory.mktemp("docker-istiod-home")
-    previous = os.environ.get("REDIS_MESH_LAB_HOME")
-    os.environ["REDIS_MESH_LAB_HOME"] = str(home)
-    pids: list[int] = []
-    up = cli("up", "--backend", "docker", "--control-plane", "istiod", "--name", LAB)
-    try:
-        assert up.returncode == 0, up.stderr
-        assert "istiod's push holds what every EnvoyFilter asks for ... ok" in up.stderr
-        state = LabState.load(LAB)
-        assert state is not None
-        pids = [p.pid for p in state.processes]
-        yield state
-    finally:
-        down = cli("down", "--name", LAB)
-        assert down.returncode == 0, down.stderr
-        assert lab_objects(LAB, engine.home_id()) == ([], [])
-        assert not any(procs.running(pid) for pid in pids)
-        if previous is None:
-            del os.environ["REDIS_MESH_LAB_HOME"]
-        else:
-            os.environ["REDIS_MESH_LAB_HOME"] = previous
+def istiod_lab() -> Iterator[LabState]:
+    with short_registry() as home:
+        previous = os.environ.get("REDIS_MESH_LAB_HOME")
+        os.environ["REDIS_MESH_LAB_HOME"] = str(home)
+        pids: list[int] = []
+        up = cli("up", "--backend", "docker", "--control-plane", "istiod", "--name", LAB)
+        try:
+            assert up.returncode == 0, up.stderr
+            assert "istiod's push holds what every EnvoyFilter asks for ... ok" in up.stderr
+            state = LabState.load(LAB)
+            assert state is not None
+            pids = [p.pid for p in state.processes]
+            yield state
+        finally:
+            down = cli("down", "--name", LAB)
+            assert down.returncode == 0, down.stderr
+            assert lab_objects(LAB, engine.home_id()) == ([], [])
+            assert not any(procs.running(pid) for pid in pids)
+            if previous is None:
+                del os.environ["REDIS_MESH_LAB_HOME"]
+            else:
+                os.environ["REDIS_MESH_LAB_HOME"] = previous
 
 
 def test_envoy_is_configured_only_by_istiod(istiod_lab: LabState):

@@ -21,7 +21,7 @@ import redis
 from lab.backends.docker import engine
 from lab.state import LabState
 from tests import other_user
-from tests.conftest import ROOT, cli, needs_binaries
+from tests.conftest import ROOT, cli, needs_binaries, short_registry
 from tests.docker_support import lab_objects, requires_docker
 
 pytestmark = [needs_binaries, requires_docker()]
@@ -34,23 +34,23 @@ def _home_env(home: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def docker_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabState]:
-    home = tmp_path_factory.mktemp("docker-home")
-    previous = os.environ.get("REDIS_MESH_LAB_HOME")
-    os.environ["REDIS_MESH_LAB_HOME"] = str(home)
-    up = cli("up", "--backend", "docker", "--name", LAB)
-    try:
-        assert up.returncode == 0, up.stderr
-        state = LabState.load(LAB)
-        assert state is not None
-        yield state
-    finally:
-        cli("down", "--name", LAB)
-        assert lab_objects(LAB, engine.home_id()) == ([], [])
-        if previous is None:
-            del os.environ["REDIS_MESH_LAB_HOME"]
-        else:
-            os.environ["REDIS_MESH_LAB_HOME"] = previous
+def docker_lab() -> Iterator[LabState]:
+    with short_registry() as home:
+        previous = os.environ.get("REDIS_MESH_LAB_HOME")
+        os.environ["REDIS_MESH_LAB_HOME"] = str(home)
+        up = cli("up", "--backend", "docker", "--name", LAB)
+        try:
+            assert up.returncode == 0, up.stderr
+            state = LabState.load(LAB)
+            assert state is not None
+            yield state
+        finally:
+            cli("down", "--name", LAB)
+            assert lab_objects(LAB, engine.home_id()) == ([], [])
+            if previous is None:
+                del os.environ["REDIS_MESH_LAB_HOME"]
+            else:
+                os.environ["REDIS_MESH_LAB_HOME"] = previous
 
 
 def _stat(state: LabState, name: str) -> int:
@@ -235,14 +235,14 @@ spec:
         access.close()
 
 
-def test_down_without_state_dir_removes_everything(tmp_path: Path):
-    env = _home_env(tmp_path / "home")
+def test_down_without_state_dir_removes_everything(short_home: Path):
+    env = _home_env(short_home)
     up = cli("up", "--backend", "docker", "--name", "docker-gone", "--quiet", env=env)
     assert up.returncode == 0, up.stderr
-    home = _home_id(tmp_path / "home")
+    home = _home_id(short_home)
     containers, networks = lab_objects("docker-gone", home)
     assert len(containers) == 9 and len(networks) == 1  # 6 nodes, mirror, client, sidecar
-    shutil.rmtree(tmp_path / "home" / "docker-gone")
+    shutil.rmtree(short_home / "docker-gone")
     started = time.monotonic()
     down = cli("down", "--name", "docker-gone", env=env)
     elapsed = time.monotonic() - started
@@ -251,9 +251,9 @@ def test_down_without_state_dir_removes_everything(tmp_path: Path):
     assert elapsed < 15  # target 5 s; generous on a loaded machine
 
 
-def test_interrupted_up_leaves_nothing(tmp_path: Path):
-    env = {**os.environ, **_home_env(tmp_path / "home")}
-    home = _home_id(tmp_path / "home")
+def test_interrupted_up_leaves_nothing(short_home: Path):
+    env = {**os.environ, **_home_env(short_home)}
+    home = _home_id(short_home)
     process = subprocess.Popen(
         [sys.executable, "-m", "lab", "up", "--backend", "docker", "--name", "docker-int"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -265,14 +265,14 @@ def test_interrupted_up_leaves_nothing(tmp_path: Path):
     output = process.communicate(timeout=60)[0]
     assert process.returncode != 0, output
     assert lab_objects("docker-int", home) == ([], [])
-    assert not (tmp_path / "home" / "docker-int").exists()
+    assert not (short_home / "docker-int").exists()
 
 
-def test_a_killed_up_is_seen_by_status_and_list_and_cleaned_by_the_next_up(tmp_path: Path):
+def test_a_killed_up_is_seen_by_status_and_list_and_cleaned_by_the_next_up(short_home: Path):
     """kill -9 of `up` mid-way: status and list find its containers by their labels and say
     it was interrupted; the next `up` of that name removes them itself, in one line."""
-    env = _home_env(tmp_path / "home")
-    home = _home_id(tmp_path / "home")
+    env = _home_env(short_home)
+    home = _home_id(short_home)
     process = subprocess.Popen(
         [sys.executable, "-m", "lab", "up", "--backend", "docker", "--name", "docker-k9"],
         cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
@@ -302,7 +302,7 @@ def test_a_killed_up_is_seen_by_status_and_list_and_cleaned_by_the_next_up(tmp_p
             process.wait(timeout=60)
         cli("down", "--name", "docker-k9", env=env)
     assert lab_objects("docker-k9", home) == ([], [])
-    assert not (tmp_path / "home" / ".locks" / "docker-k9").exists()
+    assert not (short_home / ".locks" / "docker-k9").exists()
 
 
 def _home_id(home: Path) -> str:
@@ -362,14 +362,14 @@ def test_the_suite_fails_exactly_the_broken_claim(docker_lab: LabState, tmp_path
     assert failed == failing, report["profiles"][0].get("failedTests")
 
 
-def test_failed_up_leaves_diagnostics_and_nothing_running(tmp_path: Path,
+def test_failed_up_leaves_diagnostics_and_nothing_running(tmp_path: Path, short_home: Path,
                                                           monkeypatch: pytest.MonkeyPatch):
     from lab.backends.base import UpOptions
     from lab.backends.docker import DockerBackend
     from lab.errors import LabError
     from lab.progress import Progress
 
-    monkeypatch.setenv("REDIS_MESH_LAB_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("REDIS_MESH_LAB_HOME", str(short_home))
     monkeypatch.chdir(tmp_path)
 
     def broken(*_: object) -> None:
@@ -383,4 +383,4 @@ def test_failed_up_leaves_diagnostics_and_nothing_running(tmp_path: Path,
     assert json.loads((bundle / "redis-client.inspect.json").read_text())["HostConfig"]
     assert "--cluster create" in (bundle / "cluster-create.log").read_text()
     assert lab_objects("docker-fail", engine.home_id()) == ([], [])
-    assert not (tmp_path / "home" / "docker-fail").exists()
+    assert not (short_home / "docker-fail").exists()

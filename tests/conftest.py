@@ -17,6 +17,28 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Make `@pytest.mark.xdist_group` work again under `--dist loadgroup` (`nox -s tests`).
+
+    pytest-xdist's worker appends `@<group>` to each marked test's node id, and its scheduler
+    sends all the tests of a group to one worker. Since pytest 9.2 that assignment no longer
+    reaches the node id, and the groups are silently ignored: pytest-dev/pytest-xdist#1386.
+    This does what the proposed fix (pytest-dev/pytest-xdist#1388) does; where xdist's own
+    suffix took effect, it does nothing.
+    """
+    if not getattr(config.option, "loadgroup", False):  # set on xdist's workers only
+        return
+    for item in items:
+        names = sorted({str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+                        for mark in item.iter_markers("xdist_group")})
+        suffix = f"@{'_'.join(names)}"
+        if names and not item.nodeid.endswith(suffix):
+            from _pytest.nodeid import NodeId  # pytest >= 9.2: the node id is structured
+
+            item._id = NodeId.parse(item.nodeid + suffix)  # type: ignore[attr-defined]
+
+
 def has_binaries() -> bool:
     from lab import binaries
     from lab.errors import LabError

@@ -27,7 +27,10 @@ from tests.conftest import needs_binaries
 
 needs_istiod = pytest.mark.skipif(pilot.find() is None,
                                   reason=f"istiod not installed ({pilot.INSTALL_HINT})")
-pytestmark = [needs_binaries, needs_istiod]
+# the tests share the module's renderer (one loopback block) and its `plain` renders: under
+# pytest-xdist with --dist loadgroup (as `nox -s tests` runs) one worker runs them all
+pytestmark = [needs_binaries, needs_istiod,
+              pytest.mark.xdist_group("test_controlplane_diff.renderer")]
 
 PROXY_FILTER = "envoy.filters.network.redis_proxy"
 

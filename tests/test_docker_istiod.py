@@ -22,7 +22,10 @@ from tests.docker_support import lab_objects, requires_docker
 
 needs_istiod = pytest.mark.skipif(pilot.find() is None,
                                   reason=f"istiod is not installed ({pilot.INSTALL_HINT})")
-pytestmark = [needs_binaries, requires_docker(), needs_istiod]
+# every test uses the module's lab: under pytest-xdist with --dist loadgroup (as `nox -s
+# tests` runs) one worker runs them all, so the lab is brought up once
+pytestmark = [needs_binaries, requires_docker(), needs_istiod,
+              pytest.mark.xdist_group("test_docker_istiod.istiod_lab")]
 
 LAB = "docker-istiod"
 

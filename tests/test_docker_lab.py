@@ -27,6 +27,9 @@ from tests.docker_support import lab_objects, requires_docker
 pytestmark = [needs_binaries, requires_docker()]
 
 LAB = "docker-t"
+# The tests of the module's lab (`docker_lab`): under pytest-xdist with --dist loadgroup (as
+# `nox -s tests` runs) one worker runs them all, so the lab is brought up once.
+ON_THE_LAB = pytest.mark.xdist_group("test_docker_lab.docker_lab")
 
 
 def _home_env(home: Path) -> dict[str, str]:
@@ -67,6 +70,7 @@ def _exec(container: str, *argv: str, user: str | None = None) -> subprocess.Com
                           text=True, timeout=60, check=False)
 
 
+@ON_THE_LAB
 def test_the_tutorial_command_goes_through_the_sidecar(docker_lab: LabState):
     client = docker_lab.extra["containers"]["redis-client"]
     sets = "redis.redis_stats.command.set.total"
@@ -82,6 +86,7 @@ def test_the_tutorial_command_goes_through_the_sidecar(docker_lab: LabState):
         assert node.execute_command("GET", "a", NEVER_DECODE=True) == b"a"
 
 
+@ON_THE_LAB
 def test_cli_runs_redis_cli_inside_the_lab(docker_lab: LabState):
     """`redis-mesh-lab cli` is the tutorial's `kubectl exec ... redis-cli -h redis-cluster`."""
     assert cli("cli", "--name", LAB, "set", "cli-key", "v").stdout.strip() == "OK"
@@ -90,6 +95,7 @@ def test_cli_runs_redis_cli_inside_the_lab(docker_lab: LabState):
     assert node.stdout.strip() == "rml-admin", node.stderr  # the lab's admin user on a node
 
 
+@ON_THE_LAB
 def test_the_vip_is_held_by_no_container(docker_lab: LabState):
     """Envoy's own uid is not captured: from it, the Service VIP answers nothing."""
     client = docker_lab.extra["containers"]["redis-client"]
@@ -97,12 +103,14 @@ def test_the_vip_is_held_by_no_container(docker_lab: LabState):
     assert "PONG" not in direct.stdout
 
 
+@ON_THE_LAB
 def test_nodes_are_reached_at_their_pod_ips(docker_lab: LabState):
     subnet = ipaddress.ip_network(docker_lab.extra["subnet"])
     for node in docker_lab.topology.nodes:
         assert ipaddress.ip_address(node.host) in subnet and node.port == 6379
 
 
+@ON_THE_LAB
 def test_another_user_cannot_wreck_a_node_at_its_pod_ip(docker_lab: LabState):
     """The node IPs are reachable by every local user: the ACL holds there as on local."""
     node = docker_lab.topology.shards[0].master
@@ -122,6 +130,7 @@ def _run_suite(reports: Path) -> tuple[subprocess.CompletedProcess, dict]:
     return result, report
 
 
+@ON_THE_LAB
 def test_tutorial_profile_passes(docker_lab: LabState, tmp_path: Path):
     result, report = _run_suite(tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
@@ -132,6 +141,7 @@ def test_tutorial_profile_passes(docker_lab: LabState, tmp_path: Path):
     assert all(f["result"] == "success" for f in features.values())
 
 
+@ON_THE_LAB
 def test_second_up_is_refused(docker_lab: LabState):
     again = cli("up", "--backend", "docker", "--name", LAB)
     assert again.returncode == 2 and "already up" in again.stderr
@@ -165,6 +175,7 @@ def _wait_recovered(state: LabState, timeout: float = 60) -> None:
         access.close()
 
 
+@ON_THE_LAB
 def test_faults_act_on_containers(docker_lab: LabState):
     from lab.backends.docker.access import DockerAccess
 
@@ -197,6 +208,7 @@ def test_faults_act_on_containers(docker_lab: LabState):
         access.close()
 
 
+@ON_THE_LAB
 def test_reconfigure_swaps_extra_envoyfilters(docker_lab: LabState, tmp_path: Path):
     from lab.backends.docker import DockerBackend
     from lab.progress import Progress
@@ -339,6 +351,7 @@ _READ_MASTER = _NO_MIRROR.replace("redis-proxy-without-mirror", "read-master").r
     "exclude_read_commands: true}]}}").replace("read_policy: REPLICA", "read_policy: MASTER")
 
 
+@ON_THE_LAB
 @pytest.mark.parametrize(("mutant", "failing"), [
     (_READ_MASTER, {"ReadPolicyReplica"}),
     (_NO_MIRROR, {"WriteMirroring"}),

@@ -21,8 +21,11 @@ from lab.reporting import html
 from tests.chromium import chromium, open_page
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.skipif(not shutil.which("npm") or not chromium(),
-                                reason="needs npm (Allure Report 3) and chromium")
+pytestmark = [pytest.mark.skipif(not shutil.which("npm") or not chromium(),
+                                 reason="needs npm (Allure Report 3) and chromium"),
+              # the tests share the module's report (`run`): under pytest-xdist with --dist
+              # loadgroup (as `nox -s tests` runs) one worker builds it once and runs them all
+              pytest.mark.xdist_group("test_html_report.run")]
 
 CONFTEST = '''
 import pytest

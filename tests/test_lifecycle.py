@@ -621,6 +621,11 @@ def test_a_port_taken_between_choice_and_bind_is_retried(home: Path,
 # ---- a running lab ------------------------------------------------------------------------
 
 
+# The tests of the module's lab (`running`), in this order: under pytest-xdist with --dist
+# loadgroup (as `nox -s tests` runs) one worker runs them all, so the lab is brought up once.
+ON_THE_LAB = pytest.mark.xdist_group("test_lifecycle.running")
+
+
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict]]:
     if not _has_binaries():
@@ -650,6 +655,7 @@ def _has_binaries() -> bool:
     return has_binaries()
 
 
+@ON_THE_LAB
 def test_status_json_is_camel_case_with_paths(running):
     registry, status = running
     assert status["directory"] == str(registry / "live")
@@ -673,6 +679,7 @@ def test_status_json_is_camel_case_with_paths(running):
     assert table[0].split() == ["NAME", "BACKEND", "PHASE", "RUNNING", "PROXY"]
 
 
+@ON_THE_LAB
 def test_version_and_cli_command(running):
     registry, _ = running
     env = {"REDIS_MESH_LAB_HOME": str(registry)}
@@ -693,6 +700,7 @@ def test_version_and_cli_command(running):
                    "valid: redis-cluster-0")
 
 
+@ON_THE_LAB
 def test_status_into_a_closed_pipe(running):
     registry, _ = running
     env = {**os.environ, "REDIS_MESH_LAB_HOME": str(registry), "PYTHONPATH": str(ROOT)}
@@ -703,6 +711,7 @@ def test_status_into_a_closed_pipe(running):
     assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr
 
 
+@ON_THE_LAB
 def test_readiness_round_trip_refuses_a_node_that_answers_moved(running):
     _, status = running
     topology = Topology.from_list(status["shards"])
@@ -714,6 +723,7 @@ def test_readiness_round_trip_refuses_a_node_that_answers_moved(running):
                                                protocol=2), topology, "proxy", "f.yaml")
 
 
+@ON_THE_LAB
 def test_another_user_cannot_reconfigure_or_wreck_a_node(running):
     """A neighbour with no password: no CONFIG, CLUSTER RESET, FLUSHALL, CLIENT KILL, MONITOR,
     MIGRATE, PSYNC ... on a node or on the mirror; the proxy's own commands stay open."""
@@ -736,6 +746,7 @@ def _admin_clients(registry: Path, status: dict) -> list[redis.Redis]:
                         socket_timeout=5) for n in Topology.from_list(status["shards"]).nodes]
 
 
+@ON_THE_LAB
 def test_status_names_an_uncovered_slot_and_exits_non_zero(running):
     """A slot no node serves (the ConfigMap's cluster-require-full-coverage no keeps
     cluster_state:ok): status exits 1 naming it; once it is served again, status is clean."""
@@ -764,6 +775,7 @@ def test_status_names_an_uncovered_slot_and_exits_non_zero(running):
     assert healed.returncode == 0 and "problem" not in healed.stdout, healed.stdout
 
 
+@ON_THE_LAB
 def test_another_user_cannot_reach_the_admin_socket(running):
     _, status = running
     sock = status["admin"]["socket"]
@@ -779,6 +791,7 @@ def test_another_user_cannot_reach_the_admin_socket(running):
         own.connect(sock)
 
 
+@ON_THE_LAB
 def test_lab_client_is_the_admin_user(running):
     registry, _ = running
     from lab.backends.local import LocalAccess
@@ -799,6 +812,7 @@ def test_lab_client_is_the_admin_user(running):
             handle.close()
 
 
+@ON_THE_LAB
 def test_attach_to_a_lab_with_a_dead_envoy_stops_in_one_line(running, tmp_path: Path):
     """Last of the module's lab tests: it kills Envoy and a master."""
     registry, status = running

@@ -120,7 +120,7 @@ def test_keep_leaves_the_cluster(lab_home: Path) -> None:
 
     runner = RecordingRunner(fail_on="--cluster create")
     with pytest.raises(LabError, match="kept"):
-        backend(runner, FakeApi()).up(KeepOptions(name="kept"), QUIET)
+        backend(runner, FakeApi()).up(KeepOptions(images="upstream", name="kept"), QUIET)
     assert not [c for c in runner.commands() if c.startswith("kind delete")]
     assert (lab_home / "kept").is_dir()
 

@@ -204,3 +204,67 @@ def test_without_the_kube_extra_the_error_is_one_line(monkeypatch, tmp_path):
         ClientApi(config, None)._dyn()
     assert str(caught.value) == KUBE_EXTRA
     assert "pip install 'redis-mesh-lab[kube]'" in KUBE_EXTRA
+
+
+class NodeRunner(RecordingRunner):
+    """The kind node's container runtime: one redis container per pod, which answers PING;
+    pilot-agent's early log line on stdout before an admin answer."""
+
+    def run(self, argv, input=None, check=True, timeout=None):  # type: ignore[no-untyped-def]
+        done = super().run(argv, input=input, check=check, timeout=timeout)
+        text = " ".join(argv)
+        if "crictl ps" in text:
+            done.stdout = "c0ffee\n"
+        elif text.endswith("redis-cli ping"):
+            done.stdout = "PONG\n"
+        elif "pilot-agent request" in text:
+            done.stdout = ("2026-12-07T02:46:46.870875Z\twarn\tOS CA Cert could not be found "
+                           "for agent\n" + done.stdout)
+        return done
+
+
+def test_faults_pause_resume_and_kill_the_pods_container(lab_home: Path, kubectl: Path) -> None:
+    runner = NodeRunner()
+    access = KubeAccess(state("a3", lab_home / "kc"), runner=runner)
+    node = Node(name="redis-cluster-4", host="10.244.0.14", port=6379)
+    access.fault(node, "stop")
+    assert runner.commands()[-2:] == [
+        "docker exec rml-a3-control-plane crictl ps -q --name ^redis$ --label "
+        "io.kubernetes.pod.name=redis-cluster-4 --label io.kubernetes.pod.namespace=redis",
+        "docker exec rml-a3-control-plane ctr -n k8s.io tasks pause c0ffee"]
+    access.fault(node, "start")  # returns once the node answers PING
+    assert runner.commands()[-2].endswith("ctr -n k8s.io tasks resume c0ffee")
+    assert runner.commands()[-1].endswith("redis-cluster-4 -c redis -- redis-cli ping")
+    access.fault(node, "kill")
+    assert runner.commands()[-1].endswith("ctr -n k8s.io tasks kill --signal SIGKILL c0ffee")
+    with pytest.raises(LabError, match="not available on backend kind"):
+        access.fault(node, "isolate")
+
+
+def test_faults_need_the_kind_node(lab_home: Path, kubectl: Path) -> None:
+    existing = state("a4", lab_home / "kc")
+    existing.backend = "existing"
+    existing.extra["cluster"] = None
+    runner = NodeRunner()
+    with pytest.raises(LabError, match="backend existing does not reach"):
+        KubeAccess(existing, runner=runner).fault(
+            Node(name="redis-cluster-1", host="10.244.0.11", port=6379), "stop")
+    assert runner.calls == []
+
+
+def test_a_fault_on_a_pod_without_its_container_is_refused(lab_home: Path,
+                                                           kubectl: Path) -> None:
+    runner = RecordingRunner()  # crictl lists nothing
+    with pytest.raises(LabError, match="0 running redis containers, not 1"):
+        KubeAccess(state("a5", lab_home / "kc"), runner=runner).fault(
+            Node(name="redis-cluster-2", host="10.244.0.12", port=6379), "stop")
+    assert not [c for c in runner.commands() if "ctr " in c]
+
+
+def test_admin_answers_lose_pilot_agents_early_log_lines(lab_home: Path, kubectl: Path) -> None:
+    access = KubeAccess(state("a6", lab_home / "kc"), runner=NodeRunner())
+    assert access.admin_get("config_dump") == CONFIG_DUMP
+    line = "2026-12-07T02:46:46.870875Z\twarn\tOS CA Cert could not be found for agent\n"
+    assert readiness.admin_answer(line + line + '{"a": 1}\n') == '{"a": 1}\n'
+    assert readiness.admin_answer('{"a": "2026-12-07T02:46:46Z\\tx"}') == \
+        '{"a": "2026-12-07T02:46:46Z\\tx"}'

@@ -9,7 +9,7 @@ import pytest
 
 from lab import paths, versions
 from lab.backends import UpOptions, get_backend
-from lab.backends.kube import steps, tools
+from lab.backends.kube import steps, toolchain, tools
 from lab.errors import LabError
 
 
@@ -166,3 +166,32 @@ def test_cli_dry_run_prints_the_plan_and_creates_nothing(tmp_path: Path) -> None
     assert "kind create cluster --name rml-dr" in result.stdout
     assert "Wait for the client sidecar's Redis proxy" in result.stdout
     assert not home.exists()
+
+
+def test_the_default_kind_plan_uses_what_is_built_here(lab_home: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """--images local with the modern profile: kind's node image, the lab's images and
+    istioctl from this machine; printing the plan builds nothing."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("REDIS_MESH_LAB_CACHE", str(cache))
+    plan = get_backend("kind").dry_run(UpOptions(name="l1"))
+    assert not cache.exists()
+    kc = f"{lab_home}/l1/kubeconfig"
+    assert f"kind create cluster --name rml-l1 --image {toolchain.node_image()} --config " \
+           f"{lab_home}/l1/kind-config.yaml --kubeconfig {kc} --wait 300s" in commands(plan)
+    assert "kindest/node" not in plan
+    assert f"kind load docker-image --name rml-l1 {steps.LAB_IMAGES.label}" in commands(plan)
+    istio = [c for c in commands(plan) if c.startswith("istioctl")]
+    assert istio == [f"istioctl install --skip-confirmation --set profile=minimal {SMALL} "
+                     f"--kubeconfig {kc} --context kind-rml-l1 "
+                     f"{' '.join(steps.UPSTREAM_ENVOY)} {steps.ISTIO_IMAGE_FLAGS.label}"]
+    assert "values.pilot.env.PILOT_ENABLE_METADATA_EXCHANGE=false" in istio[0]
+    assert titles(plan)[:8] == [
+        "Find the binaries", "Build the lab's images",
+        "Write the pod network config (ptp + host-local)", "Write the kind cluster config",
+        f"Create kind cluster rml-l1 (Kubernetes {versions.KUBERNETES_BUILD_VERSION})",
+        "Remove kind's local-path storage (not built here; unused)",
+        "Load the lab's images into the node",
+        f"Install Istio {versions.ISTIOD_RELEASE} (istiod and its sidecar injector)"]
+    assert f"image: {steps.REDIS_IMAGE.label}" in plan  # rendered with the tag at run time
+    assert "tools install kubernetes" in plan

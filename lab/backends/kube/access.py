@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import redis
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from lab import model, ports, procs
 from lab.errors import LabError
@@ -174,16 +175,17 @@ class KubeAccess:
             self._wait_ping(pod, container)
 
     def _wait_ping(self, pod: str, container: str) -> None:
-        deadline = time.monotonic() + FORWARD_READY_TIMEOUT
         argv = self._exec(pod, container, "redis-cli", "ping")
-        while True:
+
+        @retry(stop=stop_after_delay(FORWARD_READY_TIMEOUT), wait=wait_fixed(0.2),
+               retry=retry_if_exception_type(LabError), reraise=True)
+        def answers() -> None:
             result = self.runner.run(argv, check=False, timeout=30)
-            if result.stdout.strip() == "PONG":
-                return
-            if time.monotonic() > deadline:
+            if result.stdout.strip() != "PONG":
                 raise LabError(f"{pod} does not answer PING after start: "
                                f"{(result.stdout + result.stderr).strip()[-200:]}")
-            time.sleep(0.2)
+
+        answers()
 
     def close(self) -> None:
         for client in self._clients:

@@ -252,7 +252,7 @@ def network_of(layout: Layout) -> str:
 def _kind_for_down() -> str | None:
     """Any kind will do to delete a cluster or export its logs: the one built here, the
     pinned ones, then PATH."""
-    built = toolchain.step_dir(toolchain.root(), toolchain.STEP_BY_NAME["kind"]) / "kind"
+    built = toolchain.kind_path()
     if built.is_file():
         return str(built)
     for profile in versions.ISTIO_PROFILES.values():

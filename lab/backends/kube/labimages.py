@@ -60,53 +60,40 @@ def ensure_istiod(say: Callable[[str], None]) -> str:
     return found
 
 
-def ensure_agent(say: Callable[[str], None]) -> str:
-    """pilot-agent from the same (patched) Istio source, next to pilot-discovery."""
+def _build_from_istio(name: str, package: str, version: str,
+                      say: Callable[[str], None]) -> str:
+    """`go build` of one program of the (patched) Istio source, next to pilot-discovery; a
+    no-op when built."""
     ensure_istiod(say)
-    target = pilot.cache_dir() / AGENT
+    target = pilot.cache_dir() / name
     if target.is_file():
         return str(target)
     go = pilot.go_binary()
     if go is None:
-        raise LabError("go not found: pilot-agent is built with Go (the Go module proxy)")
-    say("  pilot-agent: go build ./pilot/cmd/pilot-agent (nice 19) ...")
+        raise LabError(f"go not found: {name} is built with Go (the Go module proxy)")
+    say(f"  {name}: go build {package} (nice 19) ...")
     t0 = time.monotonic()
-    ldflags = (f"-X istio.io/istio/pkg/version.buildVersion={pilot.version_string()} "
+    ldflags = (f"-X istio.io/istio/pkg/version.buildVersion={version} "
                f"-X istio.io/istio/pkg/version.buildGitRevision={versions.ISTIOD_COMMIT}")
-    partial = target.with_name(AGENT + ".partial")
+    partial = target.with_name(name + ".partial")
     result = subprocess.run([*toolchain.NICE, go, "build", "-ldflags", ldflags, "-o",
-                             str(partial), "./pilot/cmd/pilot-agent"], cwd=istio_source(),
-                            check=False)
+                             str(partial), package], cwd=istio_source(), check=False)
     if result.returncode != 0:
-        raise LabError(f"go build ./pilot/cmd/pilot-agent failed (exit {result.returncode})")
+        raise LabError(f"go build {package} failed (exit {result.returncode})")
     os.replace(partial, target)
-    say(f"  pilot-agent: built in {time.monotonic() - t0:.0f} s")
+    say(f"  {name}: built in {time.monotonic() - t0:.0f} s")
     return str(target)
+
+
+def ensure_agent(say: Callable[[str], None]) -> str:
+    """pilot-agent, the sidecar's agent, from the same Istio source as pilot-discovery."""
+    return _build_from_istio(AGENT, "./pilot/cmd/pilot-agent", pilot.version_string(), say)
 
 
 def ensure_istioctl(say: Callable[[str], None]) -> str:
-    """istioctl from the same (patched) Istio source: it installs that Istio's own charts,
-    which it carries inside. Its version must be a valid Kubernetes label value (no "+")."""
-    ensure_istiod(say)
-    target = pilot.cache_dir() / "istioctl"
-    if target.is_file():
-        return str(target)
-    go = pilot.go_binary()
-    if go is None:
-        raise LabError("go not found: istioctl is built with Go (the Go module proxy)")
-    say("  istioctl: go build ./istioctl/cmd/istioctl (nice 19) ...")
-    t0 = time.monotonic()
-    ldflags = (f"-X istio.io/istio/pkg/version.buildVersion={_tag_version()} "
-               f"-X istio.io/istio/pkg/version.buildGitRevision={versions.ISTIOD_COMMIT}")
-    partial = target.with_name("istioctl.partial")
-    result = subprocess.run([*toolchain.NICE, go, "build", "-ldflags", ldflags, "-o",
-                             str(partial), "./istioctl/cmd/istioctl"], cwd=istio_source(),
-                            check=False)
-    if result.returncode != 0:
-        raise LabError(f"go build ./istioctl/cmd/istioctl failed (exit {result.returncode})")
-    os.replace(partial, target)
-    say(f"  istioctl: built in {time.monotonic() - t0:.0f} s")
-    return str(target)
+    """istioctl from the same Istio source: it installs that Istio's own charts, which it
+    carries inside. Its version must be a valid Kubernetes label value (no "+")."""
+    return _build_from_istio("istioctl", "./istioctl/cmd/istioctl", _tag_version(), say)
 
 
 def istiod_recipe(discovery: str) -> images.Recipe:
@@ -152,7 +139,7 @@ def load(cluster: str, tags: list[str], say: Callable[[str], None]) -> float:
     """`kind load docker-image` into the cluster's node (with the docker wrapper where the
     host needs it). Returns the seconds it took."""
     base = toolchain.root()
-    kind = str(toolchain.step_dir(base, toolchain.STEP_BY_NAME["kind"]) / "kind")
+    kind = str(toolchain.kind_path(base))
     env = toolchain.kind_env(base, hostcheck.detect())
     t0 = time.monotonic()
     result = subprocess.run([kind, "load", "docker-image", "--name", cluster, *tags], env=env,

@@ -1120,13 +1120,18 @@ def _smoke_files(work: Path, facts: hostcheck.HostFacts) -> tuple[Path, Path]:
     return work / "kubeconfig", config
 
 
+def kind_path(base: Path | None = None) -> Path:
+    """Where `tools install kubernetes` puts kind (it may not be built yet)."""
+    return step_dir(base or root(), STEP_BY_NAME["kind"]) / "kind"
+
+
 def require_kind() -> str:
     """The kind built here, once its node image is built too; else one line saying how."""
     reason = hostcheck.detect().unusable()
     if reason:
         raise LabError(f"cannot run kind here: {reason}")
     base = root()
-    kind = step_dir(base, STEP_BY_NAME["kind"]) / "kind"
+    kind = kind_path(base)
     if not (is_complete(base, STEP_BY_NAME["node-image"]) and kind.is_file()):
         raise LabError(f"the kind node image {node_image()} is not built: run `redis-mesh-lab "
                        "tools install kubernetes` (or nox -s kubernetes) first")

@@ -151,7 +151,7 @@ class KubeAccess:
         the pod's redis container). Kubernetes restarts a container that exits, so `stop`
         freezes it (pause) and `start` thaws it: to the cluster and the proxy a stopped node
         is one that no longer answers, as a stopped process is. `kill` sends SIGKILL; kubelet
-        restarts the container, which rejoins with its nodes.conf (emptyDir) and pod IP."""
+        then restarts the container."""
         if action in ("isolate", "reconnect"):
             raise LabError(f"fault {action!r}: not available on backend {self.state.backend}")
         if self.layout.cluster is None:

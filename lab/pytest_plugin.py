@@ -39,6 +39,7 @@ import signal
 import threading
 from collections.abc import Generator, Iterator
 from pathlib import Path
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -504,6 +505,44 @@ def lab_variant(request: pytest.FixtureRequest, lab: Lab) -> Iterator[Any]:
         yield Provide()
     finally:
         labs.close()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_keyboard_interrupt(excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+    """Let pytest report a SIGTERM/Ctrl-C whatever instruction it landed on.
+
+    A signal handler can raise at an instruction that has no line number (CPython 3.11 gives
+    such a frame's `tb_lineno` as None). pytest's own report of the interruption then fails
+    with a TypeError, and the "Interrupted: SIGTERM" summary is lost. Those frames say
+    nothing to a reader, so they are left out of the report, here and in the chained
+    exceptions.
+    """
+    seen: set[int] = set()
+    exc: BaseException | None = excinfo.value
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc.__traceback__ = without_lineless_frames(exc.__traceback__)
+        exc = exc.__cause__ or exc.__context__
+    excinfo.traceback = excinfo.traceback.filter(_has_a_line)
+
+
+def _has_a_line(entry: Any) -> bool:
+    try:
+        return entry.lineno is not None  # pytest computes it as tb_lineno - 1
+    except TypeError:
+        return False
+
+
+def without_lineless_frames(tb: TracebackType | None) -> TracebackType | None:
+    """The traceback `tb` with the entries whose line number is unknown unlinked."""
+    kept: list[TracebackType] = []
+    while tb is not None:
+        if tb.tb_lineno is not None:
+            kept.append(tb)
+        tb = tb.tb_next
+    for entry, after in zip(kept, [*kept[1:], None], strict=True):
+        entry.tb_next = after
+    return kept[0] if kept else None
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -48,7 +48,7 @@ EXECUTED_BY: dict[str, tuple[str, str]] = {
                                          "def test_another_project_runs_the_shipped_suite_and_its"),
     # istiod: the session builds it, then brings a lab up with it and runs the suite
     "redis-mesh-lab tools install istiod": ("noxfile.py", '"tools", "install", "istiod"'),
-    # docs/backends.md's kind walk-through: `nox -s e2e_kind` runs it (not in .ci/run yet)
+    # docs/backends.md's kind walk-through: `nox -s e2e_kind` runs it (.ci/run's step 5)
     "redis-mesh-lab tools install kubernetes": ("noxfile.py", '"tools", "install", "kubernetes"'),
     "redis-mesh-lab up --backend kind --name k": ("noxfile.py", '"up", "--backend", "kind"'),
     "kubectl --kubeconfig ~/.local/state/redis-mesh-lab/k/kubeconfig get pods -n redis":

@@ -1,4 +1,4 @@
-"""`lab.faults`: inject faults on a lab's nodes, remember them, and undo them (seam 3).
+"""`lab.faults`: inject faults on a lab's nodes, remember them, and undo them.
 
     lab.faults.stop(shard.replicas[0])     # or a node name, or lab.mirror
     ...

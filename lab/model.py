@@ -92,7 +92,7 @@ class LabSpec:
     services: tuple[Service, ...]
     k8s: tuple[Manifest, ...]
     envoyfilters: tuple[Manifest, ...]
-    # Seam 1: EnvoyFilters layered after the lab's own (a "mutant lab" when not empty).
+    # Extra EnvoyFilters, layered after the lab's own (a "mutant lab" when not empty).
     extra_envoyfilters: tuple[Manifest, ...] = ()
 
     def service(self, name: str) -> Service:

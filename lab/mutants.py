@@ -1,4 +1,4 @@
-"""The mutant catalogue (seam 2): broken proxies the suite must catch, and conforming
+"""The mutant catalogue: broken proxies the suite must catch, and conforming
 variants it must pass, each one EnvoyFilter layered after the lab's own.
 
 `manifests/mutants/<name>.yaml` holds one EnvoyFilter whose metadata.annotations say

@@ -466,7 +466,7 @@ class _Watch:
             raise KeyboardInterrupt
 
 
-# ---- seam 6: variant labs (owner: extended; logic in lab/conformance/variants.py) -----------
+# ---- variant labs (the logic is in lab/conformance/variants.py) ------------------------------
 @pytest.fixture(scope="session")
 def lab_variant(request: pytest.FixtureRequest, lab: Lab) -> Iterator[Any]:
     """`lab_variant(Variant(...)) -> Lab`: a second lab on the session lab's backend, with
@@ -574,9 +574,9 @@ def pytest_runtest_call(item: pytest.Item) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_teardown(item: pytest.Item) -> None:
-    """Seam 3: revert the faults a test left in place (a stopped node is started again)."""
+    """Revert the faults a test left in place (a stopped node is started again)."""
     handles = [getattr(item, "funcargs", {}).get("lab")]
-    variants = getattr(item, "funcargs", {}).get("lab_variant")  # seam 6: its labs too
+    variants = getattr(item, "funcargs", {}).get("lab_variant")  # variant labs too
     handles += list(getattr(variants, "handles", list)())
     for handle in handles:
         faults = getattr(handle, "faults", None)

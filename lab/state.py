@@ -57,7 +57,7 @@ class LabState:
     istio_profile: str | None = None
     created: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
-    # Seam 1: the extra EnvoyFilters (paths) of a mutant lab; empty = as the manifests say.
+    # The extra EnvoyFilters (paths) of a mutant lab; empty = as the manifests say.
     envoyfilters: list[str] = field(default_factory=list)
     phase: str = "ready"  # "starting" while `up` runs
     owner_pid: int = 0  # the `up` that wrote the journal

@@ -115,7 +115,7 @@ def test_master_killed_under_traffic(lab, request):
     acknowledged is lost on the healthy shards; roles restored, lab as at up"""
     faults = getattr(lab, "faults", None)
     if faults is None:
-        pytest.skip("needs the faults API (lab.faults, seam 3)")
+        pytest.skip("needs the faults API (lab.faults)")
     refresh, refresh_timeout = CLUSTER_REFRESH_RATE_S, CLUSTER_REFRESH_TIMEOUT_S
     node_timeout = _node_timeout_s(lab)
     bound = 2 * node_timeout + ELECTION_S + refresh + refresh_timeout

@@ -28,7 +28,7 @@ def test_primary_traffic_ignores_a_dead_mirror(lab, fault: str):
     """SETs with the mirror frozen / killed: no error, p99 within the bound of the mirror-up run"""
     faults = getattr(lab, "faults", None)
     if faults is None:
-        pytest.skip("needs the faults API (lab.faults, seam 3)")
+        pytest.skip("needs the faults API (lab.faults)")
     run = token()
     client = lab.proxy_client()
     up_writes, down_writes = _writes(run, "up"), _writes(run, "down")

@@ -128,7 +128,7 @@ def test_mget_with_a_shard_down_gives_per_element_errors(lab):
     """mget over 3 shards, one shard frozen: its elements fail, the others are served"""
     faults = getattr(lab, "faults", None)
     if faults is None:
-        pytest.skip("needs the faults API (lab.faults, seam 3)")
+        pytest.skip("needs the faults API (lab.faults)")
     keys = _keys(lab)
     for key in keys:
         assert ok(lab.proxy.execute_command("SET", key, key))

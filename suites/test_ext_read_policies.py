@@ -1,7 +1,7 @@
 """ReadPolicyMaster / PreferMaster / PreferReplica / Any: each on a variant lab with that policy.
 
 Reads are counted by MONITOR on all six nodes at once (`reads.py`). The fallbacks of the
-PREFER_* policies need a node down: they use the faults API (seam 3) when it is there.
+PREFER_* policies need a node down: they use the faults API (`lab.faults`) when it is there.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def down_nodes(lab) -> set:
 def _fallback(lab, stop: str, no_failover: bool) -> set[str] | None:
     """Stop shard 0's master or replica; the nodes that then serve reads of its keys."""
     if getattr(lab, "faults", None) is None:
-        pytest.skip("needs the faults API (lab.faults, seam 3)")
+        pytest.skip("needs the faults API (lab.faults)")
     shard = lab.state.topology.shards[0]
     keys = [k for k, s in per_shard(lab.state.topology, "fallback", 2).items() if s == shard]
     for key in keys:

@@ -124,7 +124,7 @@ def test_healthy_shards_keep_their_latency_while_one_shard_is_frozen(lab, reques
     only_in(request, "extended")
     faults = getattr(lab, "faults", None)
     if faults is None:
-        pytest.skip("needs the faults API (lab.faults, seam 3)")
+        pytest.skip("needs the faults API (lab.faults)")
     topology = lab.state.topology
     frozen = topology.shards[0]
     keys = [k for k, s in per_shard(topology, "r36962", 4).items() if s != frozen]

@@ -24,7 +24,7 @@ class UpOptions:
     context: str | None = None
     preload_images: bool = False  # kind: `kind load` the images (for offline use)
     dry_run: bool = False
-    # Seam 1: extra EnvoyFilter files applied after the lab's own (a mutant lab).
+    # Extra EnvoyFilter files applied after the lab's own (a mutant lab).
     envoyfilters: tuple[Path, ...] = ()
     keep: bool = False  # leave what a failed `up` created, for debugging (kind/existing)
     envoy_concurrency: int | None = None  # local: Envoy's --concurrency (None: Envoy's default)
@@ -62,7 +62,7 @@ class Access(Protocol):
         ...
 
     def fault(self, node: Node, action: str) -> None:
-        """Seam 3: inject or revert a fault on one node or the mirror (one of FAULTS).
+        """Inject or revert a fault on one node or the mirror (one of FAULTS).
 
         kill (SIGKILL), stop (graceful), start (back with its data and nodes.conf), freeze /
         unfreeze (SIGSTOP / SIGCONT), isolate / reconnect (cut off from the other nodes and
@@ -93,5 +93,5 @@ class Backend(Protocol):
 
     def reconfigure(self, name: str, envoyfilters: Sequence[Path | str],
                     progress: Progress) -> LabState:
-        """Seam 1: swap a running lab's extra EnvoyFilters and restart only its Envoy."""
+        """Swap a running lab's extra EnvoyFilters and restart only its Envoy."""
         ...

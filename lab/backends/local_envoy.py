@@ -1,4 +1,4 @@
-"""The local backend's Envoy in a mutant lab (seam 1): readiness and `reconfigure`.
+"""The local backend's Envoy in a mutant lab: readiness and `reconfigure`.
 
 A lab with extra EnvoyFilters is judged by the suite, not refused by readiness: it is
 ready once Envoy is LIVE with its configuration loaded. `reconfigure` swaps the extra

@@ -1,4 +1,4 @@
-"""Faults on the local backend (seam 3): signals to the lab's own redis-server processes.
+"""Faults on the local backend: signals to the lab's own redis-server processes.
 
 kill = SIGKILL, stop = SIGTERM (redis-server shuts down cleanly), start = the recorded
 command line again (its directory keeps the append-only file and nodes.conf, so it rejoins

@@ -1,4 +1,4 @@
-"""Variant labs (seam 6): a second lab, on the session lab's backend, with another configuration.
+"""Variant labs: a second lab, on the session lab's backend, with another configuration.
 
 A test that needs a configuration other than the session lab's (another read policy, a 50%
 mirror, downstream AUTH, a health check) asks the `lab_variant` fixture for a `Variant`; each

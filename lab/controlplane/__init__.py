@@ -28,7 +28,7 @@ DEFAULT = "builtin"
 
 def extra_envoyfilters(paths: Sequence[str | Path], vip: str, read_policy: str,
                        ) -> list[Document]:
-    """Extra EnvoyFilters (seam 1), rendered with the same placeholders as the lab's own."""
+    """Extra EnvoyFilters (a mutant lab's), rendered with the same placeholders as the lab's own."""
     values = model.render_values(vip, read_policy)
     return manifests.by_kind([manifests.load(Path(p).resolve(), values) for p in paths],
                              "EnvoyFilter")

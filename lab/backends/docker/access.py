@@ -49,7 +49,7 @@ class DockerAccess:
         return self.state.directory / str(self.state.extra["admin_socket"])
 
     def credentials(self) -> dict[str, str]:
-        """The lab's admin user (seam 4): node clients of the `Lab` handle authenticate."""
+        """The lab's admin user: node clients of the `Lab` handle authenticate."""
         if self._credentials is None:
             self._credentials = acl.load(self.state.directory)
         return self._credentials.redis_kwargs()
@@ -81,7 +81,7 @@ class DockerAccess:
             found[log.stem] = log.read_text(encoding="utf-8", errors="replace")[-200_000:]
         return found
 
-    # ---- faults (seam 3) -------------------------------------------------------------------
+    # ---- faults -------------------------------------------------------------------------
     def _container(self, node: Node) -> Any:
         name = self.containers().get(node.name)
         if name is None:

@@ -36,8 +36,6 @@ from lab.monitor import MonitorCapture
 from lab.state import LabState
 from lab.topology import Node, Topology, from_cluster_slots
 
-PROXY_CLUSTER = model.PROXY_CLUSTER
-
 
 class Lab:
     def __init__(self, state: LabState, access: Access) -> None:
@@ -217,7 +215,7 @@ class Lab:
 
     def proxy_hosts(self) -> dict[str, str]:
         """The proxy's view: {"ip:port": health} of the redis cluster, from Envoy's admin."""
-        return parse_hosts(self.admin(CLUSTERS_JSON), PROXY_CLUSTER)
+        return parse_hosts(self.admin(CLUSTERS_JSON), model.PROXY_CLUSTER)
 
     def admin(self, path: str) -> str:
         return self._access.admin_get(path)

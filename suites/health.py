@@ -14,6 +14,7 @@ import time
 import allure
 from tenacity import retry, stop_after_delay, wait_fixed
 
+from lab.model import PROXY_CLUSTER
 from lab.slots import key_slot
 from lab.topology import from_cluster_slots
 
@@ -36,8 +37,8 @@ def failure_flags(lab) -> list[str]:
     return found
 
 
-_REDIRECTS = re.compile(
-    r"^cluster\.custom-redis-cluster\.upstream_internal_redirect_succeeded_total: (\d+)$", re.M)
+_REDIRECTS = re.compile(rf"^cluster\.{re.escape(PROXY_CLUSTER)}\."
+                        r"upstream_internal_redirect_succeeded_total: (\d+)$", re.M)
 
 
 def _probe_keys(every: int = 64) -> list[str]:
@@ -55,8 +56,9 @@ def _probe_keys(every: int = 64) -> list[str]:
 PROBES = _probe_keys()
 
 
-def redirections(lab) -> int:
-    found = _REDIRECTS.search(lab.admin("/stats?filter=custom-redis-cluster"))
+def redirects_followed_by_envoy(lab) -> int:
+    """MOVED/ASK replies Envoy has followed itself so far (its internal redirect counter)."""
+    found = _REDIRECTS.search(lab.admin(f"/stats?filter={PROXY_CLUSTER}"))
     return int(found.group(1)) if found else 0
 
 
@@ -64,10 +66,10 @@ def proxy_routes_by_itself(lab) -> bool:
     """Reads of a key in every 64th slot cause no MOVED/ASK for Envoy to follow: its slot map
     matches the cluster's (after a topology change it may lag until its next refresh)."""
     client = lab.proxy_client()
-    before = redirections(lab)
+    before = redirects_followed_by_envoy(lab)
     for key in PROBES:
         client.execute_command("GET", key)
-    return redirections(lab) == before
+    return redirects_followed_by_envoy(lab) == before
 
 
 def _owned_key(shard) -> str:

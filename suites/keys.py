@@ -177,7 +177,7 @@ def errors(replies: Iterable[object]) -> list[str]:
     return [f"{type(r).__name__}: {r}" for r in replies if isinstance(r, Exception)]
 
 
-def redirections(lab: Lab) -> dict[str, int]:
+def moved_and_ask_by_node(lab: Lab) -> dict[str, int]:
     """MOVED + ASK replies each node has given so far (INFO errorstats, Redis >= 6.2)."""
     found = str(lab.client(lab.nodes[0]).info("server").get("redis_version", "0"))
     version = tuple(int(p) for p in found.split(".")[:2] if p.isdigit())
@@ -196,9 +196,9 @@ def wait_proxy_settled(lab: Lab, keys: list[bytes], seconds: float = 10) -> bool
     the deadline; the caller's assertions then judge the proxy as it is."""
     deadline = time.monotonic() + seconds
     while True:
-        before = redirections(lab)
+        before = moved_and_ask_by_node(lab)
         through_proxy(lab, [("GET", k) for k in keys])
-        if redirections(lab) == before:
+        if moved_and_ask_by_node(lab) == before:
             return True
         if time.monotonic() >= deadline:
             return False

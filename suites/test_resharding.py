@@ -10,7 +10,7 @@ import allure
 import pytest
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from .keys import errors, redirections, run_keys, through_proxy
+from .keys import errors, moved_and_ask_by_node, run_keys, through_proxy
 
 
 class _NotYet(Exception):
@@ -85,11 +85,11 @@ def _wait_proxy_routes_straight(lab, key: bytes) -> None:
 
     @_until(30)
     def straight() -> None:
-        before = redirections(lab)
+        before = moved_and_ask_by_node(lab)
         seen = errors(through_proxy(lab, [("GET", key)]))
         if seen:
             raise _NotYet(f"the client still sees {seen[:1]}")
-        if redirections(lab) != before:
+        if moved_and_ask_by_node(lab) != before:
             raise _NotYet("the proxy still follows a redirection for the slot")
 
     straight()

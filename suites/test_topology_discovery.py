@@ -9,7 +9,7 @@ from redis.crc import key_slot
 
 from .keys import (
     errors,
-    redirections,
+    moved_and_ask_by_node,
     run_keys,
     show,
     text,
@@ -47,14 +47,14 @@ def test_each_key_is_executed_by_the_node_owning_its_slot(lab):
         written = keys.spread(topology, per_shard=16)
         values = {key: keys.value() for key in written}
         wait_proxy_settled(lab, written)
-        before = redirections(lab)
+        before = moved_and_ask_by_node(lab)
         with lab.monitor(lab.nodes) as capture:
             with allure.step(f"set {len(written)} random binary keys through the proxy"):
                 replies = through_proxy(lab, [("SET", k, v) for k, v in values.items()])
             wait_all_replicated(lab)  # reads may go to replicas
             with allure.step("get them back through the proxy"):
                 got = through_proxy(lab, [("GET", k) for k in written])
-        after = redirections(lab)
+        after = moved_and_ask_by_node(lab)
         assert not errors(replies), f"the client saw errors: {errors(replies)[:3]}"
         assert got == [values[k] for k in written], "a value read back is not the one written"
         moved = {name: after[name] - before[name] for name in after if after[name] > before[name]}

@@ -148,13 +148,14 @@ def _replace_added_cluster(doc: dict[str, Any]) -> dict[str, Any]:
     doc["metadata"]["name"] = "replace-added-cluster"
     doc["spec"]["configPatches"] = [{
         "applyTo": "CLUSTER",
-        "match": {"context": "SIDECAR_OUTBOUND", "cluster": {"name": compare.CLUSTER}},
+        "match": {"context": "SIDECAR_OUTBOUND", "cluster": {"name": model.PROXY_CLUSTER}},
         "patch": {"operation": "REPLACE", "value": {
-            "name": compare.CLUSTER, "connect_timeout": "1s", "lb_policy": "CLUSTER_PROVIDED",
+            "name": model.PROXY_CLUSTER, "connect_timeout": "1s", "lb_policy": "CLUSTER_PROVIDED",
             "cluster_type": {"name": "envoy.clusters.redis", "typed_config": {
                 "@type": "type.googleapis.com/"
                          "envoy.extensions.clusters.redis.v3.RedisClusterConfig"}},
-            "load_assignment": {"cluster_name": compare.CLUSTER, "endpoints": [{"lb_endpoints": [
+            "load_assignment": {"cluster_name": model.PROXY_CLUSTER,
+                                "endpoints": [{"lb_endpoints": [
                 {"endpoint": {"address": {"socket_address": {
                     "address": "redis-cluster-0.redis-cluster-headless.redis.svc.cluster.local",
                     "port_value": 6379}}}}]}]}}}}]

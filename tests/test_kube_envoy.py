@@ -43,7 +43,7 @@ def test_patched_listener_is_what_the_readiness_check_wants() -> None:
     listener = next(lst for lst in config["listeners"] if lst["name"] == "10.96.0.50_6379")
     names = [f["name"] for ch in listener["filter_chains"] for f in ch["filters"]]
     assert names == [readiness.REDIS_PROXY]
-    assert config["clusters"][0]["name"] == readiness.REDIS_CLUSTER
+    assert config["clusters"][0]["name"] == model.PROXY_CLUSTER
 
 
 @needs_binaries

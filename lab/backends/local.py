@@ -39,7 +39,6 @@ SERVICE_VIPS_BASE = "127.0.10."
 NODE_TIMEOUT_MS = 2000  # short, so failover happens in seconds
 DISKLESS_SYNC_DELAY_S = 0  # a replica's full sync starts at once (Redis 7 waits 5 s by default)
 REPLICA_PING_PERIOD_S = 1  # Redis 7 lists a replica in CLUSTER SLOTS once its offset moved
-CLUSTER_PROXY = model.PROXY_CLUSTER
 
 # redis.conf directives the local backend sets itself, whatever the ConfigMap says.
 _LOCAL_DIRECTIVES = {"port", "bind", "dir", "cluster-config-file", "cluster-node-timeout",
@@ -140,7 +139,7 @@ class LocalAccess:
         return logs
 
     def fault(self, node: Node, action: str) -> None:
-        """Seam 3 (lab/backends/local_faults.py)."""
+        """Faults (lab/backends/local_faults.py)."""
         local_faults.fault(self.state, node, action, self.credentials())
 
     def close(self) -> None:
@@ -187,7 +186,8 @@ class LocalBackend:
             + ", ".join(m.relpath for m in spec.envoyfilters) + " with Istio's patch semantics",
             f"6. envoy --mode validate, then start Envoy (admin on {where / ADMIN_SOCKET}, "
             "mode 0600)",
-            f"7. wait until /clusters shows all {sts.replicas} hosts of {CLUSTER_PROXY} healthy, "
+            f"7. wait until /clusters shows all {sts.replicas} hosts of {model.PROXY_CLUSTER} "
+            "healthy, "
             f"config_dump has {proof.REDIS_PROXY_FILTER} on the proxy listener, and a key on "
             "every shard round-trips through the proxy without MOVED/ASK",
         ]
@@ -608,7 +608,7 @@ class LocalBackend:
 
     def reconfigure(self, name: str, envoyfilters: Sequence[Path | str],
                     progress: Progress) -> LabState:
-        """Seam 1: swap the extra EnvoyFilters of a running lab; restart only Envoy."""
+        """Swap the extra EnvoyFilters of a running lab; restart only Envoy."""
         state = LabState.load(paths.check_name(name))
         if state is None or state.backend != self.name:
             raise LabError(f"lab {name!r} is not up on backend local")
@@ -645,10 +645,11 @@ class LocalBackend:
         def healthy() -> None:
             if not procs.alive(process):
                 raise LabError(f"envoy exited: {self._log_tail(directory, 'envoy')}")
-            hosts = admin.hosts(CLUSTER_PROXY)
+            hosts = admin.hosts(model.PROXY_CLUSTER)
             ok = [h for h, flags in hosts.items() if flags == "healthy"]
             if len(ok) != expected:
-                raise converge.NotReady(f"{len(ok)}/{expected} hosts of {CLUSTER_PROXY} healthy")
+                raise converge.NotReady(
+                    f"{len(ok)}/{expected} hosts of {model.PROXY_CLUSTER} healthy")
 
         try:
             healthy()

@@ -13,7 +13,6 @@ from typing import Any
 
 from lab import model
 
-CLUSTER = model.PROXY_CLUSTER
 # What istiod adds that the EnvoyFilters do not say (and Kubernetes would add as well).
 ISTIO_SPECIFIC = ("metadata", "last_updated", "version_info")
 
@@ -56,7 +55,7 @@ def parts(config_dump: dict[str, Any], vip: str, port: int = 6379) -> dict[str, 
         f for chain in found.get("filter_chains", []) for f in chain.get("filters", [])]
     return {
         f"listener {vip}_{port} filters": _strip(filters),
-        f"cluster {CLUSTER}": _strip(cluster(config_dump, CLUSTER)),
+        f"cluster {model.PROXY_CLUSTER}": _strip(cluster(config_dump, model.PROXY_CLUSTER)),
     }
 
 

@@ -237,9 +237,10 @@ def plan_lines() -> list[str]:
 
 
 def reconfigure(state: Any, spec: LabSpec) -> Path:
-    """Seam 1 for an istiod lab: rewrite istiod's inputs (the new extra EnvoyFilters are in
-    `spec`), restart istiod (the journal's process), wait until it is ready; Envoy's ADS
-    bootstrap stays as it is (the caller restarts Envoy). Returns the bootstrap's path."""
+    """A mutant lab's extra EnvoyFilters for an istiod lab: rewrite istiod's inputs (the new
+    extra EnvoyFilters are in `spec`), restart istiod (the journal's process), wait until it
+    is ready; Envoy's ADS bootstrap stays as it is (the caller restarts Envoy). Returns the
+    bootstrap's path."""
     block = Block(int(state.extra["loopback_block"]))
     write_inputs(state.directory, spec, block)
     old = next(p for p in state.processes if p.name == NAME)

@@ -74,7 +74,7 @@ class DockerBackend:
             "6. Envoy config: sidecar baseline (virtualOutbound 15001, <VIP>_6379 bind_to_port "
             "false) + " + ", ".join(model.envoyfilter_files(options.mirror)) + " as written",
             "7. istio-proxy container (uid 1337) in redis-client's network namespace; wait for "
-            f"6 healthy hosts of {readiness.CLUSTER_PROXY}",
+            f"6 healthy hosts of {model.PROXY_CLUSTER}",
             "8. relay: nsenter into redis-client's network namespace, Unix socket -> <VIP>:6379",
             f"9. prove the proxy: {proof.REDIS_PROXY_FILTER} on <VIP>_6379, a key on every shard "
             "without MOVED/ASK through the relay (skipped for a mutant lab)",
@@ -372,7 +372,7 @@ class DockerBackend:
         envoy_files.validate(path)
         return path
 
-    # ---- reconfigure (seam 1) -----------------------------------------------------------
+    # ---- reconfigure: a mutant lab's extra EnvoyFilters ---------------------------------
     def reconfigure(self, name: str, envoyfilters: Sequence[Path | str],
                     progress: Progress) -> LabState:
         """Swap the lab's extra EnvoyFilters and restart only the sidecar's Envoy."""

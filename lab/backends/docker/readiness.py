@@ -17,8 +17,6 @@ from lab.topology import Node, Topology
 
 from . import admin
 
-CLUSTER_PROXY = model.PROXY_CLUSTER
-
 
 def node_client(ip: str, credentials: acl.Credentials, timeout: float = 2) -> redis.Redis:
     """The lab's tooling talks to nodes as the lab's admin user."""
@@ -51,10 +49,10 @@ def wait_envoy(socket_path: Path, expected: int, client: Any, container_name: st
         if status in ("exited", "dead"):
             logs = client.containers.get(container_name).logs(tail=5).decode(errors="replace")
             raise LabError(f"Envoy exited: {' | '.join(logs.strip().splitlines())}")
-        hosts = parse_hosts(admin.admin_get(socket_path, CLUSTERS_JSON), CLUSTER_PROXY)
+        hosts = parse_hosts(admin.admin_get(socket_path, CLUSTERS_JSON), model.PROXY_CLUSTER)
         ok = [h for h, flags in hosts.items() if flags == "healthy"]
         if len(ok) != expected:
-            raise NotReady(f"{len(ok)}/{expected} hosts of {CLUSTER_PROXY} healthy")
+            raise NotReady(f"{len(ok)}/{expected} hosts of {model.PROXY_CLUSTER} healthy")
 
     try:
         healthy()

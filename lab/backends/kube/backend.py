@@ -222,7 +222,8 @@ class KubeBackend:
 
     def reconfigure(self, name: str, envoyfilters: Sequence[Path | str],
                     progress: Progress) -> LabState:
-        """Seam 1: not on Kubernetes yet (it would re-apply the EnvoyFilters)."""
+        """Swapping a mutant lab's extra EnvoyFilters: not on Kubernetes yet (it would re-apply
+        the EnvoyFilters)."""
         raise LabError(f"lab {name!r}: reconfigure is not implemented on backend "
                        f"{self.name} yet; bring the lab up with --envoyfilter instead")
 

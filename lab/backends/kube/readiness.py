@@ -11,7 +11,6 @@ from lab import model
 from lab.envoy.admin import parse_hosts
 
 REDIS_PROXY = "envoy.filters.network.redis_proxy"
-REDIS_CLUSTER = model.PROXY_CLUSTER
 
 
 _AGENT_LOG = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+Z\t")
@@ -58,7 +57,7 @@ def sidecar_not_ready(config_dump: str, clusters: str, vip: str, port: int,
         return f"no listener {listener} in the client sidecar"
     if REDIS_PROXY not in filters:
         return f"listener {listener} has filters {filters}, not {REDIS_PROXY}"
-    found = parse_hosts(clusters, REDIS_CLUSTER)
+    found = parse_hosts(clusters, model.PROXY_CLUSTER)
     if len(found) < hosts:
-        return f"{REDIS_CLUSTER} has {len(found)}/{hosts} hosts"
+        return f"{model.PROXY_CLUSTER} has {len(found)}/{hosts} hosts"
     return None

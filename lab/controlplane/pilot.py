@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import paths, versions
+from lab import paths, settings, versions
 from lab.controlplane import istiod_patch
 from lab.errors import LabError
 
@@ -46,10 +46,10 @@ def _pinned_build(path: str) -> bool:
 
 
 def find() -> str | None:
-    override = os.environ.get("REDIS_MESH_LAB_PILOT")
+    override = settings.PILOT.value()
     if override:
         if not (os.path.isfile(override) and os.access(override, os.X_OK)):
-            raise LabError(f"REDIS_MESH_LAB_PILOT={override} is not an executable file")
+            raise LabError(f"{settings.PILOT.name}={override} is not an executable file")
         return override
     cached = cache_dir() / BINARY
     if cached.is_file() and os.access(cached, os.X_OK):

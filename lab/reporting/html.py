@@ -32,7 +32,7 @@ from typing import Any
 import sh
 import yaml
 
-from lab import versions
+from lab import settings, versions
 from lab.conformance.report import links
 from lab.errors import LabError
 from lab.reporting import rundir
@@ -49,7 +49,7 @@ EXPLAIN = {
 
 
 def tools_dir() -> Path:
-    return Path(os.environ.get("REDIS_MESH_LAB_TOOLS", Path.cwd() / ".tools")) / "allure"
+    return (settings.TOOLS.path() or Path.cwd() / ".tools") / "allure"
 
 
 def _stream(line: str) -> None:

@@ -18,7 +18,7 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from lab import binaries, paths
+from lab import binaries, paths, settings
 from lab.errors import LabError
 from lab.versions import Artifact, ToolRelease
 
@@ -62,7 +62,7 @@ def how_to_get(release: ToolRelease) -> str:
     artifact = release.downloads.get(plat)
     where = artifact.url if artifact else f"the {release.name} {release.version} release"
     return (f"put {release.name} {release.version} on PATH or point "
-            f"REDIS_MESH_LAB_{release.name.upper()} at it (from {where})")
+            f"{settings.binary(release.name).name} at it (from {where})")
 
 
 def fetch(url: str, dest: Path) -> None:
@@ -119,10 +119,10 @@ def download(release: ToolRelease) -> Path:
 
 def resolve(release: ToolRelease, allow_download: bool = True) -> str:
     """The path of the pinned kind/istioctl; a LabError says what is missing and how to fix."""
-    override = os.environ.get(f"REDIS_MESH_LAB_{release.name.upper()}")
+    override = settings.binary(release.name).value()
     if override:
         if not (os.path.isfile(override) and os.access(override, os.X_OK)):
-            raise LabError(f"REDIS_MESH_LAB_{release.name.upper()}={override} is not executable")
+            raise LabError(f"{settings.binary(release.name).name}={override} is not executable")
         return override
     wrong: list[str] = []
     on_path = shutil.which(release.name)

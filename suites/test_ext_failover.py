@@ -56,6 +56,8 @@ def _write_figures(request, figures: dict) -> None:
         folder = run_folder(request.config)
     except Exception:
         return
+    if folder is None:  # no --lab-reports: nothing is written
+        return
     (folder / "failover.json").write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
 
 

@@ -266,6 +266,8 @@ def _where(part: dict[str, object]) -> str:
     if part.get("socket"):
         return f"unix:{part['socket']}"
     via = f"  (via {part['via']})" if part.get("via") else ""
+    if not part.get("host") and part.get("via"):
+        return f"via {part['via']}"  # no address of its own (kind: through kubectl exec)
     return f"{part.get('host', '?')}:{part.get('port', '?')}{via}"
 
 

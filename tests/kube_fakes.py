@@ -68,6 +68,10 @@ class RecordingRunner:
             out = CLUSTERS_JSON
         elif text.endswith("GET clusters"):
             out = CLUSTERS
+        elif text.endswith("GET server_info"):
+            out = '{"version": "0a1b2c/1.36.2/Clean/RELEASE/BoringSSL"}'
+        elif text.endswith("redis-cli info server"):
+            out = "# Server\r\nredis_version:7.0.15\r\nredis_mode:cluster\r\n"
         return subprocess.CompletedProcess(argv, 0, out, "")
 
     def commands(self) -> list[str]:

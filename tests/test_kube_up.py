@@ -53,7 +53,17 @@ def test_up_runs_the_plan_and_saves_the_state(lab_home: Path) -> None:
         < cmds.index(create)
     assert f"{k} redis-client-abc -c istio-proxy -- pilot-agent request --log_target=stderr GET " \
         "config_dump" in cmds
-    assert cmds[-1] == f"{k} redis-cluster-0 -c redis -- redis-cli cluster nodes"
+    assert cmds[-3] == f"{k} redis-cluster-0 -c redis -- redis-cli cluster nodes"
+    # the versions the summary shows are read from the running lab, after it is ready
+    assert cmds[-2:] == [f"{k} redis-client-abc -c istio-proxy -- pilot-agent request "
+                         "--log_target=stderr GET server_info",
+                         f"{k} redis-cluster-0 -c redis -- redis-cli info server"]
+    assert (state.envoy_version, state.redis_version) == ("1.36.2", "7.0.15")
+    from lab.cli import _describe
+
+    shown = _describe(state, topology_lines=[])
+    assert "Envoy 1.36.2, Redis 7.0.15" in shown and "?:?" not in shown
+    assert "  admin   via kubectl exec redis-client-abc -c istio-proxy" in shown
     assert (lab_home / "k1" / "kind-config.yaml").read_text().count("kindest/node:v1.21.14@") == 1
 
     assert kinds(api.applied) == [

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
+import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -19,7 +21,7 @@ from lab.state import LabState
 from lab.versions import IstioProfile
 
 from . import diagnostics as diag
-from . import hostcheck, toolchain, tools
+from . import hostcheck, readiness, toolchain, tools
 from . import steps as plan_steps
 from .access import KubeAccess
 from .kubeapi import ClientApi, KubeApi, ref
@@ -103,6 +105,7 @@ class KubeBackend:
         try:
             execute_plan(ex, steps)
             state = self._state(layout, profile, options, ex.context)
+            state.envoy_version, state.redis_version = self._versions(layout, ex)
             state.save()
             return state
         except (LabError, KeyboardInterrupt) as exc:
@@ -155,6 +158,23 @@ class KubeBackend:
                 removed = api.delete(doc) or removed
         return removed
 
+    @staticmethod
+    def _versions(layout: Layout, ex: Executor) -> tuple[str, str]:
+        """Envoy's and Redis's versions as the lab runs them: the client sidecar's
+        /server_info and redis-cluster-0's INFO server ("" where an answer cannot be read)."""
+        envoy = redis = ""
+        with contextlib.suppress(LabError, ValueError, AttributeError):
+            answer = readiness.admin_answer(ex.run(
+                layout.admin_get(ex.context["client_pod"], "server_info"), timeout=60).stdout)
+            found = str(json.loads(answer).get("version", ""))  # <sha>/1.36.2/Clean/RELEASE/...
+            envoy = found.split("/")[1] if "/" in found else found
+        with contextlib.suppress(LabError):
+            info = ex.run(layout.exec_in(f"{model.STATEFULSET}-0", plan_steps.REDIS_CONTAINER,
+                                         "redis-cli", "info", "server"), timeout=30).stdout
+            matched = re.search(r"^redis_version:(\S+)", info, re.M)
+            redis = matched.group(1) if matched else ""
+        return envoy, redis
+
     def _state(self, layout: Layout, profile: IstioProfile, options: UpOptions,
                context: dict[str, Any]) -> LabState:
         spec = model.load_spec(context["redis_vip"], options.read_policy, options.mirror)
@@ -180,7 +200,6 @@ class KubeBackend:
             shards=context["shards"],
             processes=[],
             istio_profile=profile.name,
-            redis_version=versions.REDIS_IMAGE.rsplit(":", 1)[-1],
             created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             extra={
                 "kubeconfig": str(layout.kubeconfig),

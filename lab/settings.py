@@ -34,10 +34,9 @@ class Setting:
     def enabled(self) -> bool:
         return self.value() == "1"
 
-    def seconds(self, default: float) -> float:
-        found = self.value()
-        if found is None:
-            return default
+    def seconds(self) -> float:
+        """A number of seconds; unset: the documented default."""
+        found = self.value() or self.default
         try:
             seconds = float(found)
         except ValueError:

@@ -52,10 +52,18 @@ def test_unset_and_empty_are_the_same(monkeypatch: pytest.MonkeyPatch):
 def test_a_bad_number_of_seconds_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, value):
     monkeypatch.setenv(settings.CLUSTER_CREATE_TIMEOUT.name, value)
     with pytest.raises(LabError, match=f"^REDIS_MESH_LAB_CLUSTER_CREATE_TIMEOUT={value} "):
-        settings.CLUSTER_CREATE_TIMEOUT.seconds(90)
+        settings.CLUSTER_CREATE_TIMEOUT.seconds()
 
 
 def test_every_binary_variable_is_declared():
     for tool in ("envoy", "redis-server", "redis-cli", "redis-benchmark", "kubectl", "kind",
                  "istioctl", "pilot-discovery"):
         assert settings.binary(tool) in settings.ALL
+
+
+def test_an_unset_number_of_seconds_is_the_documented_default(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv(settings.CLUSTER_CREATE_TIMEOUT.name, raising=False)
+    assert settings.CLUSTER_CREATE_TIMEOUT.seconds() == float(settings.CLUSTER_CREATE_TIMEOUT
+                                                              .default) == 90
+    monkeypatch.setenv(settings.CLUSTER_CREATE_TIMEOUT.name, "30")
+    assert settings.CLUSTER_CREATE_TIMEOUT.seconds() == 30

@@ -496,7 +496,7 @@ class LocalBackend:
                         credentials: acl.Credentials) -> None:
         argv = [cli, *credentials.cli_args(), "--cluster", "create",
                 *[n.address for n in nodes], "--cluster-replicas", "1", "--cluster-yes"]
-        timeout = settings.CLUSTER_CREATE_TIMEOUT.seconds(90)
+        timeout = settings.CLUSTER_CREATE_TIMEOUT.seconds()
         try:
             result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
                                     check=False, env={**os.environ, **credentials.cli_env()})

@@ -76,9 +76,7 @@ class Admin:
         return self.get(CLUSTERS_JSON)
 
     def server_version(self) -> str:
-        """"1.40.0" out of "<sha>/1.40.0/Clean/RELEASE/BoringSSL"."""
-        version = str(json.loads(self.get("/server_info")).get("version", ""))
-        return version.split("/")[1] if "/" in version else version
+        return server_version(self.get("/server_info"))
 
     def hosts(self, cluster: str) -> dict[str, str]:
         """{"ip:port": health_flags} of a cluster, from /clusters."""
@@ -103,6 +101,12 @@ _FAILURES = {
     "excluded_via_immediate_hc_fail": "excluded_via_immediate_hc_fail",
     "active_hc_timeout": "active_hc_timeout",
 }
+
+
+def server_version(server_info: str) -> str:
+    """"1.40.0" out of /server_info's "version": "<sha>/1.40.0/Clean/RELEASE/BoringSSL"."""
+    version = str(json.loads(server_info).get("version", ""))
+    return version.split("/")[1] if "/" in version else version
 
 
 def parse_hosts(clusters: str, cluster: str) -> dict[str, str]:

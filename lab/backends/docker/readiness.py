@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ import redis
 from lab import acl, model
 from lab.backends import converge
 from lab.backends.converge import NotReady, retry_until
-from lab.envoy.admin import CLUSTERS_JSON, parse_hosts
+from lab.envoy.admin import CLUSTERS_JSON, parse_hosts, server_version
 from lab.errors import LabError
 from lab.topology import Node, Topology
 
@@ -81,5 +80,4 @@ def redis_version(ip: str, credentials: acl.Credentials) -> str:
 
 
 def admin_version(socket_path: Path) -> str:
-    version = str(json.loads(admin.admin_get(socket_path, "/server_info")).get("version", ""))
-    return version.split("/")[1] if "/" in version else version
+    return server_version(admin.admin_get(socket_path, "/server_info"))

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import json
-import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -14,6 +12,7 @@ from typing import Any
 
 from lab import model, paths, procs, versions
 from lab.backends.base import UpOptions
+from lab.envoy.admin import server_version
 from lab.errors import LabError
 from lab.manifests import Document
 from lab.progress import Progress
@@ -21,7 +20,7 @@ from lab.state import LabState
 from lab.versions import IstioProfile
 
 from . import diagnostics as diag
-from . import hostcheck, readiness, toolchain, tools
+from . import hostcheck, readiness, redisinfo, toolchain, tools
 from . import steps as plan_steps
 from .access import KubeAccess
 from .kubeapi import ClientApi, KubeApi, ref
@@ -164,15 +163,12 @@ class KubeBackend:
         /server_info and redis-cluster-0's INFO server ("" where an answer cannot be read)."""
         envoy = redis = ""
         with contextlib.suppress(LabError, ValueError, AttributeError):
-            answer = readiness.admin_answer(ex.run(
-                layout.admin_get(ex.context["client_pod"], "server_info"), timeout=60).stdout)
-            found = str(json.loads(answer).get("version", ""))  # <sha>/1.36.2/Clean/RELEASE/...
-            envoy = found.split("/")[1] if "/" in found else found
+            envoy = server_version(readiness.admin_answer(ex.run(
+                layout.admin_get(ex.context["client_pod"], "server_info"), timeout=60).stdout))
         with contextlib.suppress(LabError):
             info = ex.run(layout.exec_in(f"{model.STATEFULSET}-0", plan_steps.REDIS_CONTAINER,
                                          "redis-cli", "info", "server"), timeout=30).stdout
-            matched = re.search(r"^redis_version:(\S+)", info, re.M)
-            redis = matched.group(1) if matched else ""
+            redis = redisinfo.info_fields(info).get("redis_version", "")
         return envoy, redis
 
     def _state(self, layout: Layout, profile: IstioProfile, options: UpOptions,

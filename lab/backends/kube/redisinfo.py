@@ -9,7 +9,8 @@ from lab.errors import LabError
 from lab.topology import Topology, from_cluster_slots
 
 
-def cluster_info(text: str) -> dict[str, str]:
+def info_fields(text: str) -> dict[str, str]:
+    """The `key:value` lines of a CLUSTER INFO or INFO reply."""
     info = {}
     for line in text.splitlines():
         key, sep, value = line.strip().partition(":")
@@ -20,7 +21,7 @@ def cluster_info(text: str) -> dict[str, str]:
 
 def formed(text: str, nodes: int) -> bool:
     """CLUSTER INFO says the cluster is up with all its nodes (so `create` must not rerun)."""
-    info = cluster_info(text)
+    info = info_fields(text)
     return info.get("cluster_state") == "ok" and int(info.get("cluster_known_nodes", 0)) >= nodes
 
 

@@ -309,7 +309,7 @@ def _redis_cluster(layout: Layout, spec: LabSpec) -> list[Step]:
 
     def cluster_ok(ex: Executor) -> str | None:
         for ordinal in range(sts.replicas):
-            info = redisinfo.cluster_info(_cluster_info(ex, layout, sts.pod(ordinal)))
+            info = redisinfo.info_fields(_cluster_info(ex, layout, sts.pod(ordinal)))
             if info.get("cluster_state") != "ok":
                 return f"{sts.pod(ordinal)}: cluster_state:{info.get('cluster_state', '?')}"
         # a replica is known to the others only once its MEET and REPLICATE have spread

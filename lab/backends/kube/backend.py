@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lab import model, paths, procs, versions
+from lab import locks, model, paths, procs, versions
 from lab.backends.base import UpOptions
 from lab.envoy.admin import server_version
 from lab.errors import LabError
@@ -20,6 +20,7 @@ from lab.state import LabState
 from lab.versions import IstioProfile
 
 from . import diagnostics as diag
+from . import envoyfilters as kube_filters
 from . import hostcheck, readiness, redisinfo, toolchain, tools
 from . import steps as plan_steps
 from .access import KubeAccess
@@ -177,10 +178,7 @@ class KubeBackend:
         service = spec.service(model.CLIENT_SERVICE)
         client_pod = context["client_pod"]
         mirror = context.get("mirror") or {}
-        applied = [{"apiVersion": d["apiVersion"], "kind": d["kind"],
-                    "metadata": {k: v for k, v in d["metadata"].items()
-                                 if k in ("name", "namespace")}}
-                   for d in context.get("applied", [])]
+        applied = _applied_after([], [], context.get("applied", []))
         return LabState(
             name=layout.lab,
             backend=self.name,
@@ -208,7 +206,9 @@ class KubeBackend:
                 "kind_version": None if layout.existing else profile.kind.version,
                 "node_image": None if layout.existing else profile.node_image,
                 "applied": applied,
+                kube_filters.SYNC_GENERATION: 1 if options.envoyfilters else 0,
             },
+            envoyfilters=[str(Path(f).resolve()) for f in options.envoyfilters],
         )
 
     # -- down, access, diagnostics -------------------------------------------------------
@@ -237,10 +237,36 @@ class KubeBackend:
 
     def reconfigure(self, name: str, envoyfilters: Sequence[Path | str],
                     progress: Progress) -> LabState:
-        """Swapping a mutant lab's extra EnvoyFilters: not on Kubernetes yet (it would re-apply
-        the EnvoyFilters)."""
-        raise LabError(f"lab {name!r}: reconfigure is not implemented on backend "
-                       f"{self.name} yet; bring the lab up with --envoyfilter instead")
+        """Swap a running lab's extra EnvoyFilters through the Kubernetes API; istiod delivers
+        them, and the sync marker (lab.backends.kube.envoyfilters) says when it has."""
+        with locks.lab_lock(paths.check_name(name), "being reconfigured"):
+            state = LabState.load(name)
+            if state is None or state.backend != self.name:
+                raise LabError(f"lab {name!r} is not up on backend {self.name}")
+            layout = layout_of(state)
+            files = [str(Path(f).resolve()) for f in envoyfilters]
+            vip = str(state.proxy["vip"])
+            spec = model.load_spec(vip, state.read_policy, state.mirror_enabled,
+                                   extra_envoyfilters=files)
+            applied = list(state.extra.get("applied", []))
+            generation = int(state.extra.get(kube_filters.SYNC_GENERATION, 0)) + 1
+            ex = Executor(runner=self.runner(layout), api=self.api(layout),
+                          progress=progress, sleep=self._sleep)
+            ex.context.update({plan_steps.VIP.key: vip,
+                               plan_steps.CLIENT_POD.key: state.extra["client_pod"]})
+            try:
+                execute_plan(ex, plan_steps.reconfigure(layout, spec, applied, generation))
+            finally:
+                # recorded even when a step fails: down deletes what was applied, and the
+                # next marker must be a new one (this one may be in the sidecar already)
+                state.extra["applied"] = _applied_after(
+                    applied, kube_filters.stale(applied, spec.all_envoyfilter_documents),
+                    ex.context.get("applied", []))
+                state.extra[kube_filters.SYNC_GENERATION] = generation
+                state.save()
+            state.envoyfilters = files
+            state.save()
+            return state
 
     def access(self, state: LabState) -> KubeAccess:
         return KubeAccess(state, runner=self._runner)
@@ -254,6 +280,29 @@ class KubeBackend:
                 found["kind"] = kind
         return diag.collect(layout, self.runner(layout), found, dest, api=self.api(layout),
                             client_pod=state.extra.get("client_pod"))
+
+
+def _summary(doc: Document) -> Document:
+    """What the state keeps of an applied object: enough to delete it."""
+    return {"apiVersion": doc["apiVersion"], "kind": doc["kind"],
+            "metadata": {k: v for k, v in doc["metadata"].items()
+                         if k in ("name", "namespace")}}
+
+
+def _applied_after(before: Sequence[Document], deleted: Sequence[Document],
+                   applied: Sequence[Document]) -> list[Document]:
+    """The state's list of applied objects, after deleting `deleted` and applying `applied`."""
+    def key(doc: Document) -> tuple[str, str, str]:
+        return (str(doc["kind"]), *kube_filters.identity(doc))
+
+    gone = {key(d) for d in deleted}
+    result = [d for d in before if key(d) not in gone]
+    known = {key(d) for d in result}
+    for doc in applied:
+        if key(doc) not in known:
+            result.append(_summary(doc))
+            known.add(key(doc))
+    return result
 
 
 KIND_NETWORK_ENV = "KIND_EXPERIMENTAL_DOCKER_NETWORK"

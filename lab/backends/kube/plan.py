@@ -203,6 +203,21 @@ class Apply(Step):
 
 
 @dataclass
+class Delete(Step):
+    """Delete objects through the Kubernetes API (absent ones are not an error)."""
+
+    title: str
+    documents: list[Document]
+
+    def describe(self) -> str:
+        return "delete (Kubernetes API): " + ", ".join(ref(d) for d in self.documents)
+
+    def execute(self, ex: Executor) -> None:
+        for doc in self.documents:
+            ex.api.delete(doc)
+
+
+@dataclass
 class Wait(Step):
     """Poll `probe` (None = condition holds, else the reason) until it holds or time is up."""
 
@@ -228,11 +243,21 @@ class Wait(Step):
                 last[0] = reason
                 raise NotReady(reason)
 
+        # time is up when the clock says so or when the pauses alone add up to the timeout
+        # (the same in a real run; with a test's instant sleep, the second ends the wait)
+        slept = [0.0]
+
+        def pause(seconds: float) -> None:
+            slept[0] += seconds
+            ex.sleep(seconds)
+
+        def out_of_time(state: RetryCallState) -> bool:
+            return stop_after_delay(self.timeout)(state) or slept[0] >= self.timeout
+
         try:
-            for attempt in Retrying(stop=stop_after_delay(self.timeout),
-                                    wait=wait_fixed(self.interval),
+            for attempt in Retrying(stop=out_of_time, wait=wait_fixed(self.interval),
                                     retry=retry_if_exception_type(NotReady), reraise=True,
-                                    sleep=ex.sleep):
+                                    sleep=pause):
                 with attempt:
                     check()
         except NotReady:
@@ -271,5 +296,5 @@ def execute_plan(ex: Executor, steps: Sequence[Step]) -> None:
             step.execute(ex)
 
 
-__all__ = ["Apply", "Executor", "Ref", "Resolve", "Run", "Step", "Wait", "WriteFile",
+__all__ = ["Apply", "Delete", "Executor", "Ref", "Resolve", "Run", "Step", "Wait", "WriteFile",
            "execute_plan", "ref", "render_plan"]

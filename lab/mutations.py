@@ -34,9 +34,11 @@ from lab.backends.base import Backend
 from lab.conformance.features import PROFILES
 from lab.errors import LabError
 from lab.progress import Progress
+from lab.state import registry
 
 ALSO = ("Resharding",)  # run with the tutorial profile, as `nox -s e2e` does
 RUN_TIMEOUT = 300
+STOP_TIMEOUT = 120
 
 
 @dataclass
@@ -89,13 +91,41 @@ def run_suite(lab: str, profile: str, also: Sequence[str], failfast: bool,
             argv.append("--ignore-glob=/*/test_ext_*")
         env = {**os.environ, settings.VERDICTS.name: str(out),
                settings.FEATURE_FAILFAST.name: "1" if failfast else "0"}
-        run = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_TIMEOUT,
-                             env=env, check=False)
-        tail = "\n".join((run.stdout + run.stderr).strip().splitlines()[-15:])
+        code, output = _run_bounded(argv, env)
+        tail = "\n".join(output.strip().splitlines()[-15:])
         if not out.is_file():
-            return run.returncode, {}, tail
+            return code, {}, tail
         data = json.loads(out.read_text(encoding="utf-8"))
-        return run.returncode, data["tests"], tail
+        return code, data["tests"], tail
+
+
+def _run_bounded(argv: Sequence[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run the suite for at most RUN_TIMEOUT seconds. Past it, SIGTERM, which pytest's plugin
+    turns into an interruption that takes its variant labs down; SIGKILL only if that does not
+    end it within STOP_TIMEOUT (then `sweep_variants` takes them down)."""
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env=env) as proc:
+        try:
+            output, _ = proc.communicate(timeout=RUN_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                output, _ = proc.communicate(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                output, _ = proc.communicate()
+            stopped = f"timed out after {RUN_TIMEOUT} s (stopped with SIGTERM)"
+            output = f"{output.rstrip()}\n{stopped}"
+        return proc.returncode, output
+
+
+def sweep_variants(backend: Backend, lab: str) -> list[str]:
+    """Take down the variant labs of `lab` that a suite run left behind; their names."""
+    left = [name for name, _, _ in registry() if name.startswith(f"{lab}-v-")]
+    for name in left:
+        with contextlib.suppress(Exception):
+            backend.down(name, Progress(quiet=True))
+    return left
 
 
 def evaluate(name: str, description: str, expected: tuple[str, ...], *, lab: str,
@@ -151,8 +181,13 @@ class _Worker(threading.Thread):
         if mutant is None:
             return evaluate("baseline", "the lab as the manifests define it", (), lab=self.lab,
                             profile="tutorial", reports=self.reports)
-        return evaluate(mutant.name, mutant.description, mutant.expect_fail, lab=self.lab,
-                        profile=mutant.profile, reports=self.reports)
+        try:
+            return evaluate(mutant.name, mutant.description, mutant.expect_fail, lab=self.lab,
+                            profile=mutant.profile, reports=self.reports)
+        finally:
+            left = sweep_variants(self.backend, self.lab)
+            if left:
+                self.progress.say(f"  took down variant labs left behind: {', '.join(left)}")
 
 
 def run(backend_name: str, *, labs: int, only: Sequence[str], reports: Path, prefix: str,

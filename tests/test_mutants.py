@@ -3,6 +3,8 @@ on top of the lab's own EnvoyFilters and changes what it says it changes."""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -142,3 +144,38 @@ def test_real_envoy_accepts_every_entry(tmp_path: Path, mutant: mutants.Mutant):
     boot = bootstrap.build(_config([mutant.path]), ("127.0.0.1", 0), "n",
                            resolve=lambda host, port: ("127.0.0.1", 7000))
     sidecar.validate(sidecar.write(boot, tmp_path / "envoy.json"))
+
+
+def test_a_suite_run_past_its_time_is_stopped_with_sigterm_so_it_can_clean_up(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from lab import mutations
+
+    monkeypatch.setattr(mutations, "RUN_TIMEOUT", 0.5)
+    script = ("import signal, sys, time\n"
+              "def stop(*_):\n    print('variant labs taken down', flush=True); sys.exit(2)\n"
+              "signal.signal(signal.SIGTERM, stop)\nprint('running', flush=True)\n"
+              "while True:\n    time.sleep(0.05)\n")
+    code, output = mutations._run_bounded([sys.executable, "-c", script], dict(os.environ))
+    assert code == 2
+    assert output.splitlines() == ["running", "variant labs taken down",
+                                   "timed out after 0.5 s (stopped with SIGTERM)"]
+
+
+def test_variant_labs_left_behind_by_a_run_are_taken_down(lab_home: Path) -> None:
+    from lab import mutations
+
+    for name in ("mutations-1", "mutations-1-v-auth-0ad5ae", "mutations-1-v-any-12ab34",
+                 "mutations-2-v-auth-0ad5ae", "other"):
+        (lab_home / name).mkdir(parents=True)
+
+    class Downs:
+        def __init__(self) -> None:
+            self.names: list[str] = []
+
+        def down(self, name: str, progress: object) -> bool:
+            self.names.append(name)
+            return True
+
+    backend = Downs()
+    left = mutations.sweep_variants(backend, "mutations-1")  # type: ignore[arg-type]
+    assert left == backend.names == ["mutations-1-v-any-12ab34", "mutations-1-v-auth-0ad5ae"]

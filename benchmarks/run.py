@@ -34,6 +34,11 @@ ROOT = Path(__file__).resolve().parent.parent
 REPORTS = ROOT / "reports"
 
 
+# The most `up` may take to ready, per backend: a kind lab creates a Kubernetes cluster and
+# installs Istio first (issue #25: at most 120 s with everything cached)
+READY_TARGET_S = {"local": 5.0, "docker": 5.0, "kind": 120.0}
+
+
 def time_to_ready(backend_name: str, ups: int, progress: Progress) -> dict[str, Any]:
     """Wall time of Backend.up (the same call `redis-mesh-lab up` makes) until ready."""
     backend, samples = get_backend(backend_name), []
@@ -49,7 +54,7 @@ def time_to_ready(backend_name: str, ups: int, progress: Progress) -> dict[str, 
         progress.say(f"  TimeToReady {backend_name} {index + 1}/{ups}: {samples[-1]:.2f} s")
     return {"backend": backend_name, "samples_s": [round(s, 3) for s in samples],
             "median_s": round(statistics.median(samples), 3), "min_s": round(min(samples), 3),
-            "max_s": round(max(samples), 3), "target_s": 5.0}
+            "max_s": round(max(samples), 3), "target_s": READY_TARGET_S.get(backend_name)}
 
 
 def suite_run(name: str) -> dict[str, Any]:

@@ -184,9 +184,10 @@ def markdown(figures: dict[str, Any], drawn: list[tuple[str, str]], out: Path) -
             lines += [f"**TimeToReady** ({entry['backend']} backend): `up` failed: "
                       f"{entry.get('error', '?')}", ""]
             continue
+        target = f" (target <= {entry['target_s']:g} s)" if entry.get("target_s") else ""
         lines += [f"**TimeToReady** ({entry['backend']} backend): median {entry['median_s']} s, "
                   f"min {entry['min_s']} s, max {entry['max_s']} s over "
-                  f"{len(entry['samples_s'])} runs (target <= {entry['target_s']:g} s).", ""]
+                  f"{len(entry['samples_s'])} runs{target}.", ""]
     if "SuiteRun" in figures:
         suite = figures["SuiteRun"]
         lines += [f"**Tutorial profile run** (attached lab, includes pytest start-up): "

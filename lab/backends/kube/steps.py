@@ -407,9 +407,9 @@ def sync_steps(layout: Layout, generation: int) -> list[Step]:
         Apply(f"Apply the sync marker (generation {generation})",
               f"{NAMESPACE}/{envoyfilters.SYNC_NAME}", [marker]),
         Wait("Wait for istiod to deliver the EnvoyFilters",
-             f"the client sidecar's config_dump has cluster "
-             f"{envoyfilters.marker_cluster(generation)} and listeners of the same push or a "
-             f"later one ({_dump_cmd(layout)})", 180, synced, interval=1),
+             f"the client sidecar's config_dump has the cluster and the active listener "
+             f"{envoyfilters.marker_cluster(generation)} ({_dump_cmd(layout)})",
+             180, synced, interval=1),
     ]
 
 

@@ -600,10 +600,12 @@ class LocalBackend:
 
     def _wait_ready(self, admin: Admin, mutant: bool, expected: int, process: Process,
                     directory: Path) -> None:
-        """A mutant lab is ready once Envoy is LIVE: the suite judges its proxy, not `up`."""
-        if mutant:
-            local_envoy.wait_live(admin, process, lambda: self._log_tail(directory, "envoy"))
-        else:
+        """A mutant lab is ready once Envoy is LIVE: the suite judges its proxy, not `up`.
+        Any other also needs every Redis node as a healthy host. LIVE comes first: Envoy
+        takes the clusters before the listeners, and fed by istiod it is LIVE only once its
+        first listeners have arrived (the hosts alone do not say so)."""
+        local_envoy.wait_live(admin, process, lambda: self._log_tail(directory, "envoy"))
+        if not mutant:
             self._wait_envoy(admin, expected, process, directory)
 
     def reconfigure(self, name: str, envoyfilters: Sequence[Path | str],

@@ -17,24 +17,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from lab import model
 from lab.manifests import Document
 
 from .layout import NAMESPACE
 
 SYNC_NAME = "redis-mesh-lab-sync"
 SYNC_GENERATION = "sync_generation"  # the state's record of the last marker applied
-
-
-def lab_envoyfilters(vip: str, read_policy: str, mirror: bool,
-                     extra: Sequence[Path | str] = ()) -> list[Document]:
-    """What the cluster holds for a lab: its own EnvoyFilters, then `extra` (one of the same
-    namespace and name replaces the lab's own, as `kubectl apply` of an edited copy does)."""
-    spec = model.load_spec(vip, read_policy, mirror, extra_envoyfilters=extra)
-    return spec.all_envoyfilter_documents
 
 
 def identity(doc: Document) -> tuple[str, str]:

@@ -49,9 +49,10 @@ def images(profile: IstioProfile) -> tuple[str, ...]:
     return (versions.REDIS_IMAGE, *profile.istio_images)
 
 
-def preview_spec(options: UpOptions, redis_image: str = versions.REDIS_IMAGE) -> LabSpec:
-    return model.load_spec(VIP.label, options.read_policy, options.mirror,
-                           redis_image=redis_image)
+def preview_spec(options: UpOptions, redis_image: str = versions.REDIS_IMAGE,
+                 vip: str = VIP.label) -> LabSpec:
+    return model.load_spec(vip, options.read_policy, options.mirror,
+                           extra_envoyfilters=options.envoyfilters, redis_image=redis_image)
 
 
 # --- probes and resolvers (run time only) -------------------------------------------------
@@ -337,20 +338,10 @@ def _mesh(layout: Layout, spec: LabSpec, options: UpOptions) -> list[Step]:
                          f"{model.CLIENT_SERVICE} .spec.clusterIP",
                          lambda ex: ex.api.cluster_ip(NAMESPACE, model.CLIENT_SERVICE)))
 
-    extra = tuple(options.envoyfilters)
-
     def render_filters(context: dict[str, Any]) -> list[Document]:
-        return envoyfilters.lab_envoyfilters(context[VIP.key], options.read_policy,
-                                             options.mirror, extra)
+        return preview_spec(options, vip=context[VIP.key]).all_envoyfilter_documents
 
-    sources = [m.relpath for m in spec.envoyfilters] + [str(f) for f in extra]
-    steps.append(Apply(
-        "Apply the EnvoyFilters" + (" (and the extra ones)" if extra else ""),
-        " + ".join(sources),
-        envoyfilters.lab_envoyfilters(VIP.label, options.read_policy, options.mirror, extra),
-        render=render_filters,
-        note=f"shown with {VIP.label}; re-rendered at run time with the Service's cluster IP "
-             "(${REDIS_VIP}), as the tutorial's sed does"))
+    steps.append(_apply_envoyfilters(spec, render=render_filters))
 
     def client(ex: Executor) -> str:
         return str(_pods_running(ex, CLIENT_LABEL, 1)[0].name)
@@ -359,7 +350,7 @@ def _mesh(layout: Layout, spec: LabSpec, options: UpOptions) -> list[Step]:
                          f"{CLIENT_POD.label}: Kubernetes API, list pods -n {NAMESPACE} "
                          f"-l {CLIENT_LABEL}", client))
 
-    if extra:
+    if spec.extra_envoyfilters:
         # a lab with extra EnvoyFilters is judged by the suite, not refused: ready once
         # istiod has delivered them (lab.backends.kube.envoyfilters), whatever they do
         steps += sync_steps(layout, 1)
@@ -446,18 +437,28 @@ def reconfigure(layout: Layout, spec: LabSpec, applied: Sequence[Document],
     """Swap a running lab's extra EnvoyFilters (`spec`'s): delete those it no longer has,
     apply the lab's own and the extra ones, then the sync marker; back to the lab itself (no
     extra), ready again means what `up` means."""
-    wanted = spec.all_envoyfilter_documents
-    extra = [m.relpath for m in spec.extra_envoyfilters]
     steps: list[Step] = []
-    gone = envoyfilters.stale(applied, wanted)
+    gone = envoyfilters.stale(applied, spec.all_envoyfilter_documents)
     if gone:
         steps.append(Delete("Delete the extra EnvoyFilters no longer wanted", gone))
-    steps.append(Apply("Apply the EnvoyFilters" + (" and the extra ones" if extra else ""),
-                       " + ".join([m.relpath for m in spec.envoyfilters] + extra), wanted))
+    steps.append(_apply_envoyfilters(spec))
     steps += sync_steps(layout, generation)
-    if not extra:
+    if not spec.extra_envoyfilters:
         steps.append(sidecar_wait(layout, spec))
     return steps
+
+
+def _apply_envoyfilters(spec: LabSpec,
+                        render: Callable[[dict[str, Any]], list[Document]] | None = None,
+                        ) -> Apply:
+    """The lab's own EnvoyFilters, then the extra ones (one with the name of the lab's own
+    replaces it, as `kubectl apply` of an edited copy does)."""
+    extra = [m.relpath for m in spec.extra_envoyfilters]
+    note = (f"shown with {VIP.label}; re-rendered at run time with the Service's cluster IP "
+            "(${REDIS_VIP}), as the tutorial's sed does") if render else ""
+    return Apply("Apply the EnvoyFilters" + (" and the extra ones" if extra else ""),
+                 " + ".join([m.relpath for m in spec.envoyfilters] + extra),
+                 spec.all_envoyfilter_documents, render=render, note=note)
 
 
 def build(layout: Layout, profile: IstioProfile, options: UpOptions) -> list[Step]:

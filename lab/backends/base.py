@@ -78,6 +78,9 @@ FAULTS = ("kill", "stop", "start", "freeze", "unfreeze", "isolate", "reconnect")
 
 class Backend(Protocol):
     name: str
+    # how many variant labs (lab.conformance.variants) may be up beside the session lab:
+    # None, no limit; 0, none (the backend holds one lab per cluster)
+    variant_capacity: int | None
 
     def dry_run(self, options: UpOptions) -> str:
         """The exact plan `up` would carry out, as text; changes nothing."""

@@ -167,6 +167,7 @@ def _redis_major(server: str) -> int:
 
 class LocalBackend:
     name = "local"
+    variant_capacity: int | None = None
 
     # ---- plan ---------------------------------------------------------------------------
     def dry_run(self, options: UpOptions) -> str:

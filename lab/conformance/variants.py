@@ -2,7 +2,9 @@
 
 A test that needs a configuration other than the session lab's (another read policy, a 50%
 mirror, downstream AUTH, a health check) asks the `lab_variant` fixture for a `Variant`; each
-distinct variant is brought up once per session and taken down at its end.
+distinct variant is brought up once per session and taken down at its end. A backend whose
+labs are costly caps how many are up at once (`Backend.variant_capacity`): beyond it, the
+least recently used variant is taken down, and brought up again if a later test asks for it.
 
 A variant starts from the session lab and changes only what it names: the session lab's mirror
 setting and its extra EnvoyFilters (a mutant's) are kept, the mutant's filters applied AFTER
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from lab import paths
 
 if TYPE_CHECKING:
-    from lab.backends import UpOptions
+    from lab.backends import Backend, UpOptions
     from lab.handle import Lab
     from lab.progress import Progress
 
@@ -56,19 +58,29 @@ class VariantLabs:
     """The variants of one session lab, brought up on demand and all taken down by `close`."""
 
     def __init__(self, base: Lab, options: Callable[[str], UpOptions],
-                 progress: Callable[[], Progress]) -> None:
+                 progress: Callable[[], Progress], backend: Backend | None = None) -> None:
+        from lab.backends import get_backend
+
         self.base = base
+        self._backend = backend or get_backend(base.state.backend)
         self._options = options  # UpOptions for a lab name (backend-specific fields filled)
         self._progress = progress
         self._labs: dict[Variant, Lab] = {}
-        self._backend_name = base.state.backend
 
     def get(self, variant: Variant) -> Lab:
-        from lab.backends import get_backend
         from lab.handle import Lab
 
         if variant in self._labs:
+            self._labs[variant] = self._labs.pop(variant)  # the most recently used, last
             return self._labs[variant]
+        backend = self._backend
+        capacity = backend.variant_capacity
+        if capacity == 0:
+            raise NotImplementedError(
+                f"backend {backend.name} holds one lab per cluster; a variant needs a "
+                "lab of its own (run the extended profile with --lab-backend kind)")
+        while capacity is not None and len(self._labs) >= capacity:
+            self._down(next(iter(self._labs)))  # the least recently used
         inherited = [str(p) for p in self.base.state.envoyfilters]
         extra = [str(p) for p in variant.filter_paths()] + inherited
         name = variant_name(self.base.name, variant)
@@ -81,10 +93,9 @@ class VariantLabs:
         if variant.spare_pods:
             fields["spare_pods"] = variant.spare_pods
         options = dataclasses.replace(self._options(name), **fields)
-        backend = get_backend(self._backend_name)
         progress = self._progress()
         progress.say(f"\nprovisioning variant lab {name!r} ({variant.label}) "
-                     f"on backend {self._backend_name}")
+                     f"on backend {backend.name}")
         state = backend.up(options, progress)
         handle = Lab(state, backend.access(state))
         self._labs[variant] = handle
@@ -93,11 +104,13 @@ class VariantLabs:
     def handles(self) -> list[Lab]:
         return list(self._labs.values())
 
-    def close(self) -> None:
-        from lab.backends import get_backend
+    def _down(self, variant: Variant) -> None:
         from lab.progress import Progress
 
-        for handle in self._labs.values():
-            handle.close()
-            get_backend(self._backend_name).down(handle.name, Progress(quiet=True))
-        self._labs.clear()
+        handle = self._labs.pop(variant)
+        handle.close()
+        self._backend.down(handle.name, Progress(quiet=True))
+
+    def close(self) -> None:
+        while self._labs:
+            self._down(next(iter(self._labs)))

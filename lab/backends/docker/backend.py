@@ -55,6 +55,7 @@ ACL_FILE = "/conf/users.acl"
 
 class DockerBackend:
     name = "docker"
+    variant_capacity: int | None = None
 
     def dry_run(self, options: UpOptions) -> str:
         sts_pods = ", ".join(f"redis-cluster-{i}" for i in range(6))

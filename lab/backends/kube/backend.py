@@ -50,6 +50,9 @@ class KubeBackend:
                  ) -> None:
         self.existing = existing
         self.name = "existing" if existing else "kind"
+        # a kind lab is a whole cluster: two variants at a time; an existing cluster holds
+        # one lab (its namespace redis): no variant at all
+        self.variant_capacity: int | None = 0 if existing else 2
         self._runner = runner
         self._api = api
         self._sleep = sleep

@@ -235,6 +235,11 @@ class _Signals:
     nesting = 0  # interruptible() within interruptible(): the pytest plugin, then a backend's up
 
 
+def interrupted() -> int | None:
+    """Within an `interruptible()`: the signal that interrupted it, if one did."""
+    return _Signals.fired[0] if _Signals.nesting and _Signals.fired else None
+
+
 @contextlib.contextmanager
 def _critical() -> Iterator[None]:
     """A signal arriving within is raised only at its end (after the journal is updated).

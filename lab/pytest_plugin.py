@@ -477,6 +477,7 @@ def lab_variant(request: pytest.FixtureRequest, lab: Lab) -> Iterator[Any]:
     from lab.backends import UpOptions
     from lab.conformance.variants import Variant, VariantLabs
     from lab.errors import LabError
+    from lab.procs import Interrupted, interrupted, interruptible
     from lab.progress import Progress
 
     config = request.config
@@ -495,6 +496,8 @@ def lab_variant(request: pytest.FixtureRequest, lab: Lab) -> Iterator[Any]:
                 except NotImplementedError as exc:
                     pytest.skip(f"variant {variant.label}: {exc}")
                 except LabError as exc:
+                    if (signum := interrupted()) is not None:  # an up that was interrupted
+                        raise Interrupted(signum) from None  # ends the run, as Ctrl-C does
                     pytest.fail(f"could not provision variant lab {variant.label}: {exc}",
                                 pytrace=False)
 
@@ -502,7 +505,8 @@ def lab_variant(request: pytest.FixtureRequest, lab: Lab) -> Iterator[Any]:
             return labs.handles()
 
     try:
-        yield Provide()
+        with interruptible():  # SIGTERM/SIGHUP end the run like Ctrl-C: the variants go down
+            yield Provide()
     finally:
         labs.close()
 

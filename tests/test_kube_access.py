@@ -207,14 +207,28 @@ def test_without_the_kube_extra_the_error_is_one_line(monkeypatch, tmp_path):
 
 
 class NodeRunner(RecordingRunner):
-    """The kind node's container runtime: one redis container per pod, which answers PING;
+    """The kind node's container runtime: one redis container per pod, which answers PING,
+    paused and resumed by ctr (a killed one is restarted, as kubelet does, as `beef`);
     pilot-agent's early log line on stdout before an admin answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.task, self.status = "c0ffee", "RUNNING"
 
     def run(self, argv, input=None, check=True, timeout=None):  # type: ignore[no-untyped-def]
         done = super().run(argv, input=input, check=check, timeout=timeout)
         text = " ".join(argv)
         if "crictl ps" in text:
-            done.stdout = "c0ffee\n"
+            done.stdout = f"{self.task}\n"
+        elif "tasks ls" in text:
+            done.stdout = f"TASK PID STATUS\n{self.task} 4242 {self.status}\n"
+        elif "tasks pause" in text:
+            self.status = "PAUSED"
+        elif "tasks resume" in text:
+            assert self.status == "PAUSED", "ctr: cannot resume a running process"
+            self.status = "RUNNING"
+        elif "tasks kill" in text:
+            self.task, self.status = "beef", "RUNNING"
         elif text.endswith("redis-cli ping"):
             done.stdout = "PONG\n"
         elif "pilot-agent request" in text:
@@ -237,6 +251,9 @@ def test_faults_pause_resume_and_kill_the_pods_container(lab_home: Path, kubectl
     assert runner.commands()[-1].endswith("redis-cluster-4 -c redis -- redis-cli ping")
     access.fault(node, "kill")
     assert runner.commands()[-1].endswith("ctr -n k8s.io tasks kill --signal SIGKILL c0ffee")
+    access.fault(node, "start")  # kubelet restarted it: nothing to resume, it answers PING
+    assert not [c for c in runner.commands()[-3:] if "tasks resume" in c]
+    assert runner.commands()[-1].endswith("redis-cluster-4 -c redis -- redis-cli ping")
     with pytest.raises(LabError, match="not available on backend kind"):
         access.fault(node, "isolate")
 

@@ -24,6 +24,9 @@ from .tools import kubectl
 MIRROR_NODE = "redis-mirror"
 CLIENT_CONTAINER = "redis-client"
 FORWARD_READY_TIMEOUT = 20.0
+# a killed container is restarted by kubelet, after a back-off that doubles from 10 s when it
+# is killed again soon (CrashLoopBackOff)
+RESTART_TIMEOUT = 90.0
 # fault -> `ctr tasks` arguments (see KubeAccess.fault)
 _CTR: dict[str, tuple[str, ...]] = {
     "kill": ("kill", "--signal", "SIGKILL"), "stop": ("pause",), "start": ("resume",),
@@ -151,7 +154,8 @@ class KubeAccess:
         the pod's redis container). Kubernetes restarts a container that exits, so `stop`
         freezes it (pause) and `start` thaws it: to the cluster and the proxy a stopped node
         is one that no longer answers, as a stopped process is. `kill` sends SIGKILL; kubelet
-        then restarts the container."""
+        then restarts the container, so a `start` after it resumes nothing and waits for the
+        restarted container to answer."""
         if action in ("isolate", "reconnect"):
             raise LabError(f"fault {action!r}: not available on backend {self.state.backend}")
         if self.layout.cluster is None:
@@ -167,17 +171,32 @@ class KubeAccess:
                                  f"io.kubernetes.pod.name={pod}", "--label",
                                  f"io.kubernetes.pod.namespace={NAMESPACE}"], timeout=30)
         ids = found.stdout.split()
+        if action in ("start", "unfreeze"):
+            # a paused container is resumed; a killed one kubelet restarts by itself (there
+            # may be none running yet): either way, done when the node answers
+            if len(ids) == 1 and self._paused(node_container, ids[0]):
+                self.runner.run(["docker", "exec", node_container, "ctr", "-n", "k8s.io",
+                                 "tasks", *_CTR[action], ids[0]], timeout=30)
+            self._wait_ping(pod, container, RESTART_TIMEOUT)
+            return
         if len(ids) != 1:
             raise LabError(f"{pod}: {len(ids)} running {container} containers, not 1")
         self.runner.run(["docker", "exec", node_container, "ctr", "-n", "k8s.io", "tasks",
                          *_CTR[action], ids[0]], timeout=30)
-        if action in ("start", "unfreeze"):
-            self._wait_ping(pod, container)
 
-    def _wait_ping(self, pod: str, container: str) -> None:
+    def _paused(self, node_container: str, container_id: str) -> bool:
+        listed = self.runner.run(["docker", "exec", node_container, "ctr", "-n", "k8s.io",
+                                  "tasks", "ls"], timeout=30)
+        for line in listed.stdout.splitlines():  # TASK PID STATUS
+            fields = line.split()
+            if fields and fields[0] == container_id:
+                return fields[-1] == "PAUSED"
+        return False
+
+    def _wait_ping(self, pod: str, container: str, timeout: float) -> None:
         argv = self._exec(pod, container, "redis-cli", "ping")
 
-        @retry(stop=stop_after_delay(FORWARD_READY_TIMEOUT), wait=wait_fixed(0.2),
+        @retry(stop=stop_after_delay(timeout), wait=wait_fixed(0.2),
                retry=retry_if_exception_type(LabError), reraise=True)
         def answers() -> None:
             result = self.runner.run(argv, check=False, timeout=30)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Iterable
@@ -36,6 +37,8 @@ from lab.monitor import MonitorCapture
 from lab.state import LabState
 from lab.topology import Node, Topology, from_cluster_slots
 
+# what says where a proxy connection goes, per connection class: TCP, Unix socket, kube pipe
+_WHERE = ("host", "port", "path", "argv")
 
 class Lab:
     def __init__(self, state: LabState, access: Access) -> None:
@@ -44,6 +47,8 @@ class Lab:
         self._clients: dict[tuple[str, bool], redis.Redis] = {}
         self._proxy: redis.Redis | None = None
         self._extra: list[redis.Redis] = []
+        # (connection, its stream): closing both ends a pipe's process too
+        self._streams: list[tuple[Any, socket.socket]] = []
         self.captures: list[MonitorCapture] = []  # this test's, attached on failure
         self.faults = Faults(self._access.fault, self._node)
 
@@ -117,6 +122,30 @@ class Lab:
             connection_class=pool.connection_class, **kwargs))
         self._extra.append(client)
         return client
+
+    def plain_proxy_client(self, **settings: Any) -> redis.Redis:
+        """A new client through the proxy with redis-py's own defaults (its protocol, no
+        timeout) except `settings`, as an application would make one; closed with the lab.
+        Its connections are of the lab's own kind (TCP, a Unix socket, a pipe out of the
+        client pod)."""
+        pool = self.proxy.connection_pool
+        where = {k: v for k, v in pool.connection_kwargs.items() if k in _WHERE}
+        client = redis.Redis(connection_pool=redis.ConnectionPool(
+            connection_class=pool.connection_class, **where, **settings))
+        self._extra.append(client)
+        return client
+
+    def proxy_stream(self, timeout: float) -> socket.socket:
+        """A byte stream to the proxy and nothing else: no handshake (redis-py's HELLO or
+        CLIENT SETINFO), for a client that speaks RESP by hand. Closed with the lab."""
+        pool = self.proxy.connection_pool
+        where = {k: v for k, v in pool.connection_kwargs.items() if k in _WHERE}
+        connection = pool.connection_class(**where, socket_timeout=timeout)
+        # every connection class opens its stream here, before redis-py's own handshake
+        stream: socket.socket = connection._connect()
+        stream.settimeout(timeout)
+        self._streams.append((connection, stream))
+        return stream
 
     def client(self, node: Node | str, *, readonly: bool = False) -> redis.Redis:
         """A direct client of one node (or of the mirror: `lab.client(lab.mirror)`).
@@ -299,6 +328,12 @@ class Lab:
             with contextlib.suppress(Exception):
                 extra.close()
         self._extra.clear()
+        for connection, stream in self._streams:
+            with contextlib.suppress(Exception):
+                stream.close()
+            with contextlib.suppress(Exception):
+                connection.disconnect()
+        self._streams.clear()
         if self._proxy is not None:
             with contextlib.suppress(Exception):
                 self._proxy.close()

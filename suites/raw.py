@@ -4,8 +4,6 @@ text is visible."""
 
 from __future__ import annotations
 
-import socket
-
 
 def _encode(*args: str) -> bytes:
     parts = [f"*{len(args)}\r\n".encode()]
@@ -19,13 +17,7 @@ class Raw:
     """One plain connection to the proxy, speaking RESP2 by hand (replies kept as raw lines)."""
 
     def __init__(self, lab, timeout: float = 10) -> None:
-        kwargs = lab.proxy.connection_pool.connection_kwargs
-        if "path" in kwargs:
-            self.sock = socket.socket(socket.AF_UNIX)
-            self.sock.connect(kwargs["path"])
-        else:
-            self.sock = socket.create_connection((kwargs["host"], kwargs["port"]))
-        self.sock.settimeout(timeout)
+        self.sock = lab.proxy_stream(timeout)
         self.file = self.sock.makefile("rb")
 
     def reply(self) -> object:

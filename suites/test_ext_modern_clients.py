@@ -31,10 +31,7 @@ FALLS_BACK_TO_RESP2 = hasattr(redis.connection.AbstractConnection, "_fallback_to
 
 def _client(lab, **overrides) -> redis.Redis:
     """A new client of the proxy's address, with redis-py's defaults except `overrides`."""
-    kwargs = lab.proxy.connection_pool.connection_kwargs
-    where = ({"unix_socket_path": kwargs["path"]} if "path" in kwargs
-             else {"host": kwargs["host"], "port": kwargs["port"]})
-    return redis.Redis(**where, socket_timeout=10, **overrides)
+    return lab.plain_proxy_client(socket_timeout=10, **overrides)
 
 
 def _round_trip(lab, client: redis.Redis) -> dict[str, str]:

@@ -16,6 +16,7 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from lab import waits
 from lab.topology import Node
 
 UNDO = {"kill": "start", "stop": "start", "freeze": "unfreeze", "isolate": "reconnect"}
@@ -37,7 +38,8 @@ class Faults:
 
     def _do(self, node: Node | str, action: str) -> Node:
         target = self._resolve(node)
-        self._inject(target, action)
+        with waits.waiting(waits.FAULT):
+            self._inject(target, action)
         self.history.append(Fault(target, action))
         reverted = [f for f in self.active if f.node == target and UNDO[f.action] == action]
         if reverted:

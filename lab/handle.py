@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 
-from lab import binaries, model
+from lab import binaries, model, waits
 from lab.backends.base import Access
 from lab.envoy.admin import (
     CLUSTERS_JSON,
@@ -263,6 +263,10 @@ class Lab:
         once, before the proxy's last write reached the replica (a read policy test then reads
         a stale replica, now and then).
         """
+        with waits.waiting(waits.REPLICATION):
+            return self._wait_replicated(master, timeout_ms)
+
+    def _wait_replicated(self, master: Node, timeout_ms: int) -> int:
         client = self.client(master)
         info = client.info("replication")
         target = int(info["master_repl_offset"])

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from lab import waits
 from lab.topology import Node
 
 CHATTER = frozenset({"PING", "CLUSTER", "REPLCONF", "INFO", "ECHO", "COMMAND", "SELECT"})
@@ -247,7 +248,7 @@ class MonitorCapture:
         With `quiet`, give up early once no stream has received anything for that long.
         """
         deadline = time.monotonic() + timeout
-        with self._seen:
+        with waits.waiting(waits.MONITOR), self._seen:
             while True:
                 for window in self._windows:
                     window.advance()

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from lab import waits
 from lab.conformance import options
 from lab.conformance.features import ALL, PROFILES
 from lab.conformance.report import INCOMPLETE, Collector
@@ -64,6 +65,7 @@ _GONE = pytest.StashKey[str]()  # the lab taken down under the run
 _FEATURES = "redis_mesh_lab_features"
 _IMPLEMENTATION = "redis_mesh_lab_implementation"
 MEASUREMENT = "redis_mesh_lab_measurement"  # (name, figures) as JSON: record_measurement
+_WAITS = "redis_mesh_lab_waits"  # what a test waited on, per timer (lab.waits), as JSON
 _TITLE = "redis_mesh_lab_title"
 _WORKER_RUN = "redis_mesh_lab_run"
 _WORKER_NAME = "redis_mesh_lab_name"
@@ -327,7 +329,7 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
         signals.enter_context(interruptible())  # stop the run like Ctrl-C: the lab goes down
         try:
             _reclaim(name, progress)
-            state = backend.up(up, progress)
+            state = waits.counted(waits.PROVISIONING)(backend.up)(up, progress)
             _own(name, keep)
         except LabError as exc:
             signals.close()
@@ -630,6 +632,11 @@ def implementation_parameters(implementation: dict[str, Any]) -> dict[str, str]:
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    if call.when == "teardown":  # what the test waited on, into this last report of it
+        taken = waits.taken()  # (also under xdist), then into the conformance report
+        if taken:
+            item.user_properties.append((_WAITS, json.dumps(
+                {name: [t.count, round(t.seconds, 3)] for name, t in taken.items()})))
     report = yield
     if report.failed and _features(item) and item.config.stash.get(_GONE, None) is None:
         handle = getattr(item, "funcargs", {}).get("lab")
@@ -680,6 +687,9 @@ class _Recorder:
             if key == MEASUREMENT:
                 name, figures = json.loads(str(value))
                 self.collector.record_measurement(name, figures)
+            elif key == _WAITS:
+                self.collector.record_waits({name: waits.Tally(int(c), float(s))
+                                             for name, (c, s) in json.loads(str(value)).items()})
         if _FEATURES not in props:
             return
         if _VERDICT in props:
@@ -698,6 +708,13 @@ class _Recorder:
         features = tuple(str(props[_FEATURES]).split(","))
         self.collector.record(report.nodeid, features, report.when, outcome, reason,
                               title=str(props.get(_TITLE, "")))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    waits.reset()  # the ledger is this test's from its setup (a lab it brings up included)
+
+
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -14,6 +14,7 @@ import time
 import allure
 from tenacity import retry, stop_after_delay, wait_fixed
 
+from lab import waits
 from lab.model import PROXY_CLUSTER
 from lab.slots import key_slot
 from lab.topology import from_cluster_slots
@@ -127,7 +128,8 @@ def assert_lab_as_at_up(lab, timeout: float = 30) -> None:
         assert set(hosts.values()) == {"healthy"}, hosts
         assert proxy_routes_by_itself(lab), "Envoy still follows redirections: stale slot map"
 
-    with allure.step("the lab is as at up: cluster_state:ok, slots and roles, Envoy healthy"):
+    with allure.step("the lab is as at up: cluster_state:ok, slots and roles, Envoy healthy"), \
+            waits.waiting(waits.NODE_TIMEOUT):
         healthy()
 
 
@@ -182,6 +184,11 @@ def restore_roles(lab, timeout: float = 30) -> list[str]:
 def heal(lab, timeout: float = 60) -> None:
     """Put roles back and prove the lab as at up; repeated until `timeout`, because a replica
     may still be promoted a moment after a fault was undone (a FAIL flag outlives the fault)."""
+    with waits.waiting(waits.NODE_TIMEOUT):
+        _heal(lab, timeout)
+
+
+def _heal(lab, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
         restore_roles(lab, timeout=max(1.0, deadline - time.monotonic()))
@@ -210,7 +217,8 @@ class NoFailover:
         # a master's FAIL flag outlives its fault (cleared 2 x node timeout later): allowing
         # failovers before it is gone would let the replica take over after all
         deadline = time.monotonic() + 30
-        while failure_flags(self.lab) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        with waits.waiting(waits.NODE_TIMEOUT):
+            while failure_flags(self.lab) and time.monotonic() < deadline:
+                time.sleep(0.1)
         for client in self.clients:
             client.execute_command("CONFIG", "SET", "cluster-replica-no-failover", "no")

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 
 from redis.crc import key_slot
 
+from lab import waits
 from lab.handle import Lab
 from lab.topology import Shard, Topology
 
@@ -195,13 +196,14 @@ def wait_proxy_settled(lab: Lab, keys: list[bytes], seconds: float = 10) -> bool
     test moved slots, Envoy's slot map may lag until its next refresh. Gives up (False) at
     the deadline; the caller's assertions then judge the proxy as it is."""
     deadline = time.monotonic() + seconds
-    while True:
-        before = moved_and_ask_by_node(lab)
-        through_proxy(lab, [("GET", k) for k in keys])
-        if moved_and_ask_by_node(lab) == before:
-            return True
-        if time.monotonic() >= deadline:
-            return False
+    with waits.waiting(waits.REFRESH):
+        while True:
+            before = moved_and_ask_by_node(lab)
+            through_proxy(lab, [("GET", k) for k in keys])
+            if moved_and_ask_by_node(lab) == before:
+                return True
+            if time.monotonic() >= deadline:
+                return False
 
 
 def wait_all_replicated(lab: Lab) -> None:

@@ -28,6 +28,8 @@ import time
 import allure
 import pytest
 
+from lab import waits
+
 from .discovery import CLUSTER_REFRESH_RATE_S, failed_refreshes
 from .health import heal
 from .keys import per_shard, text
@@ -72,6 +74,7 @@ def _without(lab, dead, seconds: float = 15):
         time.sleep(0.05)
 
 
+@waits.counted(waits.NODE_TIMEOUT)
 def _wait_recovery(traffic, since: float, keys: set[str], patience: float) -> float | None:
     """When the first write to `keys` sent after `since` that succeeded was sent; watched past
     the bound (up to `patience`) so that a late recovery is still measured."""

@@ -11,6 +11,7 @@ import time
 import pytest
 import redis
 
+from lab import waits
 from lab.conformance.variants import Variant
 
 from .discovery import CLUSTER_REFRESH_RATE_S, failed_refreshes
@@ -67,6 +68,7 @@ PREFER_MASTER_HC = Variant("prefer-master-hc", read_policy="PREFER_MASTER",
                            envoyfilters=("redis-health-check.yaml",))
 
 
+@waits.counted(waits.REFRESH)
 def _reads_served_by(lab, keys: list[str], bound_s: float) -> set[str] | None:
     """Wait until GETs of `keys` through the proxy succeed; then the nodes serving them.
 

@@ -12,6 +12,7 @@ import allure
 import pytest
 from tenacity import retry, stop_after_delay, wait_fixed
 
+from lab import waits
 from lab.conformance.variants import Variant
 
 from .health import NoFailover, heal
@@ -60,6 +61,7 @@ def test_xadd_is_mirrored(lab, request):
         lab.proxy.execute_command("XADD", stream, "*", "f", "v")
         lab.proxy.execute_command("SET", f"{stream}-after", "v")  # mirrored after the XADD
 
+        @waits.counted(waits.MIRROR)
         @retry(stop=stop_after_delay(10), wait=wait_fixed(0.05), reraise=True)
         def after_arrived() -> None:
             assert mirror.exists(f"{stream}-after") == 1

@@ -15,6 +15,7 @@ import allure
 import pytest
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
+from lab import waits
 from lab.slots import key_slot
 
 from .health import assert_lab_as_at_up
@@ -60,6 +61,7 @@ class _NotYet(Exception):
     pass
 
 
+@waits.counted(waits.MIGRATION)
 def _wait_every_node_sees(lab, slots: range, owner) -> None:
     """Until every node's CLUSTER SLOTS gives `slots` to `owner`: a replica learns of a
     move by gossip, and until then answers a direct read of those slots with MOVED."""

@@ -12,6 +12,8 @@ import allure
 import pytest
 from tenacity import retry, stop_after_delay, wait_fixed
 
+from lab import waits
+
 from .keys import per_shard, text, token
 from .raw import Raw as _Raw
 
@@ -40,6 +42,7 @@ def test_single_slot_transaction_is_executed_and_mirrored_as_a_unit(lab):
             with allure.step("exec"):
                 assert raw.call("EXEC") == ["+OK", 1, 2]
 
+            @waits.counted(waits.MIRROR)
             @retry(stop=stop_after_delay(10), wait=wait_fixed(0.05), reraise=True)
             def mirrored() -> None:
                 assert text(mirror.get(a)) == "xy"

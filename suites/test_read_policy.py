@@ -8,6 +8,8 @@ import pytest
 from redis.crc import key_slot
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
+from lab import waits
+
 from .keys import errors, run_keys, show, through_proxy, wait_all_replicated, wait_proxy_settled
 
 READS_PER_KEY = 2
@@ -97,7 +99,8 @@ def _wait_proxy_sees(lab, node, present: bool, seconds: float = 60) -> None:
         if seen != present:
             raise _Not(f"{node.name} {'not yet' if present else 'still'} in the proxy's hosts")
 
-    check()
+    with waits.waiting(waits.REFRESH):
+        check()
 
 
 @pytest.mark.feature("ReadPolicyReplica")

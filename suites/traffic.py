@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import redis
 
+from lab import waits
+
 
 @dataclass
 class Outcome:
@@ -93,8 +95,9 @@ class CounterTraffic(threading.Thread):
         """Wait until the traffic went over every key `rounds` more times."""
         target = self.rounds + rounds
         deadline = time.monotonic() + timeout
-        while self.rounds < target and time.monotonic() < deadline and self.is_alive():
-            self._halt.wait(0.01)
+        with waits.waiting(waits.TRAFFIC):
+            while self.rounds < target and time.monotonic() < deadline and self.is_alive():
+                self._halt.wait(0.01)
         return self.rounds >= target
 
     def stop(self) -> Outcome:

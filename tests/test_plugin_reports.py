@@ -232,3 +232,35 @@ def test_the_implementation_as_the_report_shows_it():
                                       "envoyfilters": ["no-mirror.yaml"]})
     assert kind["control plane"] == "istio (tutorial)"
     assert kind["extra EnvoyFilters"] == "no-mirror.yaml"
+
+
+WAITING = '''
+import time
+
+import pytest
+
+from lab import waits
+
+@pytest.mark.feature("Sharding")
+def test_waits_on_replication():
+    with waits.waiting(waits.REPLICATION):
+        with waits.waiting(waits.MONITOR):  # inside an outer wait: counted under its timer
+            time.sleep(0.05)
+
+@pytest.mark.feature("WriteMirroring")
+def test_waits_on_the_refresh_twice():
+    for _ in range(2):
+        with waits.waiting(waits.REFRESH):
+            time.sleep(0.02)
+'''
+
+
+@pytest.mark.parametrize("workers", [(), ("-n", "2")], ids=["serial", "xdist"])
+def test_what_the_tests_waited_on_is_in_the_report_per_timer(tmp_path: Path, workers):
+    run = _pytest(tmp_path, *VERDICT, *workers, suite=WAITING)
+    assert run.returncode == EXIT_INCOMPLETE, run.stdout
+    waited = _report(tmp_path / "reports")["waits"]
+    assert set(waited) == {"replication", "cluster_refresh_rate"}  # nothing under monitor
+    assert waited["replication"]["count"] == 1 and waited["replication"]["seconds"] >= 0.05
+    assert waited["cluster_refresh_rate"]["count"] == 2
+    assert waited["cluster_refresh_rate"]["seconds"] >= 0.04

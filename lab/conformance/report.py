@@ -25,6 +25,8 @@ from typing import Any
 import yaml
 
 from lab.conformance.features import PROFILES
+from lab.waits import Tally
+from lab.waits import add as add_waits
 
 SUCCESS, FAILURE, PARTIAL, SKIPPED, NOT_RUN, NOT_COVERED = (
     "success", "failure", "partial", "skipped", "notRun", "notCovered")
@@ -67,6 +69,8 @@ class Collector:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATISTICS, 0))
     # a verdict was asked for (--lab-profile given, or the shipped suite collected)
     wanted: bool = False
+    # what the tests waited on, per timer (lab.waits): reported, never a verdict
+    waits: dict[str, Tally] = field(default_factory=dict)
 
     def count(self, category: str) -> None:
         """One report of pytest's category ("passed", "error", "xfailed"...), as pytest counts."""
@@ -76,6 +80,9 @@ class Collector:
 
     def record_measurement(self, name: str, figures: Any) -> None:
         self.measurements[name] = figures
+
+    def record_waits(self, taken: dict[str, Tally]) -> None:
+        add_waits(self.waits, taken)
 
     def record_implementation(self, implementation: dict[str, Any]) -> None:
         """What was under test; with pytest-xdist, one lab per worker."""
@@ -154,6 +161,9 @@ class Collector:
                 "features": per_feature,
                 "statistics": dict(self.counts),
                 **({"measurements": dict(self.measurements)} if self.measurements else {}),
+                **({"waits": {name: {"count": t.count, "seconds": round(t.seconds, 3)}
+                              for name, t in sorted(self.waits.items())}}
+                   if self.waits else {}),
                 "failedTests": [{"test": r.nodeid, "features": list(r.features),
                                  "reason": r.reason}
                                 for r in self.results.values() if r.outcome == "failed"],

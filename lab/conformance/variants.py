@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lab import paths
+from lab import paths, waits
 
 if TYPE_CHECKING:
     from lab.backends import Backend, UpOptions
@@ -96,7 +96,8 @@ class VariantLabs:
         progress = self._progress()
         progress.say(f"\nprovisioning variant lab {name!r} ({variant.label}) "
                      f"on backend {backend.name}")
-        state = backend.up(options, progress)
+        with waits.waiting(waits.PROVISIONING):
+            state = backend.up(options, progress)
         handle = Lab(state, backend.access(state))
         self._labs[variant] = handle
         return handle

@@ -1,4 +1,4 @@
-"""Benchmarks: TimeToReady, the tutorial profile's run time, ProxyOverhead (redis-benchmark).
+"""Benchmarks: TimeToReady, where the suites' and tests' time goes, ProxyOverhead.
 
     python benchmarks/run.py [--reps 5] [--max-reps 15] [--precision 4] [--seconds 2]
                              [--configs on:1,on:2,off:1,off:2]
@@ -12,11 +12,12 @@ reports/benchmarks.json and reports/benchmarks.md, charts to reports/charts/.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
-import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 from lab.backends import get_backend
 from lab.backends.base import UpOptions
 from lab.backends.local import LocalBackend
-from lab.bench import compare, overhead, persistence, redisbench, report
+from lab.bench import compare, overhead, persistence, redisbench, report, timing
 from lab.bench.redisbench import Target
 from lab.errors import LabError
 from lab.handle import Lab
@@ -32,6 +33,7 @@ from lab.progress import Progress
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORTS = ROOT / "reports"
+TEST_WORKERS = 2  # as noxfile.py's `tests` session
 
 
 # The most `up` may take to ready, per backend: a kind lab creates a Kubernetes cluster and
@@ -57,18 +59,39 @@ def time_to_ready(backend_name: str, ups: int, progress: Progress) -> dict[str, 
             "max_s": round(max(samples), 3), "target_s": READY_TARGET_S.get(backend_name)}
 
 
-def suite_run(name: str) -> dict[str, Any]:
-    began = time.perf_counter()
-    run = subprocess.run(
-        [sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider",
-         "--lab-backend", "attach", "--lab-name", name,
-         f"--lab-reports={REPORTS / 'bench'}"],
-        cwd=ROOT, capture_output=True, text=True, check=False, timeout=600,
-    )
-    attached = time.perf_counter() - began
-    return {"profile": "tutorial", "attached_run_s": round(attached, 2),
-            "exit_code": run.returncode,
-            "summary": (run.stdout.strip().splitlines() or [""])[-1]}
+def suite_runs(name: str, tests: bool, progress: Progress) -> list[dict[str, Any]]:
+    """Both profiles attached to the lab `name`, then (with `tests`) the project's own tests
+    as `nox -s tests` runs them: wall, CPU and waits per timer (lab/bench/timing.py)."""
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="rml-bench-") as tmp:
+        for profile in ("tutorial", "extended"):
+            reports = Path(tmp) / profile
+            argv = [sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider",
+                    "--lab-backend", "attach", "--lab-name", name, "--lab-profile", profile,
+                    f"--lab-reports={reports}"]
+            if profile == "tutorial":  # as `nox -s e2e`'s first pass
+                argv.append("--ignore-glob=*test_ext_*")
+            with progress.step(f"the {profile} profile against the attached lab"):
+                run = timing.timed_run(f"{profile} profile", argv, cwd=ROOT,
+                                       report=reports / "latest" / "conformance.yaml")
+            runs.append(timing.as_figures(run))
+        if tests:
+            argv = [sys.executable, "-m", "pytest", "tests", "-q", "-p", "no:cacheprovider",
+                    "-n", str(TEST_WORKERS), "--dist", "loadgroup"]
+            with progress.step("the project's tests, as `nox -s tests` runs them"):
+                runs.append(timing.as_figures(timing.timed_run("nox -s tests", argv, cwd=ROOT)))
+    return runs
+
+
+def tutorial_chain() -> list[dict[str, Any]]:
+    """The tutorial profile's longest timer chain, from the lab's own settings."""
+    from lab import model
+    from lab.backends.local import NODE_TIMEOUT_MS
+
+    spec = model.load_spec("127.0.0.1")
+    refresh = timing.refresh_rate_s(spec.envoyfilter_documents)
+    return [dataclasses.asdict(link)
+            for link in timing.tutorial_chain(NODE_TIMEOUT_MS / 1000, refresh)]
 
 
 def parse_configs(text: str) -> list[tuple[bool, int]]:
@@ -150,7 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ready-backends", default="local,docker",
                         help="backends whose TimeToReady is measured (a failing one is "
                              "reported, not fatal)")
-    parser.add_argument("--no-suite", action="store_true", help="skip the suite timing")
+    parser.add_argument("--no-suite", action="store_true",
+                        help="skip the timing of the profiles and of the project's tests")
+    parser.add_argument("--no-tests", action="store_true",
+                        help="time the profiles, not the project's tests (about 5 minutes)")
     parser.add_argument("--out", type=Path, default=REPORTS)
     parser.add_argument("--compare", type=Path, default=None, metavar="BENCHMARKS_JSON",
                         help="a previous run's benchmarks.json: report how far each median "
@@ -183,13 +209,13 @@ def main() -> int:
                                       for name in args.ready_backends.split(",")
                                       if name.strip()]
         if not args.no_suite:
-            with progress.step("tutorial profile against an attached lab"):
-                backend = LocalBackend()
-                state = backend.up(UpOptions(name="bench-suite"), Progress(quiet=True))
-                try:
-                    figures["SuiteRun"] = suite_run(state.name)
-                finally:
-                    backend.down(state.name, Progress(quiet=True))
+            backend = LocalBackend()
+            state = backend.up(UpOptions(name="bench-suite"), Progress(quiet=True))
+            try:
+                figures["Runs"] = suite_runs(state.name, not args.no_tests, progress)
+            finally:
+                backend.down(state.name, Progress(quiet=True))
+            figures["TutorialChain"] = tutorial_chain()
         figures["ProxyOverhead"] = []
         for mirror, concurrency in configs:
             progress.say(f"ProxyOverhead, mirror {'on' if mirror else 'off'}, "

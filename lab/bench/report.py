@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.bench import charts as charts_mod
-from lab.bench import overhead
+from lab.bench import overhead, timing
 
 CHARTS_DIR = "charts"
 
@@ -188,10 +188,11 @@ def markdown(figures: dict[str, Any], drawn: list[tuple[str, str]], out: Path) -
         lines += [f"**TimeToReady** ({entry['backend']} backend): median {entry['median_s']} s, "
                   f"min {entry['min_s']} s, max {entry['max_s']} s over "
                   f"{len(entry['samples_s'])} runs{target}.", ""]
-    if "SuiteRun" in figures:
+    if "SuiteRun" in figures:  # a run from before `Runs` (redrawn by `render`)
         suite = figures["SuiteRun"]
         lines += [f"**Tutorial profile run** (attached lab, includes pytest start-up): "
                   f"{suite['attached_run_s']} s ({suite['summary']}).", ""]
+    lines += timing.markdown(figures.get("Runs", []), figures.get("TutorialChain", []))
     if configs:
         lines += ["## ProxyOverhead (redis-benchmark)", "", DIRECT_PATH, "",
                   f"{_reps_text(figures)}, each run >= "

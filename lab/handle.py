@@ -190,6 +190,12 @@ class Lab:
         return subprocess.run([*argv, *args], capture_output=True, text=True, timeout=timeout,
                               check=False, env=env)
 
+    def proxy_cli(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """redis-cli sending `args` through the proxy, as the application runs it (on
+        Kubernetes from the client pod: `kubectl exec ... redis-cli -h redis-cluster`)."""
+        return subprocess.run(self._access.proxy_cli(*args), capture_output=True, text=True,
+                              timeout=timeout, check=False)
+
     def address(self, node: Node | str) -> str:
         """Where this process reaches a node ("host:port"; a port-forward on Kubernetes)."""
         host, port = self._access.address(self._node(node))

@@ -12,13 +12,11 @@ Envoy and redis-py versions, to the report.
 from __future__ import annotations
 
 import json
-import subprocess
 
 import allure
 import pytest
 import redis
 
-from lab import binaries
 from lab.conformance.variants import Variant
 
 from .keys import per_shard, text
@@ -63,18 +61,10 @@ def _attach(lab, name: str, outcome: dict[str, str]) -> None:
 @pytest.mark.feature("ModernClients")
 def test_redis_cli_unchanged(lab):
     """redis-cli set/get through the proxy, as in the tutorial"""
-    kwargs = lab.proxy.connection_pool.connection_kwargs
-    if "path" in kwargs:
-        where = ["-s", kwargs["path"]]
-    elif "host" in kwargs:
-        where = ["-h", str(kwargs["host"]), "-p", str(kwargs["port"])]
-    else:
-        pytest.skip("the proxy is not reachable by address from here")
     keys = list(per_shard(lab.topology, "modern-cli", 1))
 
     def cli(*args: str) -> str:
-        run = subprocess.run([binaries.redis_cli(), *where, *args], capture_output=True,
-                             text=True, timeout=30, check=False)
+        run = lab.proxy_cli(*args)
         return (run.stdout + run.stderr).strip()
 
     try:

@@ -95,6 +95,14 @@ def test_proxy_argv_goes_through_the_client_pod(lab_home: Path, kubectl: Path) -
     assert argv[18:] == ["redis-cluster", "6379"]
 
 
+def test_redis_cli_runs_in_the_client_pod_as_in_the_tutorial(lab_home: Path,
+                                                              kubectl: Path) -> None:
+    argv = KubeAccess(state("a1", lab_home / "a1" / "kubeconfig")).proxy_cli("GET", "a")
+    assert argv[9:11] == ["exec", "redis-client-abc"]
+    assert argv[11:] == ["-c", "redis-client", "--", "redis-cli", "-h", "redis-cluster", "-p",
+                         "6379", "GET", "a"]
+
+
 def test_proxy_client_speaks_resp_over_the_pipe(tmp_path: Path) -> None:
     client = proxyclient.client([sys.executable, "-c", FAKE_REDIS])
     try:

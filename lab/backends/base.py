@@ -49,6 +49,11 @@ class Access(Protocol):
         """A client that talks to the cluster through the proxy, as the application does."""
         ...
 
+    def proxy_cli(self, *args: str) -> list[str]:
+        """The command line of redis-cli sending `args` through the proxy, run as the
+        application would run it (on Kubernetes: in the client pod, as the tutorial does)."""
+        ...
+
     def address(self, node: Node) -> tuple[str, int]:
         """Where the test process can open a TCP connection to `node` (or the mirror)."""
         ...

@@ -118,6 +118,10 @@ class LocalAccess:
                            socket_timeout=10, decode_responses=False,
                            protocol=2)  # Envoy speaks RESP2 only (no HELLO)
 
+    def proxy_cli(self, *args: str) -> list[str]:
+        return [binaries.redis_cli(), "-h", str(self.state.proxy["host"]), "-p",
+                str(self.state.proxy["port"]), *args]
+
     def address(self, node: Node) -> tuple[str, int]:
         return node.host, node.port
 

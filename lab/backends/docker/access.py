@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from lab import acl
+from lab import acl, binaries
 from lab.errors import LabError
 from lab.state import LabState
 from lab.topology import Node
@@ -57,6 +57,9 @@ class DockerAccess:
     def proxy_client(self) -> redis.Redis:
         return redis.Redis(unix_socket_path=str(self.relay_socket), socket_timeout=10,
                            decode_responses=False, protocol=2)  # Envoy speaks RESP2 only
+
+    def proxy_cli(self, *args: str) -> list[str]:
+        return [binaries.redis_cli(), "-s", str(self.relay_socket), *args]
 
     def address(self, node: Node) -> tuple[str, int]:
         return node.host, node.port

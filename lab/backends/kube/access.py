@@ -85,6 +85,11 @@ class KubeAccess:
         return self._exec(self.client_pod, CLIENT_CONTAINER,
                           *proxyclient.relay_command(service, model.REDIS_PORT), stdin=True)
 
+    def proxy_cli(self, *args: str) -> list[str]:
+        """`kubectl exec redis-client -- redis-cli -h redis-cluster ...`: the tutorial's."""
+        return self._exec(self.client_pod, CLIENT_CONTAINER, "redis-cli", "-h",
+                          model.CLIENT_SERVICE, "-p", str(model.REDIS_PORT), *args)
+
     def proxy_client(self) -> redis.Redis:
         client = proxyclient.client(self.proxy_argv())
         self._clients.append(client)

@@ -278,13 +278,24 @@ class Lab:
         target = int(info["master_repl_offset"])
         deadline = time.monotonic() + timeout_ms / 1000
         by_address = {n.address: n for n in (*self.nodes, *self.spares)}
+        hidden: list[Node] | None = None
         while True:
             links = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
+            nodes = [by_address.get(f"{link.get('ip')}:{link.get('port')}") for link in links]
+            if None in nodes:
+                # an inbound sidecar hides where a replica connects from (Istio: 127.0.0.6):
+                # its master's own CLUSTER NODES says which replicas those links are
+                if hidden is None:
+                    hidden = [n for n in self._replicas_by_gossip(client, by_address)
+                              if n not in nodes]
+                if len(hidden) == nodes.count(None):
+                    found = iter(hidden)
+                    nodes = [n if n is not None else next(found) for n in nodes]
             done = 0
-            for link in links:  # the replicas the master feeds now (INFO, not gossip)
-                node = by_address.get(f"{link.get('ip')}:{link.get('port')}")
+            for link, node in zip(links, nodes, strict=True):  # the replicas fed now (INFO)
                 # a replica the lab knows is asked what it processed; another (an address
-                # this side cannot map) counts by the offset it last acknowledged
+                # this side cannot map) counts by the offset it last acknowledged (its
+                # REPLCONF ACK, once a second)
                 offset = (self._processed_offset(node) if node is not None
                           else int(link.get("offset", -1)))
                 done += offset >= target
@@ -292,6 +303,21 @@ class Lab:
                 return done
             time.sleep(0.002)  # polling the offsets; replication on a lab takes microseconds
             info = client.info("replication")
+
+    @staticmethod
+    def _replicas_by_gossip(client: redis.Redis, by_address: dict[str, Node]) -> list[Node]:
+        """The replicas a master's CLUSTER NODES lists as its own, that the lab knows."""
+        raw = client.execute_command("CLUSTER", "NODES")
+        lines = [ln.split() for ln in
+                 (raw.decode() if isinstance(raw, bytes) else str(raw)).splitlines()]
+        own = next((f[0] for f in lines if len(f) > 2 and "myself" in f[2].split(",")), None)
+        found = []
+        for fields in lines:
+            if len(fields) > 3 and fields[3] == own and "slave" in fields[2].split(","):
+                node = by_address.get(fields[1].split("@")[0])
+                if node is not None:
+                    found.append(node)
+        return found
 
     def _processed_offset(self, replica: Node) -> int:
         """The replication offset the replica has processed (-1 while its link is down)."""

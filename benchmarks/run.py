@@ -33,7 +33,7 @@ from lab.progress import Progress
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORTS = ROOT / "reports"
-TEST_WORKERS = 2  # as noxfile.py's `tests` session
+TEST_WORKERS = 5  # as noxfile.py's `tests` session (tests/test_bench_timing.py checks)
 
 
 # The most `up` may take to ready, per backend: a kind lab creates a Kubernetes cluster and

@@ -58,3 +58,16 @@ def test_the_section_judges_each_target_and_shows_each_timer_s_share():
     assert "| `cluster-node-timeout` | - | 30.0 (1, 25%) |" in text
     assert "longest timer chain**: 12 s" in text
     assert timing.markdown([], chain) == []
+
+
+def test_the_bench_runs_the_tests_on_as_many_workers_as_nox_does():
+    import re
+
+    from tests.conftest import ROOT
+
+    def workers(path: str) -> str:
+        found = re.search(r"^TEST_WORKERS = (\d+)", (ROOT / path).read_text(), re.M)
+        assert found, path
+        return found.group(1)
+
+    assert workers("benchmarks/run.py") == workers("noxfile.py")

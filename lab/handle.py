@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 
-from lab import binaries, model, waits
+from lab import model, waits
 from lab.backends.base import Access
 from lab.envoy.admin import (
     CLUSTERS_JSON,
@@ -179,16 +179,20 @@ class Lab:
         return dict(credentials()) if credentials is not None else {}
 
     def redis_cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        """The bundled redis-cli as the lab's admin user, e.g. `--cluster reshard HOST:PORT`
-        with addresses from `address()`: the nodes refuse cluster management to anyone else.
-        The password goes through REDISCLI_AUTH, never on the command line."""
-        auth = self._auth()
-        argv, env = [binaries.redis_cli()], dict(os.environ)
+        """redis-cli as the lab's admin user, e.g. `--cluster reshard HOST:PORT` with
+        addresses from `cli_address()`: the nodes refuse cluster management to anyone else.
+        The password goes through REDISCLI_AUTH, never on the command line. It runs where
+        every node is reachable: here, or in redis-cluster-0 on Kubernetes."""
+        auth, env, user = self._auth(), dict(os.environ), []
         if auth.get("password"):
-            argv += ["--user", auth["username"]]
+            user = ["--user", auth["username"]]
             env["REDISCLI_AUTH"] = auth["password"]
-        return subprocess.run([*argv, *args], capture_output=True, text=True, timeout=timeout,
-                              check=False, env=env)
+        return subprocess.run(self._access.cluster_cli(*user, *args), capture_output=True,
+                              text=True, timeout=timeout, check=False, env=env)
+
+    def cli_address(self, node: Node | str) -> str:
+        """"host:port" of a node as `redis_cli` reaches it (a pod IP on Kubernetes)."""
+        return self._access.cli_address(self._node(node))
 
     def proxy_cli(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         """redis-cli sending `args` through the proxy, as the application runs it (on

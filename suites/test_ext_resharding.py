@@ -26,19 +26,13 @@ MOVED_SLOTS = 64
 KEYS = 48  # all in the slots that move
 
 
-def _address(lab, node) -> tuple[str, int]:
-    kwargs = lab.client(node).connection_pool.connection_kwargs
-    return str(kwargs["host"]), int(kwargs["port"])
-
-
 def _node_id(lab, node) -> str:
     return text(lab.client(node).execute_command("CLUSTER", "MYID")) or ""
 
 
 def reshard(lab, source, target, slots: int) -> str:
     """`redis-cli --cluster reshard` from one master to another (run against `source`)."""
-    host, port = _address(lab, source)
-    run = lab.redis_cli("--cluster", "reshard", f"{host}:{port}",
+    run = lab.redis_cli("--cluster", "reshard", lab.cli_address(source),
                         "--cluster-from", _node_id(lab, source), "--cluster-to",
                         _node_id(lab, target), "--cluster-slots", str(slots), "--cluster-yes")
     output = run.stdout + run.stderr

@@ -30,11 +30,6 @@ NEW_WEIGHT = "0.1"  # the new master gets ~1/31 of the slots: a quick rebalance
 REFRESH_BOUND_S = 5.0 + 3.0 + 5.0  # Envoy's refresh rate + timeout, + slack for this machine
 
 
-def _address(lab, node) -> str:
-    kwargs = lab.client(node).connection_pool.connection_kwargs
-    return f"{kwargs['host']}:{kwargs['port']}"
-
-
 def _cli(lab, *args: str) -> str:
     run = lab.redis_cli(*args)
     output = run.stdout + run.stderr
@@ -75,10 +70,10 @@ def test_a_shard_added_with_add_node_and_rebalance_is_served(lab_variant):
     topology = lab.state.topology
     new_master, new_replica = lab.spares[:2]
     grown_master = topology.shards[0].master
-    seed = _address(lab, topology.nodes[0])
+    seed = lab.cli_address(topology.nodes[0])
     everyone = [*topology.nodes, new_master, new_replica]
     with allure.step(f"redis-cli --cluster add-node {new_master.name} (an empty master)"):
-        _cli(lab, "--cluster", "add-node", _address(lab, new_master), seed)
+        _cli(lab, "--cluster", "add-node", lab.cli_address(new_master), seed)
         new_id = text(lab.client(new_master).execute_command("CLUSTER", "MYID")) or ""
         _wait(lambda: all("cluster_state:ok" in (text(lab.client(n).execute_command(
             "CLUSTER", "INFO")) or "") for n in everyone[:-1]), 30, "cluster_state:ok")
@@ -114,7 +109,7 @@ def test_a_shard_added_with_add_node_and_rebalance_is_served(lab_variant):
     grown_id = text(lab.client(grown_master).execute_command("CLUSTER", "MYID")) or ""
     with allure.step(f"redis-cli --cluster add-node {new_replica.name} --cluster-slave "
                      f"--cluster-master-id <{grown_master.name}>"):
-        _cli(lab, "--cluster", "add-node", _address(lab, new_replica), seed, "--cluster-slave",
+        _cli(lab, "--cluster", "add-node", lab.cli_address(new_replica), seed, "--cluster-slave",
              "--cluster-master-id", grown_id)
         _wait(lambda: _shape_settled(lab, new_master, grown_master), 30,
               "CLUSTER SLOTS: 4 masters, and 2 replicas for " + grown_master.name)

@@ -95,6 +95,15 @@ def test_proxy_argv_goes_through_the_client_pod(lab_home: Path, kubectl: Path) -
     assert argv[18:] == ["redis-cluster", "6379"]
 
 
+def test_cluster_management_runs_in_redis_cluster_0_with_pod_addresses(lab_home: Path,
+                                                                       kubectl: Path) -> None:
+    access = KubeAccess(state("a1", lab_home / "a1" / "kubeconfig"))
+    node = Node(name="redis-cluster-4", host="10.244.0.14", port=6379)
+    argv = access.cluster_cli("--cluster", "check", access.cli_address(node))
+    assert argv[9:] == ["exec", "redis-cluster-0", "-c", "redis", "--", "redis-cli",
+                        "--cluster", "check", "10.244.0.14:6379"]
+
+
 def test_redis_cli_runs_in_the_client_pod_as_in_the_tutorial(lab_home: Path,
                                                               kubectl: Path) -> None:
     argv = KubeAccess(state("a1", lab_home / "a1" / "kubeconfig")).proxy_cli("GET", "a")

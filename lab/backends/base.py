@@ -58,6 +58,16 @@ class Access(Protocol):
         """Where the test process can open a TCP connection to `node` (or the mirror)."""
         ...
 
+    def cluster_cli(self, *args: str) -> list[str]:
+        """The command line of redis-cli for cluster management (`--cluster reshard ...`),
+        run where every node's announced address is reachable (on Kubernetes: in
+        redis-cluster-0, where the tutorial runs `--cluster create`)."""
+        ...
+
+    def cli_address(self, node: Node) -> str:
+        """"host:port" of `node` as that redis-cli reaches it."""
+        ...
+
     def admin_get(self, path: str) -> str:
         """GET a path of the proxy's Envoy admin API (e.g. /clusters, /config_dump)."""
         ...

@@ -125,6 +125,12 @@ class LocalAccess:
     def address(self, node: Node) -> tuple[str, int]:
         return node.host, node.port
 
+    def cluster_cli(self, *args: str) -> list[str]:
+        return [binaries.redis_cli(), *args]
+
+    def cli_address(self, node: Node) -> str:
+        return node.address
+
     def credentials(self) -> dict[str, str]:
         """The lab's admin user, for node clients (`Lab.client`)."""
         if self._credentials is None:

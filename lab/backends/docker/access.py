@@ -64,6 +64,12 @@ class DockerAccess:
     def address(self, node: Node) -> tuple[str, int]:
         return node.host, node.port
 
+    def cluster_cli(self, *args: str) -> list[str]:
+        return [binaries.redis_cli(), *args]
+
+    def cli_address(self, node: Node) -> str:
+        return node.address
+
     def admin_get(self, path: str) -> str:
         return admin.admin_get(self.admin_socket, path)
 

@@ -90,6 +90,14 @@ class KubeAccess:
         return self._exec(self.client_pod, CLIENT_CONTAINER, "redis-cli", "-h",
                           model.CLIENT_SERVICE, "-p", str(model.REDIS_PORT), *args)
 
+    def cluster_cli(self, *args: str) -> list[str]:
+        """redis-cli in redis-cluster-0: the nodes announce pod IPs, which only the cluster's
+        network reaches (a port-forward reaches one node, not the ones it names)."""
+        return self._exec("redis-cluster-0", "redis", "redis-cli", *args)
+
+    def cli_address(self, node: Node) -> str:
+        return node.address  # the pod IP, as CLUSTER NODES has it
+
     def proxy_client(self) -> redis.Redis:
         client = proxyclient.client(self.proxy_argv())
         self._clients.append(client)

@@ -17,7 +17,17 @@ from lab.model import PROXY_CLUSTER
 
 # The tutorial's custom-redis-cluster refresh period: the claims are about it, whatever Envoy runs.
 CLUSTER_REFRESH_RATE_S = 5.0
+CLUSTER_REFRESH_TIMEOUT_S = 3.0  # the tutorial's cluster_refresh_timeout
 _FAILURES = re.compile(rf"^cluster\.{re.escape(PROXY_CLUSTER)}\.update_failure: (\d+)$", re.M)
+
+
+def node_timeout_s(lab) -> float:
+    """The lab's cluster-node-timeout, as its nodes have it (the local lab's 2 s, the
+    tutorial's 15 s on Kubernetes)."""
+    reply = lab.client(lab.state.topology.nodes[0]).execute_command(
+        "CONFIG", "GET", "cluster-node-timeout")
+    value = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
+    return int(value or 0) / 1000
 
 
 def failed_refreshes(lab) -> int:

@@ -30,21 +30,19 @@ import pytest
 
 from lab import waits
 
-from .discovery import CLUSTER_REFRESH_RATE_S, failed_refreshes
+from .discovery import (
+    CLUSTER_REFRESH_RATE_S,
+    CLUSTER_REFRESH_TIMEOUT_S,
+    failed_refreshes,
+    node_timeout_s,
+)
 from .health import heal
-from .keys import per_shard, text
+from .keys import per_shard
 from .traffic import CounterTraffic
 
 ELECTION_S = 1.0
 # The tutorial's custom-redis-cluster settings: the claim is about them, whatever Envoy runs.
-CLUSTER_REFRESH_TIMEOUT_S = 3.0
 KEYS_PER_SHARD = 8
-
-
-def _node_timeout_s(lab) -> float:
-    reply = lab.client(lab.state.topology.nodes[0]).execute_command(
-        "CONFIG", "GET", "cluster-node-timeout")
-    return int(text(reply[1]) or 0) / 1000
 
 
 def _write_figures(request, figures: dict) -> None:
@@ -122,7 +120,7 @@ def test_master_killed_under_traffic(lab, request):
     if faults is None:
         pytest.skip("needs the faults API (lab.faults)")
     refresh, refresh_timeout = CLUSTER_REFRESH_RATE_S, CLUSTER_REFRESH_TIMEOUT_S
-    node_timeout = _node_timeout_s(lab)
+    node_timeout = node_timeout_s(lab)
     bound = 2 * node_timeout + ELECTION_S + refresh + refresh_timeout
 
     topology = lab.state.topology

@@ -14,7 +14,12 @@ import redis
 from lab import waits
 from lab.conformance.variants import Variant
 
-from .discovery import CLUSTER_REFRESH_RATE_S, failed_refreshes
+from .discovery import (
+    CLUSTER_REFRESH_RATE_S,
+    CLUSTER_REFRESH_TIMEOUT_S,
+    failed_refreshes,
+    node_timeout_s,
+)
 from .health import heal
 from .keys import ok, per_shard, text
 from .reads import (
@@ -63,7 +68,6 @@ def test_any_reads_are_spread_over_master_and_replica(lab_variant):
 # Envoy learns that a replica is down from CLUSTER SLOTS (Redis leaves FAILed replicas out) at
 # its next refresh; a master that is down but not failed over stays in CLUSTER SLOTS, and only
 # an active health check takes it out of Envoy's choice (envoyproxy/envoy#31877).
-FALLBACK_BOUND_S = 2 * 2.0 + CLUSTER_REFRESH_RATE_S + 3.0  # 2 x node timeout + refresh + timeout
 PREFER_MASTER_HC = Variant("prefer-master-hc", read_policy="PREFER_MASTER",
                            envoyfilters=("redis-health-check.yaml",))
 
@@ -103,6 +107,11 @@ def down_nodes(lab) -> set:
     return {f.node for f in lab.faults.active}
 
 
+def fallback_bound_s(lab) -> float:
+    """2 x the lab's node timeout (PFAIL, then FAIL) + a refresh + its timeout."""
+    return 2 * node_timeout_s(lab) + CLUSTER_REFRESH_RATE_S + CLUSTER_REFRESH_TIMEOUT_S
+
+
 def _fallback(lab, stop: str, no_failover: bool) -> set[str] | None:
     """Stop shard 0's master or replica; the nodes that then serve reads of its keys."""
     if getattr(lab, "faults", None) is None:
@@ -113,11 +122,12 @@ def _fallback(lab, stop: str, no_failover: bool) -> set[str] | None:
         assert ok(lab.proxy.execute_command("SET", key, key))
     assert lab.wait_replicated(shard.master) >= 1
     replica = shard.replicas[0]
+    bound = fallback_bound_s(lab)  # asked before a node is down
     if no_failover:  # keep the master down without its replica taking over
         lab.client(replica).execute_command("CONFIG", "SET", "cluster-replica-no-failover", "yes")
     try:
         lab.faults.stop(shard.master if stop == "master" else replica)
-        return _reads_served_by(lab, keys, FALLBACK_BOUND_S)
+        return _reads_served_by(lab, keys, bound)
     finally:
         lab.faults.undo_all()
         if no_failover:
@@ -132,7 +142,7 @@ def test_prefer_replica_falls_back_to_the_master(lab_variant):
     """PREFER_REPLICA, shard's replica stopped: its reads are served by its master"""
     lab = lab_variant(PREFER_REPLICA)
     served = _fallback(lab, stop="replica", no_failover=False)
-    assert served is not None, (f"no read served within {FALLBACK_BOUND_S:g} s (+ "
+    assert served is not None, (f"no read served within {fallback_bound_s(lab):g} s (+ "
                                 f"{CLUSTER_REFRESH_RATE_S:g} s per failed refresh)")
     assert served == {lab.state.topology.shards[0].master.name}, served
 
@@ -142,7 +152,7 @@ def test_prefer_master_falls_back_to_the_replica_with_a_health_check(lab_variant
     """PREFER_MASTER + a redis health check, master stopped (no failover): replica serves"""
     lab = lab_variant(PREFER_MASTER_HC)
     served = _fallback(lab, stop="master", no_failover=True)
-    assert served is not None, (f"no read served within {FALLBACK_BOUND_S:g} s (+ "
+    assert served is not None, (f"no read served within {fallback_bound_s(lab):g} s (+ "
                                 f"{CLUSTER_REFRESH_RATE_S:g} s per failed refresh)")
     assert served == {lab.state.topology.shards[0].replicas[0].name}, served
 
@@ -155,6 +165,6 @@ def test_prefer_master_falls_back_to_the_replica_with_the_tutorials_config(lab_v
     """PREFER_MASTER as the tutorial configures Envoy, master stopped (no failover)"""
     lab = lab_variant(PREFER_MASTER)
     served = _fallback(lab, stop="master", no_failover=True)
-    assert served is not None, (f"no read served within {FALLBACK_BOUND_S:g} s (+ "
+    assert served is not None, (f"no read served within {fallback_bound_s(lab):g} s (+ "
                                 f"{CLUSTER_REFRESH_RATE_S:g} s per failed refresh)")
     assert served == {lab.state.topology.shards[0].replicas[0].name}, served

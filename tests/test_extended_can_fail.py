@@ -10,12 +10,14 @@ same through the whole suite once `nox -s mutations` runs them.)
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
+from lab import binaries
 from lab.backends import UpOptions, get_backend
 from lab.handle import Lab
 from lab.paths import manifests_dir
@@ -147,6 +149,11 @@ class _ProxyIsOneServer(Lab):
             host, port = self._access.address(self._target)
             self._proxy = redis.Redis(host, port, socket_timeout=2, protocol=2)
         return self._proxy
+
+    def proxy_cli(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        host, port = self._access.address(self._target)
+        return subprocess.run([binaries.redis_cli(), "-h", host, "-p", str(port), *args],
+                              capture_output=True, text=True, timeout=timeout, check=False)
 
 
 SESSION_LAB_TESTS = [

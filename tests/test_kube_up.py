@@ -3,6 +3,7 @@ manifests, the saved state, and what happens on failure."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -209,3 +210,29 @@ def test_diagnostics_of_a_running_lab(tmp_path: Path) -> None:
     assert (dest / "cluster-nodes.txt").read_text().startswith("a0 ")
     assert (dest / "client-envoy-clusters.txt").read_text().count("custom-redis-cluster::") == 6
     assert all("--kubeconfig" in c for c in runner.commands() if c.startswith("kubectl"))
+
+
+class SparePods(FakeApi):
+    """The StatefulSet grown by two: eight pods, listed in no particular order."""
+
+    def pods(self, namespace: str, selector: str):  # type: ignore[no-untyped-def]
+        found = super().pods(namespace, selector)
+        if selector != "app=redis-cluster":
+            return found
+        extra = [dataclasses.replace(found[0], name=f"redis-cluster-{i}", ip=f"10.244.0.{40 + i}")
+                 for i in (7, 6)]
+        return [*extra, *reversed(found)]
+
+
+def test_spare_pods_run_beside_the_cluster_and_are_in_the_state(lab_home: Path) -> None:
+    runner, api = RecordingRunner(), SparePods()
+    options = UpOptions(images="upstream", name="k9", istio="tutorial", spare_pods=2)
+    state = backend(runner, api).up(options, QUIET)
+    (sts,) = [d for d in api.applied if d["kind"] == "StatefulSet"]
+    assert sts["spec"]["replicas"] == 8
+    create = next(c for c in runner.commands() if "--cluster create" in c)
+    assert create.endswith(" ".join(f"{ip}:6379" for ip in POD_IPS))  # 0..5, in order
+    assert state.extra["spares"] == [
+        {"name": "redis-cluster-6", "host": "10.244.0.46", "port": 6379},
+        {"name": "redis-cluster-7", "host": "10.244.0.47", "port": 6379}]
+    assert "(2 spare pods)" in backend(runner, api).dry_run(options)

@@ -17,6 +17,7 @@ from lab.errors import LabError
 from lab.manifests import Document
 from lab.progress import Progress
 from lab.state import LabState
+from lab.topology import Node
 from lab.versions import IstioProfile
 
 from . import diagnostics as diag
@@ -205,6 +206,8 @@ class KubeBackend:
                 "namespace": "redis",
                 "client_pod": client_pod,
                 "redis_pods": sorted(context.get("redis_pods", {}).values()),
+                "spares": [Node(name, ip, model.REDIS_PORT).to_dict()
+                           for name, ip in context.get("spare_pods", [])],
                 "istio_version": profile.istioctl.version,
                 "kind_version": None if layout.existing else profile.kind.version,
                 "node_image": None if layout.existing else profile.node_image,

@@ -8,6 +8,7 @@ then the EnvoyFilters rendered with the redis-cluster Service's cluster IP.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -246,6 +247,23 @@ def _with_redis_image(relpath: str, options: UpOptions,
     return render
 
 
+def _grown(render: Callable[[dict[str, Any]], list[Document]], spares: int,
+           ) -> Callable[[dict[str, Any]], list[Document]]:
+    return lambda context: _with_spares(render(context), spares)
+
+
+def _with_spares(documents: list[Document], spares: int) -> list[Document]:
+    """The StatefulSet with `spares` more pods: they run Redis, outside the cluster, until a
+    test adds them (`redis-cli --cluster add-node`)."""
+    if not spares:
+        return documents
+    grown = copy.deepcopy(documents)
+    for doc in grown:
+        if doc.get("kind") == "StatefulSet":
+            doc["spec"]["replicas"] = int(doc["spec"]["replicas"]) + spares
+    return grown
+
+
 def _workloads(spec: LabSpec, options: UpOptions, local: bool) -> list[Step]:
     """The namespace, PERMISSIVE mTLS, the StatefulSet, client and mirror, and their waits."""
     sts = spec.statefulset
@@ -257,20 +275,27 @@ def _workloads(spec: LabSpec, options: UpOptions, local: bool) -> list[Step]:
     peer = manifests.load(model.PEER_AUTHENTICATION)
     steps.append(Apply("Allow plaintext to the Redis pods (PERMISSIVE mTLS)", peer.relpath,
                        peer.documents))
-    for relpath, title in (("k8s/redis-cluster.yaml", "Deploy the Redis StatefulSet"),
-                           ("k8s/redis-client.yaml", "Deploy the client"),
-                           ("k8s/redis-mirror.yaml", "Deploy the mirror")):
+    for relpath, name in (("k8s/redis-cluster.yaml", "Deploy the Redis StatefulSet"),
+                          ("k8s/redis-client.yaml", "Deploy the client"),
+                          ("k8s/redis-mirror.yaml", "Deploy the mirror")):
         if relpath == "k8s/redis-mirror.yaml" and not options.mirror:
             continue
         manifest = by_path[relpath]
-        steps.append(Apply(title, manifest.relpath, manifest.documents,
-                           render=_with_redis_image(relpath, options) if local else None,
+        render = _with_redis_image(relpath, options) if local else None
+        documents, title = manifest.documents, name
+        if relpath == "k8s/redis-cluster.yaml" and options.spare_pods:
+            documents = _with_spares(documents, options.spare_pods)
+            if render is not None:
+                render = _grown(render, options.spare_pods)
+            title += f" ({options.spare_pods} spare pods)"
+        steps.append(Apply(title, manifest.relpath, documents, render=render,
                            note=f"shown with {REDIS_IMAGE.label}; rendered at run time with "
                                 "its tag" if local else ""))
 
+    pods = sts.replicas + options.spare_pods
     steps.append(Wait("Wait for the Redis pods",
-                      f"StatefulSet {NAMESPACE}/{sts.name} has {sts.replicas}/{sts.replicas} "
-                      "ready replicas", 600, _not_ready("StatefulSet", NAMESPACE, sts.name)))
+                      f"StatefulSet {NAMESPACE}/{sts.name} has {pods}/{pods} ready replicas",
+                      600, _not_ready("StatefulSet", NAMESPACE, sts.name)))
     for deployment in ("redis-client", "redis-mirror") if options.mirror else ("redis-client",):
         steps.append(Wait(f"Wait for {deployment}", f"Deployment {NAMESPACE}/{deployment} is "
                           "available", 300, _not_ready("Deployment", NAMESPACE, deployment)))
@@ -285,8 +310,16 @@ def _redis_cluster(layout: Layout, spec: LabSpec) -> list[Step]:
     steps: list[Step] = []
 
     def endpoints(ex: Executor) -> list[str]:
-        pods = _pods_running(ex, CLUSTER_LABEL, sts.replicas)
+        # the StatefulSet's first pods form the cluster; any further ones are spares
+        members = {sts.pod(i): i for i in range(sts.replicas)}
+        running = _pods_running(ex, CLUSTER_LABEL, sts.replicas)
+        pods = sorted((p for p in running if p.name in members), key=lambda p: members[p.name])
+        if len(pods) != sts.replicas:
+            raise LabError(f"{len(pods)}/{sts.replicas} of {', '.join(members)} have an IP")
         ex.context["redis_pods"] = {p.ip: p.name for p in pods}
+        ex.context["spare_pods"] = sorted(((p.name, p.ip) for p in running
+                                           if p.name not in members),
+                                          key=lambda spare: int(spare[0].rsplit("-", 1)[1]))
         return [f"{p.ip}:{redis_port}" for p in pods]
 
     steps.append(Resolve("Find the Redis pod IPs", ENDPOINTS.key,

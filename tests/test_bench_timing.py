@@ -57,6 +57,9 @@ def test_the_section_judges_each_target_and_shows_each_timer_s_share():
     assert "| `cluster_refresh_rate` | 8.0 (1, 50%) | - |" in text
     assert "| `cluster-node-timeout` | - | 30.0 (1, 25%) |" in text
     assert "longest timer chain**: 12 s" in text
+    assert ("*extended profile*: 119 s against 60 s. It waited 50.0 s, most on "
+            "`cluster-node-timeout` 30.0 s in 1 waits, `provisioning` 20.0 s in 1 waits") in text
+    assert "*tutorial profile*:" not in text
     assert timing.markdown([], chain) == []
 
 

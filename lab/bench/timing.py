@@ -164,6 +164,21 @@ def markdown(runs: Sequence[dict[str, Any]], chain: Sequence[dict[str, Any]]) ->
             + f" | {run['exit_code']} | {run['summary']} | "
             f"{run['load_before']} / {run['load_after']} |")
     lines.append("")
+    why = []
+    for run in runs:  # a target not met: where the run's time went instead
+        target, _ = _target(run, chain)
+        if target is None or run["wall_s"] <= target:
+            continue
+        spent = sorted(run["waits"].items(), key=lambda item: -item[1]["seconds"])
+        largest = ", ".join(f"`{name}` {tally['seconds']:.1f} s in {int(tally['count'])} "
+                            f"waits" for name, tally in spent[:3] if tally["seconds"] >= 0.5)
+        waited = sum(w["seconds"] for w in run["waits"].values())
+        why.append(f"*{run['what']}*: {run['wall_s']:g} s against {target:g} s. "
+                   + (f"It waited {waited:.1f} s, most on {largest}; the rest is pytest, "
+                      "the clients and the CPU." if largest else
+                      "Its time is not spent in the suites' wait points."))
+    if why:
+        lines += [*why, ""]
     timers = sorted({t for run in runs for t in run["waits"]},
                     key=lambda t: list(waits.TIMERS).index(t) if t in waits.TIMERS else 99)
     if timers:

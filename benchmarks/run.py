@@ -59,9 +59,9 @@ def time_to_ready(backend_name: str, ups: int, progress: Progress) -> dict[str, 
             "max_s": round(max(samples), 3), "target_s": READY_TARGET_S.get(backend_name)}
 
 
-def suite_runs(name: str, tests: bool, progress: Progress) -> list[dict[str, Any]]:
-    """Both profiles attached to the lab `name`, then (with `tests`) the project's own tests
-    as `nox -s tests` runs them: wall, CPU and waits per timer (lab/bench/timing.py)."""
+def suite_runs(name: str, progress: Progress) -> list[dict[str, Any]]:
+    """Both profiles attached to the lab `name`: wall, CPU and waits per timer
+    (lab/bench/timing.py)."""
     runs = []
     with tempfile.TemporaryDirectory(prefix="rml-bench-") as tmp:
         for profile in ("tutorial", "extended"):
@@ -75,12 +75,16 @@ def suite_runs(name: str, tests: bool, progress: Progress) -> list[dict[str, Any
                 run = timing.timed_run(f"{profile} profile", argv, cwd=ROOT,
                                        report=reports / "latest" / "conformance.yaml")
             runs.append(timing.as_figures(run))
-        if tests:
-            argv = [sys.executable, "-m", "pytest", "tests", "-q", "-p", "no:cacheprovider",
-                    "-n", str(TEST_WORKERS), "--dist", "loadgroup"]
-            with progress.step("the project's tests, as `nox -s tests` runs them"):
-                runs.append(timing.as_figures(timing.timed_run("nox -s tests", argv, cwd=ROOT)))
     return runs
+
+
+def tests_run(progress: Progress) -> dict[str, Any]:
+    """The project's tests as `nox -s tests` runs them, with no lab of the bench's up (some
+    of them take the only lab, or count the labs)."""
+    argv = [sys.executable, "-m", "pytest", "tests", "-q", "-p", "no:cacheprovider",
+            "-n", str(TEST_WORKERS), "--dist", "loadgroup"]
+    with progress.step("the project's tests, as `nox -s tests` runs them"):
+        return timing.as_figures(timing.timed_run("nox -s tests", argv, cwd=ROOT))
 
 
 def tutorial_chain() -> list[dict[str, Any]]:
@@ -212,9 +216,11 @@ def main() -> int:
             backend = LocalBackend()
             state = backend.up(UpOptions(name="bench-suite"), Progress(quiet=True))
             try:
-                figures["Runs"] = suite_runs(state.name, not args.no_tests, progress)
+                figures["Runs"] = suite_runs(state.name, progress)
             finally:
                 backend.down(state.name, Progress(quiet=True))
+            if not args.no_tests:
+                figures["Runs"].append(tests_run(progress))
             figures["TutorialChain"] = tutorial_chain()
         figures["ProxyOverhead"] = []
         for mirror, concurrency in configs:

@@ -40,6 +40,7 @@ from lab.topology import Node, Topology, from_cluster_slots
 # what says where a proxy connection goes, per connection class: TCP, Unix socket, kube pipe
 _WHERE = ("host", "port", "path", "argv")
 
+
 class Lab:
     def __init__(self, state: LabState, access: Access) -> None:
         self.state = state
@@ -128,24 +129,28 @@ class Lab:
         timeout) except `settings`, as an application would make one; closed with the lab.
         Its connections are of the lab's own kind (TCP, a Unix socket, a pipe out of the
         client pod)."""
-        pool = self.proxy.connection_pool
-        where = {k: v for k, v in pool.connection_kwargs.items() if k in _WHERE}
+        kind, where = self._proxy_where()
         client = redis.Redis(connection_pool=redis.ConnectionPool(
-            connection_class=pool.connection_class, **where, **settings))
+            connection_class=kind, **where, **settings))
         self._extra.append(client)
         return client
 
     def proxy_stream(self, timeout: float) -> socket.socket:
         """A byte stream to the proxy and nothing else: no handshake (redis-py's HELLO or
         CLIENT SETINFO), for a client that speaks RESP by hand. Closed with the lab."""
-        pool = self.proxy.connection_pool
-        where = {k: v for k, v in pool.connection_kwargs.items() if k in _WHERE}
-        connection = pool.connection_class(**where, socket_timeout=timeout)
+        kind, where = self._proxy_where()
+        connection = kind(**where, socket_timeout=timeout)
         # every connection class opens its stream here, before redis-py's own handshake
         stream: socket.socket = connection._connect()
         stream.settimeout(timeout)
         self._streams.append((connection, stream))
         return stream
+
+    def _proxy_where(self) -> tuple[Any, dict[str, Any]]:
+        """The proxy's connection class and where it connects, without the lab's settings."""
+        pool = self.proxy.connection_pool
+        return pool.connection_class, {k: v for k, v in pool.connection_kwargs.items()
+                                       if k in _WHERE}
 
     def client(self, node: Node | str, *, readonly: bool = False) -> redis.Redis:
         """A direct client of one node (or of the mirror: `lab.client(lab.mirror)`).
@@ -288,9 +293,9 @@ class Lab:
             nodes = [by_address.get(f"{link.get('ip')}:{link.get('port')}") for link in links]
             if None in nodes:
                 # an inbound sidecar hides where a replica connects from (Istio: 127.0.0.6):
-                # its master's own CLUSTER NODES says which replicas those links are
+                # its master's own CLUSTER SLOTS says which replicas those links are
                 if hidden is None:
-                    hidden = [n for n in self._replicas_by_gossip(client, by_address)
+                    hidden = [n for n in self._replicas_of(client, master, by_address)
                               if n not in nodes]
                 if len(hidden) == nodes.count(None):
                     found = iter(hidden)
@@ -309,19 +314,14 @@ class Lab:
             info = client.info("replication")
 
     @staticmethod
-    def _replicas_by_gossip(client: redis.Redis, by_address: dict[str, Node]) -> list[Node]:
-        """The replicas a master's CLUSTER NODES lists as its own, that the lab knows."""
-        raw = client.execute_command("CLUSTER", "NODES")
-        lines = [ln.split() for ln in
-                 (raw.decode() if isinstance(raw, bytes) else str(raw)).splitlines()]
-        own = next((f[0] for f in lines if len(f) > 2 and "myself" in f[2].split(",")), None)
-        found = []
-        for fields in lines:
-            if len(fields) > 3 and fields[3] == own and "slave" in fields[2].split(","):
-                node = by_address.get(fields[1].split("@")[0])
-                if node is not None:
-                    found.append(node)
-        return found
+    def _replicas_of(client: redis.Redis, master: Node,
+                     by_address: dict[str, Node]) -> list[Node]:
+        """The replicas of `master` that its own CLUSTER SLOTS lists and the lab knows."""
+        reply = client.execute_command("CLUSTER", "SLOTS", NEVER_DECODE=True)
+        topology = from_cluster_slots(reply, lambda host, port: f"{host}:{port}")
+        return [by_address[r.address] for shard in topology.shards
+                if shard.master.address == master.address
+                for r in shard.replicas if r.address in by_address]
 
     def _processed_offset(self, replica: Node) -> int:
         """The replication offset the replica has processed (-1 while its link is down)."""

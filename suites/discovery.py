@@ -15,6 +15,8 @@ import re
 
 from lab.model import PROXY_CLUSTER
 
+from .keys import text
+
 # The tutorial's custom-redis-cluster refresh period: the claims are about it, whatever Envoy runs.
 CLUSTER_REFRESH_RATE_S = 5.0
 CLUSTER_REFRESH_TIMEOUT_S = 3.0  # the tutorial's cluster_refresh_timeout
@@ -26,8 +28,7 @@ def node_timeout_s(lab) -> float:
     tutorial's 15 s on Kubernetes)."""
     reply = lab.client(lab.state.topology.nodes[0]).execute_command(
         "CONFIG", "GET", "cluster-node-timeout")
-    value = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
-    return int(value or 0) / 1000
+    return int(text(reply[1]) or 0) / 1000
 
 
 def failed_refreshes(lab) -> int:

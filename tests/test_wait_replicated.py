@@ -1,6 +1,6 @@
 """Lab.wait_replicated when a sidecar hides where the replicas connect from: on kind, Istio's
 inbound sidecar makes every replica's link come from 127.0.0.6, so the master's INFO names no
-replica the lab knows; its CLUSTER NODES does, and those replicas are asked directly (their
+replica the lab knows; its CLUSTER SLOTS does, and those replicas are asked directly (their
 acknowledged offset is only sent once a second)."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ OTHER = Node("redis-cluster-4", "10.244.0.12", 6379)
 
 class Master:
     """The master's INFO replication: one link, from the sidecar's address, acknowledged at
-    an old offset; its CLUSTER NODES names its replica."""
+    an old offset; its CLUSTER SLOTS names its replica (and another shard's)."""
 
     def __init__(self, ack: int) -> None:
         self.ack = ack
@@ -30,11 +30,10 @@ class Master:
                 "slave0": {"ip": "127.0.0.6", "port": 6379, "state": "online",
                            "offset": self.ack}}
 
-    def execute_command(self, *args: str) -> bytes:
-        assert args == ("CLUSTER", "NODES")
-        return (b"m0 10.244.0.6:6379@16379 myself,master - 0 0 1 connected 0-5460\n"
-                b"r3 10.244.0.13:6379@16379 slave m0 0 0 1 connected\n"
-                b"r4 10.244.0.12:6379@16379 slave m9 0 0 2 connected\n")
+    def execute_command(self, *args: str, **options: object) -> list[Any]:
+        assert args == ("CLUSTER", "SLOTS")
+        return [[0, 5460, [b"10.244.0.6", 6379, b"m0"], [b"10.244.0.13", 6379, b"r3"]],
+                [5461, 10922, [b"10.244.0.9", 6379, b"m9"], [b"10.244.0.12", 6379, b"r4"]]]
 
 
 @pytest.fixture
@@ -61,6 +60,6 @@ def test_the_hidden_replica_is_asked_what_it_processed(lab: Lab, monkeypatch):
 
 def test_without_a_match_the_acknowledged_offset_still_counts(lab: Lab, monkeypatch):
     master = Master(ack=100)
-    master.execute_command = lambda *args: b"m0 10.244.0.6:6379@16379 myself,master - 0 0 1\n"
+    master.execute_command = lambda *args, **options: [[0, 5460, [b"10.244.0.6", 6379, b"m0"]]]
     monkeypatch.setattr(lab, "client", lambda node: master)
     assert lab.wait_replicated(MASTER, timeout_ms=50) == 1

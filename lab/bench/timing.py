@@ -67,11 +67,11 @@ def _load() -> str:
 
 
 def timed_run(what: str, argv: Sequence[str], *, cwd: Path, report: Path | None = None,
-              env: Mapping[str, str] | None = None, timeout: float = 1800) -> Run:
+              timeout: float = 1800) -> Run:
     """Run `argv` to its end; with `report`, read the waits from that conformance report."""
     load, busy, cpu, began = _load(), _busy_seconds(), _children_cpu(), time.perf_counter()
     done = subprocess.run(list(argv), cwd=cwd, capture_output=True, text=True, check=False,
-                          timeout=timeout, env=dict(env) if env is not None else None)
+                          timeout=timeout)
     wall = time.perf_counter() - began
     lines = done.stdout.strip().splitlines()
     summary = next((ln.strip("= ") for ln in reversed(lines) if " in " in ln), "")

@@ -715,8 +715,6 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     waits.reset()  # the ledger is this test's from its setup (a lab it brings up included)
 
 
-
-
 def pytest_sessionstart(session: pytest.Session) -> None:
     session.config._redis_mesh_lab_session = session  # type: ignore[attr-defined]
 

@@ -37,7 +37,8 @@ from lab.progress import Progress
 from lab.state import registry
 
 ALSO = ("Resharding",)  # run with the tutorial profile, as `nox -s e2e` does
-RUN_TIMEOUT = 300
+RUN_TIMEOUT = 300  # one suite run; a kind lab's variant labs are clusters of their own:
+RUN_TIMEOUTS = {"kind": 3600, "existing": 3600}  # the extended profile there took 1,825 s
 STOP_TIMEOUT = 120
 
 
@@ -74,7 +75,8 @@ def suite_args() -> list[str]:
 
 
 def run_suite(lab: str, profile: str, also: Sequence[str], failfast: bool,
-              reports: Path) -> tuple[int, dict[str, dict[str, object]], str]:
+              reports: Path, *, timeout: float = RUN_TIMEOUT
+              ) -> tuple[int, dict[str, dict[str, object]], str]:
     """Run the suite attached to `lab`; returns pytest's exit code, the per-test verdicts
     (from lab.verdict_recorder) and the tail of its output."""
     with tempfile.TemporaryDirectory(prefix="rml-verdicts-") as tmp:
@@ -91,7 +93,7 @@ def run_suite(lab: str, profile: str, also: Sequence[str], failfast: bool,
             argv.append("--ignore-glob=/*/test_ext_*")
         env = {**os.environ, settings.VERDICTS.name: str(out),
                settings.FEATURE_FAILFAST.name: "1" if failfast else "0"}
-        code, output = _run_bounded(argv, env)
+        code, output = _run_bounded(argv, env, timeout)
         tail = "\n".join(output.strip().splitlines()[-15:])
         if not out.is_file():
             return code, {}, tail
@@ -99,14 +101,15 @@ def run_suite(lab: str, profile: str, also: Sequence[str], failfast: bool,
         return code, data["tests"], tail
 
 
-def _run_bounded(argv: Sequence[str], env: dict[str, str]) -> tuple[int, str]:
-    """Run the suite for at most RUN_TIMEOUT seconds. Past it, SIGTERM, which pytest's plugin
+def _run_bounded(argv: Sequence[str], env: dict[str, str],
+                 timeout: float = RUN_TIMEOUT) -> tuple[int, str]:
+    """Run the suite for at most `timeout` seconds. Past it, SIGTERM, which pytest's plugin
     turns into an interruption that takes its variant labs down; SIGKILL only if that does not
     end it within STOP_TIMEOUT (then `sweep_variants` takes them down)."""
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           env=env) as proc:
         try:
-            output, _ = proc.communicate(timeout=RUN_TIMEOUT)
+            output, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.terminate()
             try:
@@ -114,7 +117,7 @@ def _run_bounded(argv: Sequence[str], env: dict[str, str]) -> tuple[int, str]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 output, _ = proc.communicate()
-            stopped = f"timed out after {RUN_TIMEOUT} s (stopped with SIGTERM)"
+            stopped = f"timed out after {timeout:g} s (stopped with SIGTERM)"
             output = f"{output.rstrip()}\n{stopped}"
         return proc.returncode, output
 
@@ -129,12 +132,12 @@ def sweep_variants(backend: Backend, lab: str) -> list[str]:
 
 
 def evaluate(name: str, description: str, expected: tuple[str, ...], *, lab: str,
-             profile: str, reports: Path) -> Verdict:
+             profile: str, reports: Path, timeout: float = RUN_TIMEOUT) -> Verdict:
     also = tuple(sorted(set(ALSO if profile == "tutorial" else ()) |
                         (set(expected) - set(PROFILES[profile]))))
     began = time.monotonic()
     code, tests, tail = run_suite(lab, profile, also, failfast=bool(expected),
-                                  reports=reports / name)
+                                  reports=reports / name, timeout=timeout)
     verdict = Verdict(name, description, expected, seconds=time.monotonic() - began)
     if not tests:
         verdict.reasons = {"pytest": f"exit {code}: no verdicts recorded\n{tail}"}
@@ -155,6 +158,7 @@ class _Worker(threading.Thread):
         super().__init__(daemon=True)
         self.backend, self.lab, self.jobs, self.results = backend, lab, jobs, results
         self.reports, self.progress, self.lock = reports, progress, lock
+        self.timeout = RUN_TIMEOUTS.get(backend.name, RUN_TIMEOUT)
 
     def run(self) -> None:
         while True:
@@ -180,10 +184,11 @@ class _Worker(threading.Thread):
         self.backend.reconfigure(self.lab, files, quiet)
         if mutant is None:
             return evaluate("baseline", "the lab as the manifests define it", (), lab=self.lab,
-                            profile="tutorial", reports=self.reports)
+                            profile="tutorial", reports=self.reports, timeout=self.timeout)
         try:
             return evaluate(mutant.name, mutant.description, mutant.expect_fail, lab=self.lab,
-                            profile=mutant.profile, reports=self.reports)
+                            profile=mutant.profile, reports=self.reports,
+                            timeout=self.timeout)
         finally:
             left = sweep_variants(self.backend, self.lab)
             if left:

@@ -146,16 +146,15 @@ def test_real_envoy_accepts_every_entry(tmp_path: Path, mutant: mutants.Mutant):
     sidecar.validate(sidecar.write(boot, tmp_path / "envoy.json"))
 
 
-def test_a_suite_run_past_its_time_is_stopped_with_sigterm_so_it_can_clean_up(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_suite_run_past_its_time_is_stopped_with_sigterm_so_it_can_clean_up() -> None:
     from lab import mutations
 
-    monkeypatch.setattr(mutations, "RUN_TIMEOUT", 0.5)
     script = ("import signal, sys, time\n"
               "def stop(*_):\n    print('variant labs taken down', flush=True); sys.exit(2)\n"
               "signal.signal(signal.SIGTERM, stop)\nprint('running', flush=True)\n"
               "while True:\n    time.sleep(0.05)\n")
-    code, output = mutations._run_bounded([sys.executable, "-c", script], dict(os.environ))
+    code, output = mutations._run_bounded([sys.executable, "-c", script], dict(os.environ),
+                                          timeout=0.5)
     assert code == 2
     assert output.splitlines() == ["running", "variant labs taken down",
                                    "timed out after 0.5 s (stopped with SIGTERM)"]

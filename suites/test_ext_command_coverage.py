@@ -13,9 +13,9 @@ import allure
 
 from lab import acl
 
-from .keys import token
-from .profile import only_in
-from .raw import Raw
+from .support.keys import token
+from .support.profile import only_in
+from .support.raw import Raw
 
 PROBE_TIMEOUT = 3.0
 

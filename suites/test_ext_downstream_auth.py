@@ -12,8 +12,8 @@ import pytest
 
 from lab.conformance.variants import Variant
 
-from .keys import per_shard
-from .raw import Raw
+from .support.keys import per_shard
+from .support.raw import Raw
 
 AUTH = Variant("auth", envoyfilters=("downstream-auth.yaml",))
 PASSWORD = "rml-downstream-secret"  # the variant's, in downstream-auth.yaml

@@ -30,15 +30,15 @@ import pytest
 
 from lab import waits
 
-from .discovery import (
+from .support.discovery import (
     CLUSTER_REFRESH_RATE_S,
     CLUSTER_REFRESH_TIMEOUT_S,
     failed_refreshes,
     node_timeout_s,
 )
-from .health import heal
-from .keys import per_shard
-from .traffic import CounterTraffic
+from .support.health import heal
+from .support.keys import per_shard
+from .support.traffic import CounterTraffic
 
 ELECTION_S = 1.0
 # The tutorial's custom-redis-cluster settings: the claim is about them, whatever Envoy runs.

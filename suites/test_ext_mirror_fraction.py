@@ -15,8 +15,8 @@ import pytest
 
 from lab.conformance.variants import Variant
 
-from .keys import token
-from .reads import binomial_tail
+from .support.keys import token
+from .support.reads import binomial_tail
 
 HALF = Variant("mirror50", mirror=True, envoyfilters=("mirror-fraction-50.yaml",))
 N = 1000

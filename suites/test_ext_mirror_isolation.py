@@ -12,8 +12,8 @@ import json
 import allure
 import pytest
 
-from .keys import token
-from .latency import bound, p99, timed
+from .support.keys import token
+from .support.latency import bound, p99, timed
 
 WRITES = 300
 

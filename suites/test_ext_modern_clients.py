@@ -19,7 +19,7 @@ import redis
 
 from lab.conformance.variants import Variant
 
-from .keys import per_shard, text
+from .support.keys import per_shard, text
 
 RESP3 = Variant("resp3", envoyfilters=("resp3.yaml",))
 

@@ -11,8 +11,8 @@ import contextlib
 import allure
 import pytest
 
-from .health import NoFailover, heal
-from .keys import ok, per_shard, text, token
+from .support.health import NoFailover, heal
+from .support.keys import ok, per_shard, text, token
 
 KEYS_PER_SHARD = 2
 

@@ -14,15 +14,15 @@ import redis
 from lab import waits
 from lab.conformance.variants import Variant
 
-from .discovery import (
+from .support.discovery import (
     CLUSTER_REFRESH_RATE_S,
     CLUSTER_REFRESH_TIMEOUT_S,
     failed_refreshes,
     node_timeout_s,
 )
-from .health import heal
-from .keys import ok, per_shard, text
-from .reads import (
+from .support.health import heal
+from .support.keys import ok, per_shard, text
+from .support.reads import (
     ANY_MIN_SHARE,
     READS_PER_SHARD,
     assert_reads_on,

@@ -15,10 +15,10 @@ from tenacity import retry, stop_after_delay, wait_fixed
 from lab import waits
 from lab.conformance.variants import Variant
 
-from .health import NoFailover, heal
-from .keys import ok, per_shard, text, token
-from .latency import bound, p99, timed
-from .profile import only_in
+from .support.health import NoFailover, heal
+from .support.keys import ok, per_shard, text, token
+from .support.latency import bound, p99, timed
+from .support.profile import only_in
 
 NO_MIRROR = Variant("no-mirror", mirror=False)
 

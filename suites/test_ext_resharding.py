@@ -18,9 +18,9 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixe
 from lab import waits
 from lab.slots import key_slot
 
-from .health import assert_lab_as_at_up
-from .keys import text, token
-from .traffic import CounterTraffic
+from .support.health import assert_lab_as_at_up
+from .support.keys import text, token
+from .support.traffic import CounterTraffic
 
 MOVED_SLOTS = 64
 KEYS = 48  # all in the slots that move

@@ -20,8 +20,8 @@ import pytest
 from lab.conformance.variants import Variant
 from lab.slots import key_slot
 
-from .keys import ok, text, token
-from .reads import binomial_tail
+from .support.keys import ok, text, token
+from .support.reads import binomial_tail
 
 # PREFER_REPLICA: the new shard has no replica, so REPLICA would refuse its reads; the grown
 # shard's reads still go to its replicas (two of them), which is what is checked there

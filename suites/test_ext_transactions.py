@@ -14,8 +14,8 @@ from tenacity import retry, stop_after_delay, wait_fixed
 
 from lab import waits
 
-from .keys import per_shard, text, token
-from .raw import Raw as _Raw
+from .support.keys import per_shard, text, token
+from .support.raw import Raw as _Raw
 
 
 def _flat(reply: object) -> list[str]:

@@ -11,7 +11,7 @@ from collections import Counter
 import allure
 import pytest
 
-from .keys import errors, run_keys, through_proxy, wait_all_replicated
+from .support.keys import errors, run_keys, through_proxy, wait_all_replicated
 
 WRITES = ("SET", "APPEND", "INCRBY", "DEL", "EXPIRE", "HSET", "LPUSH", "MSET")
 READS = ("GET", "MGET", "EXISTS", "TTL", "HGET", "LRANGE")

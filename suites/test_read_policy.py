@@ -10,7 +10,14 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixe
 
 from lab import waits
 
-from .keys import errors, run_keys, show, through_proxy, wait_all_replicated, wait_proxy_settled
+from .support.keys import (
+    errors,
+    run_keys,
+    show,
+    through_proxy,
+    wait_all_replicated,
+    wait_proxy_settled,
+)
 
 READS_PER_KEY = 2
 

@@ -10,7 +10,7 @@ import allure
 import pytest
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from .keys import errors, moved_and_ask_by_node, run_keys, through_proxy
+from .support.keys import errors, moved_and_ask_by_node, run_keys, through_proxy
 
 
 class _NotYet(Exception):

@@ -6,7 +6,7 @@ import allure
 import pytest
 from redis.crc import key_slot
 
-from .keys import TUTORIAL_KEYS, errors, run_keys, show, through_proxy, wait_all_replicated
+from .support.keys import TUTORIAL_KEYS, errors, run_keys, show, through_proxy, wait_all_replicated
 
 
 def _held(lab, node, wanted: set[bytes]) -> set[bytes]:

@@ -7,7 +7,7 @@ import allure
 import pytest
 from redis.crc import key_slot
 
-from .keys import (
+from .support.keys import (
     errors,
     moved_and_ask_by_node,
     run_keys,

@@ -38,7 +38,7 @@ def e2e(session: nox.Session) -> None:
     # the tutorial profile, plus Resharding: the tutorial's promise that the cluster can be
     # resharded under an unchanged client (suites/test_resharding.py); judged from the reports
     session.run("pytest", "suites", "-p", "no:cacheprovider", "--lab-profile", "tutorial",
-                f"--lab-reports={REPORTS}", "--lab-also=Resharding", "--ignore-glob=*test_ext_*",
+                f"--lab-reports={REPORTS}", "--lab-also=Resharding",
                 *session.posargs, success_codes=range(256))  # judged below, from the reports
     run = (REPORTS / "latest").resolve()
     if not (run / "conformance.yaml").is_file():

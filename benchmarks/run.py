@@ -69,8 +69,6 @@ def suite_runs(name: str, progress: Progress) -> list[dict[str, Any]]:
             argv = [sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider",
                     "--lab-backend", "attach", "--lab-name", name, "--lab-profile", profile,
                     f"--lab-reports={reports}"]
-            if profile == "tutorial":  # as `nox -s e2e`'s first pass
-                argv.append("--ignore-glob=*test_ext_*")
             with progress.step(f"the {profile} profile against the attached lab"):
                 run = timing.timed_run(f"{profile} profile", argv, cwd=ROOT,
                                        report=reports / "latest" / "conformance.yaml")

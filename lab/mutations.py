@@ -86,11 +86,6 @@ def run_suite(lab: str, profile: str, also: Sequence[str], failfast: bool,
                 "--lab-name", lab, "--lab-profile", profile, f"--lab-reports={reports}"]
         if also:
             argv.append(f"--lab-also={','.join(also)}")
-        if profile == "tutorial":
-            # as `nox -s e2e`'s tutorial pass: the extended suite's tests of an added feature
-            # (test_ext_resharding's traffic under a reshard) belong to the extended profile
-            # (pytest makes the pattern absolute against the working directory: anchor it)
-            argv.append("--ignore-glob=/*/test_ext_*")
         env = {**os.environ, settings.VERDICTS.name: str(out),
                settings.FEATURE_FAILFAST.name: "1" if failfast else "0"}
         code, output = _run_bounded(argv, env, timeout)

@@ -79,6 +79,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "feature(*names): conformance features a test proves")
+    config.addinivalue_line("markers", "profile(name): the test runs in this profile only, "
+                            "even where --lab-also adds its feature to another")
     for option in options.OPTIONS:  # a bad value from the environment or ini fails early
         options.get(config, option.flag)
     if options.get(config, "--lab-backend") == "attach" and not options.text(config,
@@ -151,6 +153,18 @@ def _features(item: pytest.Item) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def _profile(item: pytest.Item) -> str | None:
+    """The profile a `@pytest.mark.profile` keeps the test to; None: its features decide."""
+    marker = item.get_closest_marker("profile")
+    if marker is None:
+        return None
+    name = str(marker.args[0]) if marker.args else ""
+    if name not in PROFILES:
+        raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.profile({name!r}) names no "
+                                f"profile; valid: {', '.join(sorted(PROFILES))}")
+    return name
+
+
 def _title(item: pytest.Item) -> str:
     """The test as a sentence: its docstring's first line, else its name with spaces."""
     function = getattr(item, "function", None)
@@ -197,6 +211,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     featured = [item for item in items if _features(item)]
     if any(_is_shipped(item) for item in featured):
         collector.wanted = True  # the shipped suite is a conformance run: a verdict
+    if collector.wanted:
+        elsewhere = [item for item in featured if _profile(item) not in (None, profile)
+                     and set(_features(item)) <= wanted]
+        if elsewhere:  # a feature added by --lab-also brings its own profile's tests only
+            config.hook.pytest_deselected(items=elsewhere)
+            items[:] = [item for item in items if item not in elsewhere]
+            featured = [item for item in featured if item not in elsewhere]
     for item in featured:
         features = _features(item)
         unknown = [f for f in features if f not in ALL]

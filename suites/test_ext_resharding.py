@@ -77,6 +77,7 @@ def _wait_every_node_sees(lab, slots: range, owner) -> None:
 
 
 @pytest.mark.feature("Resharding")
+@pytest.mark.profile("extended")  # `nox -s e2e`'s --lab-also=Resharding keeps it out
 def test_reshard_under_traffic_is_invisible_to_the_client(lab):
     """redis-cli --cluster reshard 64 slots and back while INCR traffic runs through the proxy"""
     shards = lab.state.topology.shards

@@ -94,3 +94,36 @@ def test_loads_next_to_popular_plugins_without_clashes(tmp_path: Path):
     for flag in ("--profile", "--cov", "--timeout", "--benchmark-disable", "--html",
                  "--reruns", "--alluredir", "-n"):
         assert flag in helped.stdout
+
+
+def _collected(*args: str) -> set[str]:
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q",
+         str(ROOT / "suites"), *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return {line.split("::")[0].rsplit("/", 1)[-1] for line in run.stdout.splitlines()
+            if "::" in line}
+
+
+def test_a_feature_added_with_lab_also_brings_only_its_own_profiles_tests():
+    """Profile membership is read from markers: the extended test of Resharding
+    (@pytest.mark.profile("extended")) stays out of a tutorial run that adds Resharding."""
+    tutorial = _collected("--lab-profile", "tutorial", "--lab-also=Resharding")
+    assert "test_resharding.py" in tutorial
+    assert "test_ext_resharding.py" not in tutorial
+    extended = _collected("--lab-profile", "extended")
+    assert {"test_resharding.py", "test_ext_resharding.py"} <= extended
+
+
+def test_a_profile_marker_naming_no_profile_is_a_usage_error(tmp_path: Path):
+    (tmp_path / "test_marked.py").write_text(
+        "import pytest\n\n"
+        "@pytest.mark.feature('Sharding')\n@pytest.mark.profile('nightly')\n"
+        "def test_marked():\n    pass\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--lab-profile",
+         "tutorial", str(tmp_path)], cwd=tmp_path, capture_output=True, text=True,
+        timeout=120, check=False, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 4, run.stdout + run.stderr
+    assert "@pytest.mark.profile('nightly') names no profile" in run.stderr

@@ -88,7 +88,7 @@ def tests_run(progress: Progress) -> dict[str, Any]:
 def tutorial_chain() -> list[dict[str, Any]]:
     """The tutorial profile's longest timer chain, from the lab's own settings."""
     from lab import model
-    from lab.backends.local import NODE_TIMEOUT_MS
+    from lab.node_tuning import NODE_TIMEOUT_MS
 
     spec = model.load_spec("127.0.0.1")
     refresh = timing.refresh_rate_s(spec.envoyfilter_documents)

@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 
-from lab import acl, binaries, locks, model, paths, ports, procs, settings
+from lab import acl, binaries, locks, model, node_tuning, paths, ports, procs, settings
 from lab.backends import converge, local_envoy, local_faults
 from lab.backends.base import Access, UpOptions
 from lab.controlplane import addresses as cp_addresses
@@ -36,9 +36,6 @@ LOOPBACK = ports.LOOPBACK
 # listener (`127.0.10.1_6379`) as a real cluster IP would; the listener itself binds
 # 127.0.0.1 on the proxy port.
 SERVICE_VIPS_BASE = "127.0.10."
-NODE_TIMEOUT_MS = 2000  # short, so failover happens in seconds
-DISKLESS_SYNC_DELAY_S = 0  # a replica's full sync starts at once (Redis 7 waits 5 s by default)
-REPLICA_PING_PERIOD_S = 1  # Redis 7 lists a replica in CLUSTER SLOTS once its offset moved
 
 # redis.conf directives the local backend sets itself, whatever the ConfigMap says.
 _LOCAL_DIRECTIVES = {"port", "bind", "dir", "cluster-config-file", "cluster-node-timeout",
@@ -71,14 +68,7 @@ def node_conf(manifest_conf: str, port: int, directory: Path,
         "protected-mode yes",
         f"dir {directory}",
         "cluster-config-file nodes.conf",
-        f"cluster-node-timeout {NODE_TIMEOUT_MS}",
-        # Redis 7 syncs replicas diskless by default and first waits 5 s for more replicas to
-        # join the transfer: a new or re-attached replica would lag 5 s for nothing here
-        f"repl-diskless-sync-delay {DISKLESS_SYNC_DELAY_S}",
-        # Redis 7 leaves a replica out of CLUSTER SLOTS (so out of Envoy's view) until its
-        # replication offset is non-zero; on an empty master only the master's replication
-        # PING moves it, every 10 s by default
-        f"repl-ping-replica-period {REPLICA_PING_PERIOD_S}",
+        *node_tuning.conf_lines(),
         "save \"\"",
         # the process title Redis sets overwrites its environment, and with it the lab's label
         # (REDIS_MESH_LAB_ID) that `down` and `list` find a lab's processes by

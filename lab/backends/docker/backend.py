@@ -21,7 +21,7 @@ from typing import Any
 
 import redis
 
-from lab import acl, locks, model, paths, procs
+from lab import acl, locks, model, node_tuning, paths, procs
 from lab.backends.base import Access, UpOptions
 from lab.controlplane import istiod as cp_istiod
 from lab.envoy import proof
@@ -39,13 +39,6 @@ from . import relay as relay_launch
 from .access import DockerAccess
 from .pods import CLIENT_POD, SIDECAR, SIDECAR_DIR, Pods
 
-# Failover in seconds, not the ConfigMap's 15 s: faults are part of the suites.
-NODE_TIMEOUT_MS = 2000
-# Replicas sync at once, not after Redis 7's default 5 s wait for more replicas to join.
-DISKLESS_SYNC_DELAY_S = 0
-# Redis 7 lists a replica in CLUSTER SLOTS only once its replication offset moved: on an empty
-# master, the master's replication PING moves it (every 10 s by default).
-REPLICA_PING_PERIOD_S = 1
 # By path: the official redis image's entrypoint drops to its redis user when the command is
 # `redis-server`, and that user cannot read the lab's 0600 ACL file (--images upstream)
 REDIS_SERVER = "/usr/local/bin/redis-server"
@@ -285,10 +278,7 @@ class DockerBackend:
                 handle.write(f"{spec.redis_conf.rstrip()}\n{replication}\n")
             # the StatefulSet's command, with a failover in seconds and the lab's ACL
             command = [REDIS_SERVER, "/conf/redis.conf", "--cluster-announce-ip",
-                       pods.ips[pod], "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
-                       "--repl-diskless-sync-delay", str(DISKLESS_SYNC_DELAY_S),
-                       "--repl-ping-replica-period", str(REPLICA_PING_PERIOD_S),
-                       "--aclfile", ACL_FILE]
+                       pods.ips[pod], *node_tuning.arguments(), "--aclfile", ACL_FILE]
             runs.append(functools.partial(
                 pods.run, pod, "redis-node", command,
                 volumes=((str(conf), "/conf/redis.conf", "ro"), (str(users), ACL_FILE, "ro"))))

@@ -121,7 +121,7 @@ def proxy_overhead(binary: str, mirror: bool, concurrency: int, args: argparse.N
         appendonly = persistence.apply(handle, args.persistence)
         seed = state.topology.shards[0].master
         host, port = access.address(seed)
-        proxy = Target(str(state.proxy["host"]), int(state.proxy["port"]),
+        proxy = Target(state.proxy.host, state.proxy.port,
                        threads=args.proxy_threads)
         direct = Target(host, port, cluster=True, threads=args.direct_threads)
         cases = overhead.measure(binary, proxy, direct, reps=args.reps,

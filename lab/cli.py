@@ -32,7 +32,16 @@ from lab.backends import BACKENDS, UpOptions, get_backend
 from lab.controlplane import CONTROL_PLANES
 from lab.errors import LabError
 from lab.progress import Progress
-from lab.state import CorruptState, LabState, camel, registry
+from lab.state import (
+    AdminEndpoint,
+    CorruptState,
+    LabState,
+    MirrorEndpoint,
+    ProxyEndpoint,
+    camel,
+    recorded_backend,
+    registry,
+)
 
 PROG = "redis-mesh-lab"
 
@@ -262,13 +271,16 @@ def _up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _where(part: dict[str, object]) -> str:
-    if part.get("socket"):
-        return f"unix:{part['socket']}"
-    via = f"  (via {part['via']})" if part.get("via") else ""
-    if not part.get("host") and part.get("via"):
-        return f"via {part['via']}"  # no address of its own (kind: through kubectl exec)
-    return f"{part.get('host', '?')}:{part.get('port', '?')}{via}"
+def _where(part: ProxyEndpoint | AdminEndpoint | MirrorEndpoint) -> str:
+    socket = part.socket if isinstance(part, AdminEndpoint) else ""
+    if socket:
+        return f"unix:{socket}"
+    via = "" if isinstance(part, MirrorEndpoint) else part.via
+    host = "" if isinstance(part, AdminEndpoint) else part.host
+    port = 0 if isinstance(part, AdminEndpoint) else part.port
+    if not host and via:
+        return f"via {via}"  # no address of its own (kind: through kubectl exec)
+    return f"{host or '?'}:{port or '?'}" + (f"  (via {via})" if via else "")
 
 
 def _describe(state: LabState, topology_lines: list[str] | None = None) -> str:
@@ -282,18 +294,17 @@ def _describe(state: LabState, topology_lines: list[str] | None = None) -> str:
         f"  mirror  {_where(state.mirror)}  mirroring {'on' if state.mirror_enabled else 'off'}",
         f"  read_policy {state.read_policy}",
     ]
-    if state.extra.get("control_plane") == "istiod":
-        lines.append(f"  control plane: {state.extra.get('istio_build')}, istiod http "
-                     f"{state.extra.get('istiod_http')}")
+    if state.control_plane.istiod_http:  # our istiod (local, docker); kind's runs in-cluster
+        lines.append(f"  control plane: {state.control_plane.istio_build}, istiod http "
+                     f"{state.control_plane.istiod_http}")
     extra_filters = state.envoyfilters
     if extra_filters:
         lines.append(f"  extra EnvoyFilters (a mutant or variant lab): {', '.join(extra_filters)}")
     if state.backend == "local":
         lines[2] += f"   ({_cli_hint(state.name)})"
-    spares = state.extra.get("spares") or []
-    if spares:
+    if state.spares:
         lines.append("  spare pods (not in the cluster; redis-cli --cluster add-node): "
-                     + ", ".join(f"{s['name']} {s['host']}:{s['port']}" for s in spares))
+                     + ", ".join(f"{s.name} {s.address}" for s in state.spare_nodes))
     lines += topology_lines if topology_lines is not None else health.describe_topology(
         state.topology)
     return "\n".join(lines)
@@ -350,12 +361,13 @@ def _status(args: argparse.Namespace) -> int:
                         f"{PROG} down --name {state.name} removes what it left")
     if args.json:
         data = state.to_json()
-        data.pop("extra", None)
+        for facts in ("local", "docker", "kube"):  # a backend's own, as `extra` was
+            data.pop(facts, None)
         data["shardsAtUp"] = data.pop("shards")
         data["shards"] = camel(health.topology_json(found.topology))
         data.update({
             "directory": str(state.directory),
-            "envoyConfig": state.extra.get("envoy_config"),
+            "envoyConfig": state.local.envoy_config if state.local else None,
             "logs": {p.name: p.log for p in state.processes if p.log},
             "running": [name for name, up in processes.items() if up],
             "dead": dead,
@@ -385,7 +397,9 @@ def _down_one(name: str, progress: Progress) -> None:
         state = LabState.load(name)
     except CorruptState:
         state = None  # the local backend finds the processes by their label
-    backend = get_backend(state.backend if state else "local")
+    recorded = recorded_backend(name) if state is None else None
+    backend = get_backend(state.backend if state else
+                          recorded if recorded in ("docker", "kind") else "local")
     if state is None:  # no state dir: a docker lab is still found by its labels
         from lab.backends.docker.engine import leftovers
 
@@ -442,7 +456,7 @@ def _list(args: argparse.Namespace) -> int:
             continue
         running = sum(1 for p in state.processes if procs.alive(p))
         containers = _containers(state)  # a docker lab's, found by their labels
-        proxy = f"{state.proxy['host']}:{state.proxy['port']}" if state.proxy else None
+        proxy = f"{state.proxy.host}:{state.proxy.port}" if state.proxy.host else None
         phase = state.phase
         if phase != "ready" and locks.held_by(name) is None:
             phase = "interrupted"  # its `up` died: `down` (or the next `up`) cleans it
@@ -520,7 +534,7 @@ def _cli(args: argparse.Namespace) -> int:
         env.update(credentials.cli_env())
         target = ["-h", node.host, "-p", str(node.port), *credentials.cli_args()]
     else:
-        target = ["-h", str(state.proxy["host"]), "-p", str(state.proxy["port"])]
+        target = ["-h", state.proxy.host, "-p", str(state.proxy.port)]
     cli = binaries.redis_cli()
     sys.stdout.flush()
     os.execve(cli, [cli, *target, *rest], env)

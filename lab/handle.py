@@ -79,8 +79,7 @@ class Lab:
     def spares(self) -> tuple[Node, ...]:
         """Redis pods running but not in the cluster at `up` (`UpOptions.spare_pods`): the
         StatefulSet scaled up, for a test to `redis-cli --cluster add-node`."""
-        return tuple(Node(str(n["name"]), str(n["host"]), int(n["port"]))
-                     for n in self.state.extra.get("spares", []))
+        return tuple(self.state.spare_nodes)
 
     def implementation(self) -> dict[str, Any]:
         """For reports: what was under test (not for tests to adapt to)."""
@@ -95,7 +94,7 @@ class Lab:
             "mirrorEnabled": self.state.mirror_enabled,
             # Who turned the EnvoyFilters into Envoy config: a backend may say (istiod);
             # else Istio on Kubernetes, else our builtin patcher (local, docker).
-            "controlPlane": self.state.extra.get("controlPlane")
+            "controlPlane": self.state.control_plane.description
             or (f"istio ({self.state.istio_profile})" if self.state.istio_profile
                 else "builtin patcher"),
             "envoyfilters": list(self.state.envoyfilters),
@@ -267,7 +266,7 @@ class Lab:
     def worker_connections(self) -> dict[int, int]:
         """{Envoy worker: connections its listener of the proxy's port accepted so far}."""
         return parse_worker_connections(self.admin(WORKER_CONNECTIONS),
-                                        int(self.state.proxy["port"]))
+                                        self.state.proxy.port)
 
     def wait_replicated(self, master: Node, timeout_ms: int = 5000) -> int:
         """Until every replica of `master` processed every write the master took so far, from

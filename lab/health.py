@@ -61,14 +61,14 @@ def check(state: LabState, access: Access, *, tutorial: bool = False) -> Health:
     try:
         access.admin_get("/ready")
     except Exception as exc:
-        where = state.admin.get("socket") or f"{state.admin.get('host')}:{state.admin.get('port')}"
+        where = state.admin.socket or state.admin.via
         health.problems.append(f"Envoy's admin ({where}) does not answer: {_reason(exc)}")
     proxy = None
     try:
         proxy = access.proxy_client()
         proxy.execute_command("PING")
     except Exception as exc:
-        health.problems.append(f"the proxy {state.proxy.get('host')}:{state.proxy.get('port')} "
+        health.problems.append(f"the proxy {state.proxy.host}:{state.proxy.port} "
                                f"does not answer PING: {_reason(exc)}")
     finally:
         if proxy is not None:

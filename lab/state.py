@@ -4,8 +4,10 @@ The journal is written before the first process starts and rewritten (atomically
 time a process starts, so an interrupted or killed `up` always leaves a record `down` can
 clean up from. `phase` is "starting" until `up` finishes, then "ready".
 
-The backend-neutral part (proxy, admin, mirror, topology, processes) is what `status`
-prints and what the `Lab` handle is built from; `extra` holds a backend's own details.
+The backend-neutral part (proxy, admin, mirror, topology, processes, the control plane) is
+what `status` prints and what the `Lab` handle is built from; each backend keeps its own facts
+in a dataclass of its own (`local`, `docker` or `kube`; the others are None). The file carries
+`version`: a journal of another version is refused in one line, and `down` still cleans up.
 """
 
 from __future__ import annotations
@@ -15,15 +17,18 @@ import datetime as dt
 import json
 import os
 import re
+import types
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from lab import paths
 from lab.errors import LabError
 from lab.topology import Node, Topology
 
 STATE_FILE = "state.json"
+STATE_VERSION = 2  # 2: typed facts per backend (1 kept them in an untyped `extra`)
 
 
 @dataclass
@@ -37,6 +42,87 @@ class Process:
     log: str = ""
 
 
+@dataclass
+class ProxyEndpoint:
+    """Where the redis proxy (the client's sidecar listener) is reached."""
+    host: str = ""
+    port: int = 0
+    via: str = ""  # how an application in the lab reaches it (docker exec, kubectl exec)
+    vip: str = ""  # the redis-cluster Service's cluster IP (docker, kind)
+
+
+@dataclass
+class AdminEndpoint:
+    """Where the proxy's Envoy admin is reached."""
+    socket: str = ""  # a unix socket (local, docker)
+    via: str = ""  # kind: the command that reaches it
+    pod: str = ""  # kind: the client pod whose sidecar it is
+
+
+@dataclass
+class MirrorEndpoint:
+    host: str = ""
+    port: int = 0
+    pod: str = ""  # kind
+
+
+@dataclass
+class ControlPlaneFacts:
+    """Who turned the EnvoyFilters into Envoy config."""
+    name: str = "builtin"  # builtin (our patcher) | istiod
+    description: str = ""  # for reports; "" = said from the backend (see Lab.implementation)
+    istio_version: str = ""
+    istio_build: str = ""
+    istiod_http: str = ""  # host:port of istiod's debug endpoints
+    proxy_id: str = ""  # the sidecar's node id at istiod
+    loopback_block: int | None = None  # local: the third octet of the lab's 127.x block
+    unmatched_envoyfilters: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LocalPorts:
+    nodes: list[int] = field(default_factory=list)
+    mirror: int = 0
+    proxy: int = 0
+
+
+@dataclass
+class LocalFacts:
+    ports: LocalPorts = field(default_factory=LocalPorts)  # journaled before the nodes start
+    names_by_address: dict[str, str] = field(default_factory=dict)
+    vips: dict[str, str] = field(default_factory=dict)  # Service -> its cluster IP
+    envoy_config: str = ""
+
+
+@dataclass
+class DockerFacts:
+    network: str = ""
+    subnet: str = ""
+    vip: str = ""  # the redis-cluster Service's cluster IP
+    images: dict[str, str] = field(default_factory=dict)
+    ips: dict[str, str] = field(default_factory=dict)  # pod -> its IP
+    containers: dict[str, str] = field(default_factory=dict)  # pod -> its container's name
+    aliases: dict[str, list[str]] = field(default_factory=dict)  # pod -> its DNS names
+    names_by_address: dict[str, str] = field(default_factory=dict)
+    relay_socket: str = ""  # relative to the lab's directory
+    admin_socket: str = ""  # relative to the lab's directory
+
+
+@dataclass
+class KubeFacts:
+    kubeconfig: str = ""
+    context: str | None = None
+    cluster: str | None = None  # kind's cluster; None on an existing cluster
+    namespace: str = "redis"
+    client_pod: str = ""
+    redis_pods: list[str] = field(default_factory=list)
+    istio_version: str = ""
+    kind_version: str | None = None
+    node_image: str | None = None
+    applied: list[dict[str, Any]] = field(default_factory=list)  # objects: (kind, ns, name)
+    sync_generation: int = 0  # the EnvoyFilter sync marker's last generation
+
+
 class CorruptState(LabError):
     """A state.json that cannot be read; `down` still cleans up by the lab's label."""
 
@@ -47,27 +133,31 @@ class LabState:
     backend: str
     read_policy: str
     mirror_enabled: bool
-    proxy: dict[str, Any]
-    admin: dict[str, Any]
-    mirror: dict[str, Any]
-    shards: list[dict[str, Any]] = field(default_factory=list)
+    proxy: ProxyEndpoint = field(default_factory=ProxyEndpoint)
+    admin: AdminEndpoint = field(default_factory=AdminEndpoint)
+    mirror: MirrorEndpoint = field(default_factory=MirrorEndpoint)
+    shards: list[dict[str, Any]] = field(default_factory=list)  # Topology.to_list()
+    spares: list[dict[str, Any]] = field(default_factory=list)  # Node.to_dict(): not in the cluster
     processes: list[Process] = field(default_factory=list)
     envoy_version: str = ""
     redis_version: str = ""
     istio_profile: str | None = None
     created: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    control_plane: ControlPlaneFacts = field(default_factory=ControlPlaneFacts)
+    local: LocalFacts | None = None
+    docker: DockerFacts | None = None
+    kube: KubeFacts | None = None
     # The extra EnvoyFilters (paths) of a mutant lab; empty = as the manifests say.
     envoyfilters: list[str] = field(default_factory=list)
     phase: str = "ready"  # "starting" while `up` runs
     owner_pid: int = 0  # the `up` that wrote the journal
+    version: int = STATE_VERSION
 
     @classmethod
     def starting(cls, name: str, backend: str, read_policy: str, mirror: bool) -> LabState:
         """The journal an `up` saves before it starts anything: phase "starting", owned by
         this process, so a `down` or the next `up` can clean up after a `kill -9`."""
         return cls(name=name, backend=backend, read_policy=read_policy, mirror_enabled=mirror,
-                   proxy={}, admin={}, mirror={},
                    created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                    phase="starting", owner_pid=os.getpid())
 
@@ -81,11 +171,27 @@ class LabState:
 
     @property
     def mirror_node(self) -> Node:
-        return Node(name="redis-mirror", host=self.mirror["host"], port=int(self.mirror["port"]))
+        return Node(name="redis-mirror", host=self.mirror.host, port=self.mirror.port)
+
+    @property
+    def spare_nodes(self) -> list[Node]:
+        return [Node(str(s["name"]), str(s["host"]), int(s["port"])) for s in self.spares]
+
+    def local_facts(self) -> LocalFacts:
+        """The local backend's facts (a LabError if the lab is not a local one)."""
+        return _facts(self, self.local, "local")
+
+    def docker_facts(self) -> DockerFacts:
+        return _facts(self, self.docker, "docker")
+
+    def kube_facts(self) -> KubeFacts:
+        return _facts(self, self.kube, "kind or existing")
 
     def to_json(self) -> dict[str, Any]:
         """The public view (`status --json`, reports): camelCase, like conformance.yaml."""
         data = asdict(self)
+        for part in ("proxy", "admin", "mirror"):  # what this backend has of each
+            data[part] = {k: v for k, v in data[part].items() if v not in ("", None)}
         data["processes"] = [{"name": p.name, "pid": p.pid, "log": p.log}
                              for p in self.processes]
         return camel(data)
@@ -111,12 +217,14 @@ class LabState:
             raise CorruptState(f"cannot read {path}: {exc.strerror or exc}") from None
         try:
             data = json.loads(raw.decode("utf-8"))  # UnicodeDecodeError is a ValueError
-            known = {f.name for f in dataclasses.fields(cls)}
-            process_fields = {f.name for f in dataclasses.fields(Process)}
-            data = {k: v for k, v in data.items() if k in known}
-            data["processes"] = [Process(**{k: v for k, v in p.items() if k in process_fields})
-                                 for p in data.get("processes", [])]
-            state = cls(**data)
+            if not isinstance(data, dict):
+                raise ValueError("it is not an object")
+            if data.get("version", 1) != STATE_VERSION:  # 1 had no version field
+                raise CorruptState(
+                    f"corrupt lab state {path} (state version {data.get('version', 1)}, this "
+                    f"redis-mesh-lab reads {STATE_VERSION}: written by another version?); "
+                    f"redis-mesh-lab down --name {name} removes what the lab left")
+            state = _build(cls, data)
             if state.name != name:
                 raise ValueError(f"it names lab {state.name!r}")
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
@@ -125,6 +233,17 @@ class LabState:
                 f"redis-mesh-lab down --name {name} removes what the lab left"
             ) from None
         return state
+
+
+def recorded_backend(name: str) -> str | None:
+    """The backend a lab's state.json names, even where the rest of it cannot be read (an
+    older version's journal): `down` takes a kind lab's cluster down by it."""
+    try:
+        data = json.loads((paths.lab_dir(name) / STATE_FILE).read_bytes().decode("utf-8"))
+    except (OSError, ValueError):
+        return None
+    backend = data.get("backend") if isinstance(data, dict) else None
+    return backend if isinstance(backend, str) else None
 
 
 def all_states() -> list[LabState]:
@@ -152,6 +271,42 @@ def registry() -> list[tuple[str, LabState | None, str]]:
         else:
             found.append((child.name, None, "no state.json"))
     return found
+
+
+_T = TypeVar("_T")
+
+
+def _facts(state: LabState, facts: _T | None, backend: str) -> _T:
+    if facts is None:
+        raise LabError(f"lab {state.name} is a {state.backend} lab, not a {backend} one")
+    return facts
+
+
+def _build(cls: type[_T], data: Any) -> _T:
+    """A dataclass from its asdict() form: nested dataclasses (also optional ones and lists of
+    them) are built field by field; keys the class does not have are dropped."""
+    if not isinstance(data, dict):
+        raise TypeError(f"{cls.__name__} expects an object, not {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in data:
+            values[f.name] = _value(hints[f.name], data[f.name])
+    return cls(**values)
+
+
+def _value(hint: Any, value: Any) -> Any:
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        return _build(hint, value)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union) and value is not None:
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _value(inner[0], value)
+    if origin is list and args and isinstance(args[0], type) \
+            and dataclasses.is_dataclass(args[0]):
+        return [_build(args[0], v) for v in value]
+    return value
 
 
 _CAMEL = re.compile(r"_([a-z0-9])")

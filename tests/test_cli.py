@@ -124,7 +124,7 @@ def _journal(home: Path, name: str) -> None:
     (home / name / "state.json").write_text(
         f'{{"name": "{name}", "backend": "local", "read_policy": "REPLICA", '
         '"mirror_enabled": true, "proxy": {}, "admin": {}, "mirror": {}, '
-        '"phase": "starting", "owner_pid": 1}')
+        '"phase": "starting", "owner_pid": 1, "version": 2}')
 
 
 def test_status_without_a_name_takes_the_only_lab_or_names_them(no_leaks: Path):

@@ -33,9 +33,9 @@ def test_istiod_lab_is_configured_only_by_istiod(no_leaks: Path) -> None:
     pids = lab_pids(no_leaks)
     try:
         state = json.loads((no_leaks / "cp-istiod" / "state.json").read_text())
-        vip = state["extra"]["vips"]["redis-cluster"]
-        assert state["proxy"] == {"host": vip, "port": 6379}  # the client's view: VIP:6379
-        assert state["extra"]["control_plane"] == "istiod"
+        vip = state["local"]["vips"]["redis-cluster"]
+        assert (state["proxy"]["host"], state["proxy"]["port"]) == (vip, 6379)  # VIP:6379
+        assert state["control_plane"]["name"] == "istiod"
         names = {p["name"]: p["pid"] for p in state["processes"]}
         assert {"istiod", "dns", "envoy"} <= set(names)
 
@@ -95,7 +95,7 @@ def test_reconfigure_swaps_the_extra_envoyfilters_through_istiod(no_leaks: Path)
     backend = get_backend("local")
 
     def read_policy(state: LabState) -> str:
-        vip = state.extra["vips"]["redis-cluster"]
+        vip = state.local_facts().vips["redis-cluster"]
         dump = json.loads(Admin.of(state.admin, timeout=5.0).get("/config_dump"))
         filters = compare.parts(dump, vip)[f"listener {vip}_6379 filters"]
         return str(filters[0]["typed_config"]["settings"].get("read_policy", "MASTER"))

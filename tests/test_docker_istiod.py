@@ -56,7 +56,7 @@ def istiod_lab() -> Iterator[LabState]:
 
 
 def test_envoy_is_configured_only_by_istiod(istiod_lab: LabState):
-    assert istiod_lab.extra["control_plane"] == "istiod"
+    assert istiod_lab.control_plane.name == "istiod"
     boot = json.loads((Path(istiod_lab.directory) / "sidecar" / "envoy.json").read_text())
     assert [c["name"] for c in boot["static_resources"]["clusters"]] == ["xds-grpc"]
     assert "listeners" not in boot["static_resources"]
@@ -67,12 +67,12 @@ def test_istiod_listens_only_on_the_lab_networks_gateway(istiod_lab: LabState):
     istiod = next(p for p in istiod_lab.processes if p.name == "istiod")
     out = subprocess.run(["ss", "-ltnupH"], capture_output=True, text=True, check=True).stdout
     listening = [line.split()[4] for line in out.splitlines() if f"pid={istiod.pid}," in line]
-    gateway = istiod_lab.extra["subnet"].rsplit(".", 1)[0] + ".1:"
+    gateway = istiod_lab.docker_facts().subnet.rsplit(".", 1)[0] + ".1:"
     assert listening and all(a.startswith(gateway) for a in listening), listening
 
 
 def test_the_tutorial_command_works_through_the_capture(istiod_lab: LabState):
-    client = istiod_lab.extra["containers"]["redis-client"]
+    client = istiod_lab.docker_facts().containers["redis-client"]
     for argv in (["set", "a", "a"], ["get", "a"]):
         run = subprocess.run(["docker", "exec", client, "redis-cli", "-h", "redis-cluster",
                               *argv], capture_output=True, text=True, timeout=60, check=False)

@@ -72,7 +72,7 @@ def _exec(container: str, *argv: str, user: str | None = None) -> subprocess.Com
 
 @ON_THE_LAB
 def test_the_tutorial_command_goes_through_the_sidecar(docker_lab: LabState):
-    client = docker_lab.extra["containers"]["redis-client"]
+    client = docker_lab.docker_facts().containers["redis-client"]
     sets = "redis.redis_stats.command.set.total"
     before = _stat(docker_lab, sets)
     result = _exec(client, "redis-cli", "-h", "redis-cluster", "set", "a", "a")
@@ -98,14 +98,14 @@ def test_cli_runs_redis_cli_inside_the_lab(docker_lab: LabState):
 @ON_THE_LAB
 def test_the_vip_is_held_by_no_container(docker_lab: LabState):
     """Envoy's own uid is not captured: from it, the Service VIP answers nothing."""
-    client = docker_lab.extra["containers"]["redis-client"]
+    client = docker_lab.docker_facts().containers["redis-client"]
     direct = _exec(client, "redis-cli", "-h", "redis-cluster", "ping", user="1337")
     assert "PONG" not in direct.stdout
 
 
 @ON_THE_LAB
 def test_nodes_are_reached_at_their_pod_ips(docker_lab: LabState):
-    subnet = ipaddress.ip_network(docker_lab.extra["subnet"])
+    subnet = ipaddress.ip_network(docker_lab.docker_facts().subnet)
     for node in docker_lab.topology.nodes:
         assert ipaddress.ip_address(node.host) in subnet and node.port == 6379
 

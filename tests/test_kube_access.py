@@ -14,7 +14,7 @@ from lab import procs
 from lab.backends.kube import proxyclient, readiness, redisinfo
 from lab.backends.kube.access import KubeAccess
 from lab.errors import LabError
-from lab.state import LabState
+from lab.state import AdminEndpoint, KubeFacts, LabState, MirrorEndpoint, ProxyEndpoint
 from lab.topology import Node
 from tests.kube_fakes import (
     CLUSTER_NODES,
@@ -65,12 +65,12 @@ FAKE_KUBECTL = textwrap.dedent(r'''
 def state(lab: str, kubeconfig: Path) -> LabState:
     return LabState(
         name=lab, backend="kind", read_policy="REPLICA", mirror_enabled=True,
-        proxy={"host": "redis-cluster.redis.svc.cluster.local", "port": 6379},
-        admin={"pod": "redis-client-abc"},
-        mirror={"host": "10.244.0.31", "port": 6379, "pod": "redis-mirror-xyz"},
-        extra={"kubeconfig": str(kubeconfig), "context": "kind-rml-" + lab,
-               "cluster": "rml-" + lab, "client_pod": "redis-client-abc",
-               "redis_pods": [f"redis-cluster-{i}" for i in range(6)]},
+        proxy=ProxyEndpoint(host="redis-cluster.redis.svc.cluster.local", port=6379),
+        admin=AdminEndpoint(pod="redis-client-abc"),
+        mirror=MirrorEndpoint(host="10.244.0.31", port=6379, pod="redis-mirror-xyz"),
+        kube=KubeFacts(kubeconfig=str(kubeconfig), context="kind-rml-" + lab,
+                       cluster="rml-" + lab, client_pod="redis-client-abc",
+                       redis_pods=[f"redis-cluster-{i}" for i in range(6)]),
     )
 
 
@@ -164,7 +164,7 @@ def test_address_port_forwards_lazily_and_close_stops_it(lab_home: Path, kubectl
 
 def test_mirror_without_pod_is_a_clear_error(lab_home: Path, kubectl: Path) -> None:
     lab = state("a5", lab_home / "kc")
-    lab.mirror = {"host": "", "port": 6379, "pod": ""}
+    lab.mirror = MirrorEndpoint(host="", port=6379, pod="")
     with pytest.raises(LabError, match="no mirror"):
         KubeAccess(lab).address(Node("redis-mirror", "", 6379))
 
@@ -278,7 +278,7 @@ def test_faults_pause_resume_and_kill_the_pods_container(lab_home: Path, kubectl
 def test_faults_need_the_kind_node(lab_home: Path, kubectl: Path) -> None:
     existing = state("a4", lab_home / "kc")
     existing.backend = "existing"
-    existing.extra["cluster"] = None
+    existing.kube_facts().cluster = None
     runner = NodeRunner()
     with pytest.raises(LabError, match="backend existing does not reach"):
         KubeAccess(existing, runner=runner).fault(

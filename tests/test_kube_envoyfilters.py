@@ -141,7 +141,7 @@ def test_up_with_a_mutant_is_ready_once_delivered_even_without_the_redis_proxy()
     assert api.applied[-2]["spec"]["configPatches"][0]["match"]["listener"]["name"] == \
         f"{VIP}_6379"  # the mutant rendered with the Service's cluster IP, as the lab's own
     assert state.envoyfilters == [str(TCP_PROXY_LEFT.resolve())]
-    assert state.extra[envoyfilters.SYNC_GENERATION] == 1
+    assert state.kube_facts().sync_generation == 1
     assert not any(c.endswith("GET clusters?format=json") for c in runner.commands())
 
 
@@ -178,7 +178,7 @@ def test_reconfigure_swaps_mutants_and_restores_the_lab_own_envoyfilters() -> No
     state = kube.reconfigure("kc", [TCP_PROXY_LEFT], QUIET)
     assert envoyfilters_applied(api)[-2:] == [
         "EnvoyFilter istio-system/mutant-tcp-proxy-left", "EnvoyFilter redis/redis-mesh-lab-sync"]
-    assert state.extra[envoyfilters.SYNC_GENERATION] == 1
+    assert state.kube_facts().sync_generation == 1
     assert "envoy.filters.network.tcp_proxy" in runner._dump()
 
     api.applied.clear()
@@ -186,7 +186,7 @@ def test_reconfigure_swaps_mutants_and_restores_the_lab_own_envoyfilters() -> No
     assert api.deleted == ["EnvoyFilter istio-system/mutant-tcp-proxy-left"]
     seed = next(d for d in api.applied if d["metadata"]["name"] == "custom-redis-cluster")
     assert seed["metadata"]["annotations"][mutants.EXPECT_FAIL] == ""  # the conforming copy
-    assert state.extra[envoyfilters.SYNC_GENERATION] == 2
+    assert state.kube_facts().sync_generation == 2
 
     api.applied.clear()
     api.deleted.clear()
@@ -200,7 +200,8 @@ def test_reconfigure_swaps_mutants_and_restores_the_lab_own_envoyfilters() -> No
     assert any(c.endswith("GET clusters?format=json") for c in runner.commands())
     saved = LabState.load("kc")
     assert saved is not None
-    names = [d["metadata"]["name"] for d in saved.extra["applied"] if d["kind"] == "EnvoyFilter"]
+    names = [d["metadata"]["name"] for d in saved.kube_facts().applied
+             if d["kind"] == "EnvoyFilter"]
     assert "mutant-tcp-proxy-left" not in names and envoyfilters.SYNC_NAME in names
 
 
@@ -213,8 +214,8 @@ def test_a_failed_reconfigure_records_what_it_applied_and_uses_a_new_marker_next
     with pytest.raises(LabError, match="redis-mesh-lab-sync-1"):
         kube.reconfigure("kf", [TCP_PROXY_LEFT], QUIET)
     saved = LabState.load("kf")
-    assert saved is not None and saved.extra[envoyfilters.SYNC_GENERATION] == 1
-    assert "mutant-tcp-proxy-left" in [d["metadata"]["name"] for d in saved.extra["applied"]]
+    assert saved is not None and saved.kube_facts().sync_generation == 1
+    assert "mutant-tcp-proxy-left" in [d["metadata"]["name"] for d in saved.kube_facts().applied]
     runner.deliver = True
     kube.reconfigure("kf", [], QUIET)
     assert api.applied[-1]["spec"]["configPatches"][0]["patch"]["value"]["name"] == \

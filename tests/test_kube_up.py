@@ -80,9 +80,9 @@ def test_up_runs_the_plan_and_saves_the_state(lab_home: Path) -> None:
     assert api.waited[0] == "Deployment istio-system/istiod"
 
     assert state.backend == "kind" and state.istio_profile == "tutorial"
-    assert state.extra["kubeconfig"] == kc and state.extra["cluster"] == "rml-k1"
-    assert state.extra["client_pod"] == "redis-client-abc"
-    assert state.mirror["pod"] == "redis-mirror-xyz"
+    assert state.kube_facts().kubeconfig == kc and state.kube_facts().cluster == "rml-k1"
+    assert state.kube_facts().client_pod == "redis-client-abc"
+    assert state.mirror.pod == "redis-mirror-xyz"
     topo = state.topology
     assert [s.master.name for s in topo.shards] == ["redis-cluster-0", "redis-cluster-1",
                                                     "redis-cluster-2"]
@@ -157,7 +157,7 @@ def test_existing_up_and_down_touch_only_the_lab(tmp_path: Path, lab_home: Path)
     runner, api = RecordingRunner(), FakeApi()
     b = backend(runner, api, existing=True)
     state = b.up(UpOptions(images="upstream", name="e1", kubeconfig=str(kubeconfig)), QUIET)
-    assert state.backend == "existing" and state.extra["kubeconfig"] == str(kubeconfig)
+    assert state.backend == "existing" and state.kube_facts().kubeconfig == str(kubeconfig)
     assert not [c for c in runner.commands() if c.startswith(("kind", "istioctl"))]
     assert all(f"--kubeconfig {kubeconfig}" in c for c in runner.commands())
     assert not (lab_home / "e1" / "kubeconfig").exists()  # nothing copied
@@ -232,7 +232,7 @@ def test_spare_pods_run_beside_the_cluster_and_are_in_the_state(lab_home: Path) 
     assert sts["spec"]["replicas"] == 8
     create = next(c for c in runner.commands() if "--cluster create" in c)
     assert create.endswith(" ".join(f"{ip}:6379" for ip in POD_IPS))  # 0..5, in order
-    assert state.extra["spares"] == [
+    assert state.spares == [
         {"name": "redis-cluster-6", "host": "10.244.0.46", "port": 6379},
         {"name": "redis-cluster-7", "host": "10.244.0.47", "port": 6379}]
     assert "(2 spare pods)" in backend(runner, api).dry_run(options)

@@ -54,7 +54,7 @@ def journal_ports(home: Path, name: str) -> set[int]:
         return set()
     data = json.loads(path.read_text())
     found = set()
-    journaled = data.get("extra", {}).get("ports", {})
+    journaled = (data.get("local") or {}).get("ports", {})
     for port in journaled.get("nodes", []):
         found |= {port, port + ports.CLUSTER_BUS_OFFSET}
     found |= {journaled[k] for k in ("mirror", "proxy") if k in journaled}
@@ -602,13 +602,13 @@ def test_a_port_taken_between_choice_and_bind_is_retried(home: Path,
     try:
         state = backend.up(UpOptions(name="stolen"), Progress(quiet=True))
         assert set(stolen) == {"node", "proxy"}
-        assert state.proxy["port"] != stolen["proxy"]
+        assert state.proxy.port != stolen["proxy"]
         assert stolen["node"] not in {n.port for n in state.topology.nodes}
         logs = (home / "stolen" / "logs")
         assert ports.IN_USE in (logs / "redis-cluster-0.log").read_text()
         # (Envoy's own log is reopened by the retry, so its first complaint may be gone)
         assert [p.name for p in state.processes].count("redis-cluster-0") == 1
-        with redis.Redis(ports.LOOPBACK, state.proxy["port"], protocol=2) as client:
+        with redis.Redis(ports.LOOPBACK, state.proxy.port, protocol=2) as client:
             assert client.set("k", "v") and client.get("k") == b"v"
         lab_ports = journal_ports(home, "stolen")
     finally:

@@ -7,6 +7,7 @@ EnvoyFilters. The cluster is formed by the real `redis-cli --cluster create`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import shutil
@@ -28,7 +29,17 @@ from lab.envoy.admin import Admin
 from lab.errors import LabError
 from lab.model import LabSpec, Service
 from lab.progress import Progress
-from lab.state import CorruptState, LabState, Process, all_states
+from lab.state import (
+    AdminEndpoint,
+    CorruptState,
+    LabState,
+    LocalFacts,
+    LocalPorts,
+    MirrorEndpoint,
+    Process,
+    ProxyEndpoint,
+    all_states,
+)
 from lab.topology import Node, Topology
 
 LOOPBACK = ports.LOOPBACK
@@ -104,13 +115,13 @@ class LocalAccess:
         self._credentials: acl.Credentials | None = None
 
     def proxy_client(self) -> redis.Redis:
-        return redis.Redis(host=self.state.proxy["host"], port=int(self.state.proxy["port"]),
+        return redis.Redis(host=self.state.proxy.host, port=self.state.proxy.port,
                            socket_timeout=10, decode_responses=False,
                            protocol=2)  # Envoy speaks RESP2 only (no HELLO)
 
     def proxy_cli(self, *args: str) -> list[str]:
-        return [binaries.redis_cli(), "-h", str(self.state.proxy["host"]), "-p",
-                str(self.state.proxy["port"]), *args]
+        return [binaries.redis_cli(), "-h", self.state.proxy.host, "-p",
+                str(self.state.proxy.port), *args]
 
     def address(self, node: Node) -> tuple[str, int]:
         return node.host, node.port
@@ -134,8 +145,9 @@ class LocalAccess:
         logs = {}
         for log in sorted((self.state.directory / "logs").glob("*.log")):
             logs[log.stem] = log.read_text(encoding="utf-8", errors="replace")[-200_000:]
-        if self.state.extra.get("control_plane") == cp_istiod.NAME:
-            logs.update(cp_istiod.diagnostics(self.state.extra, self.state.directory / "logs"))
+        if self.state.control_plane.name == cp_istiod.NAME:
+            logs.update(cp_istiod.diagnostics(self.state.control_plane,
+                                              self.state.directory / "logs"))
         return logs
 
     def fault(self, node: Node, action: str) -> None:
@@ -289,15 +301,16 @@ class LocalBackend:
         self._prove(options, progress, admin, plan=plan, topology=topology, vips=vips)
         journal.read_policy = spec.read_policy
         journal.mirror_enabled = spec.mirror
-        journal.proxy = {"host": plan.proxy_host, "port": plan.proxy_port}
-        journal.admin = {"socket": str(admin_socket)}
-        journal.mirror = plan.mirror.to_dict() | {"name": plan.mirror.name}
+        journal.proxy = ProxyEndpoint(host=plan.proxy_host, port=plan.proxy_port)
+        journal.admin = AdminEndpoint(socket=str(admin_socket))
+        journal.mirror = MirrorEndpoint(host=plan.mirror.host, port=plan.mirror.port)
         journal.shards = topology.to_list()
+        journal.spares = [n.to_dict() for n in plan.nodes[sts.replicas:]]
         journal.envoy_version = admin.server_version()
         journal.redis_version = self._redis_version(plan, credentials)
-        journal.extra.update({"names_by_address": plan.names_by_address, "vips": vips,
-                              "envoy_config": str(config_path),
-                              "spares": [n.to_dict() for n in plan.nodes[sts.replicas:]]})
+        journal.local = dataclasses.replace(
+            journal.local_facts(), names_by_address=plan.names_by_address, vips=vips,
+            envoy_config=str(config_path))
         if mutant:
             journal.envoyfilters = [str(path) for path in mutant]
         journal.phase = "ready"
@@ -332,9 +345,9 @@ class LocalBackend:
             plan = self._allocate(spec, options, holds)
             if block:
                 plan = self._on_block(plan, block, cp_istiod.vips(spec, block))
-            journal.extra["ports"] = {
-                "nodes": [n.port for n in plan.nodes], "mirror": plan.mirror.port,
-                "proxy": plan.proxy_port}
+            journal.local = journal.local or LocalFacts()
+            journal.local.ports = LocalPorts(nodes=[n.port for n in plan.nodes],
+                                             mirror=plan.mirror.port, proxy=plan.proxy_port)
             journal.save()
             with progress.step(f"start {len(plan.nodes)} redis-server nodes and redis-mirror"):
                 confs: dict[str, Any] = {n.name: functools.partial(
@@ -360,12 +373,12 @@ class LocalBackend:
     def _allocate(self, spec: LabSpec, options: UpOptions, holds: ports.Holds) -> _Plan:
         reserved: set[int] = set()
         for other in all_states():
-            for part in (other.proxy, other.admin, other.mirror):
-                reserved.add(int(part.get("port", 0)))
-            journaled = other.extra.get("ports", {})
-            reserved.update(int(p) for p in journaled.get("nodes", []))
-            reserved.update(int(p) + ports.CLUSTER_BUS_OFFSET for p in journaled.get("nodes", []))
-            reserved.update(int(journaled[k]) for k in ("mirror", "proxy") if k in journaled)
+            reserved.update((other.proxy.port, other.mirror.port))
+            if other.local is not None:
+                journaled = other.local.ports
+                reserved.update(journaled.nodes)
+                reserved.update(p + ports.CLUSTER_BUS_OFFSET for p in journaled.nodes)
+                reserved.update((journaled.mirror, journaled.proxy))
             reserved.update(int(n.port) + off for n in other.topology.nodes
                             for off in (0, ports.CLUSTER_BUS_OFFSET))
         if options.proxy_port is not None:
@@ -408,9 +421,9 @@ class LocalBackend:
     def _check_istiod(progress: Progress, admin: Admin, spec: LabSpec, *,
                       block: cp_addresses.Block, journal: LabState, mutant: bool) -> None:
         """Every EnvoyFilter's effect is in Envoy (istiod ignores a patch silently)."""
-        journal.extra.update(cp_istiod.state_extra(block))
+        journal.control_plane = cp_istiod.facts(block)
         with progress.step("istiod's push holds what every EnvoyFilter asks for"):
-            journal.extra["unmatched_envoyfilters"] = cp_istiod.check_config(
+            journal.control_plane.unmatched_envoyfilters = cp_istiod.check_config(
                 admin, spec, mutant=mutant)
 
     def _istiod(self, spec: LabSpec, block: cp_addresses.Block, journal: LabState,
@@ -616,14 +629,14 @@ class LocalBackend:
         if state is None or state.backend != self.name:
             raise LabError(f"lab {name!r} is not up on backend local")
         files = [str(Path(f).resolve()) for f in envoyfilters]
-        vips = dict(state.extra["vips"])
-        admin_socket = Path(state.admin["socket"])
+        vips = dict(state.local_facts().vips)
+        admin_socket = Path(state.admin.socket)
         with progress.step("derive Envoy's config: sidecar baseline + EnvoyFilters"
                            + (f" + {local_envoy.describe(files)}" if files else "")):
             spec = model.load_spec(vips[model.CLIENT_SERVICE], state.read_policy,
                                    state.mirror_enabled, extra_envoyfilters=files)
             proof.check_envoyfilters(spec.envoyfilters)
-            if state.extra.get("control_plane") == cp_istiod.NAME:  # istiod reads them
+            if state.control_plane.name == cp_istiod.NAME:  # istiod reads them
                 config = cp_istiod.reconfigure(state, spec)
             else:
                 config = self._envoy_config(spec, vips, _plan_of(state), state.directory,
@@ -637,8 +650,8 @@ class LocalBackend:
             state.save()
             self._wait_ready(Admin.of(state.admin, timeout=5.0), bool(files),
                              len(state.topology.nodes), process, state.directory)
-        if state.extra.get("control_plane") == cp_istiod.NAME:
-            state.extra["unmatched_envoyfilters"] = cp_istiod.check_config(
+        if state.control_plane.name == cp_istiod.NAME:
+            state.control_plane.unmatched_envoyfilters = cp_istiod.check_config(
                 Admin.of(state.admin, timeout=5.0), spec, mutant=bool(files))
             state.save()
         return state
@@ -707,12 +720,12 @@ class LocalBackend:
 
 def _plan_of(state: LabState) -> _Plan:
     """The ports and names of a running lab, from its state (for reconfigure)."""
-    names = dict(state.extra["names_by_address"])
+    names = dict(state.local_facts().names_by_address)
     nodes = [Node(name, address.rsplit(":", 1)[0], int(address.rsplit(":", 1)[1]))
              for address, name in names.items()]
     nodes.sort(key=lambda n: int(n.name.rsplit("-", 1)[1]))
-    return _Plan(nodes=nodes, mirror=state.mirror_node, proxy_port=int(state.proxy["port"]),
-                 names_by_address=names, proxy_host=str(state.proxy.get("host", LOOPBACK)))
+    return _Plan(nodes=nodes, mirror=state.mirror_node, proxy_port=state.proxy.port,
+                 names_by_address=names, proxy_host=state.proxy.host or LOOPBACK)
 
 
 def _write_private(path: Path, text: str) -> None:

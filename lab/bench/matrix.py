@@ -211,7 +211,7 @@ def quiet_column(impl: Implementation, index: int, *, overhead_reps: int,
             seed = state.topology.shards[0].master
             column["appendonly"] = _persistence_off(state)
             column["ProxyOverhead"] = overhead.measure(
-                redisbench.find(), Target(str(state.proxy["host"]), int(state.proxy["port"])),
+                redisbench.find(), Target(state.proxy.host, state.proxy.port),
                 Target(seed.host, seed.port, cluster=True), reps=overhead_reps,
                 precision=None,  # quick ratios: a fixed count keeps the matrix in its time
                 min_seconds=overhead_seconds, commands=("set", "get"), pipelines=(1,))

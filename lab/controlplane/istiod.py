@@ -28,7 +28,7 @@ from lab.controlplane.addresses import allocate as allocate_block
 from lab.errors import LabError
 from lab.manifests import Document
 from lab.model import LabSpec
-from lab.state import Process
+from lab.state import ControlPlaneFacts, LabState, Process
 
 NAME = "istiod"
 DNS_PORT_FILE = "dns.port"
@@ -194,11 +194,11 @@ def wait_ready(ports: pilot.Ports, pid: int, log: Path, offset: int = 0) -> None
         raise LabError(f"istiod did not become ready within 60 s: {exc}") from None
 
 
-def diagnostics(extra: Mapping[str, Any], logs: Path) -> dict[str, str]:
+def diagnostics(facts: ControlPlaneFacts, logs: Path) -> dict[str, str]:
     """For a lab's diagnostics bundle: istiod's view of the proxy, what it and Envoy
     rejected, and the EnvoyFilters whose effect is missing from Envoy's config."""
-    host, _, port = str(extra.get("istiod_http", ":")).rpartition(":")
-    found = debug(host, int(port or 0), str(extra.get("proxy_id", ""))) if host else {}
+    host, _, port = facts.istiod_http.rpartition(":")
+    found = debug(host, int(port or 0), facts.proxy_id) if host else {}
     pattern = ("rejected", "nack", "error", "warn")
     rejected = [f"{log.name}: {line.strip()}" for log in (logs / "istiod.log", logs / "envoy.log")
                 if log.is_file()
@@ -206,7 +206,7 @@ def diagnostics(extra: Mapping[str, Any], logs: Path) -> dict[str, str]:
                 if any(word in line.lower() for word in pattern)]
     found["istiod-rejections"] = "\n".join(rejected[-200:]) or "(none)"
     found["istiod-unmatched-envoyfilters"] = "\n".join(
-        extra.get("unmatched_envoyfilters") or []) or "(none)"
+        facts.unmatched_envoyfilters) or "(none)"
     return found
 
 
@@ -236,12 +236,14 @@ def plan_lines() -> list[str]:
     ]
 
 
-def reconfigure(state: Any, spec: LabSpec) -> Path:
+def reconfigure(state: LabState, spec: LabSpec) -> Path:
     """A mutant lab's extra EnvoyFilters for an istiod lab: rewrite istiod's inputs (the new
     extra EnvoyFilters are in `spec`), restart istiod (the journal's process), wait until it
     is ready; Envoy's ADS bootstrap stays as it is (the caller restarts Envoy). Returns the
     bootstrap's path."""
-    block = Block(int(state.extra["loopback_block"]))
+    if state.control_plane.loopback_block is None:
+        raise LabError(f"lab {state.name}: its state records no loopback block for istiod")
+    block = Block(state.control_plane.loopback_block)
     write_inputs(state.directory, spec, block)
     old = next(p for p in state.processes if p.name == NAME)
     procs.terminate(old)
@@ -254,24 +256,21 @@ def reconfigure(state: Any, spec: LabSpec) -> Path:
     return Path(state.directory) / "envoy.json"
 
 
-def require_block(name: str, states: Sequence[Any]) -> Block:
+def require_block(name: str, states: Sequence[LabState]) -> Block:
     """The istiod binary first (`up` never builds it), then the lab's loopback block."""
     pilot.require()
-    taken = [int(s.extra["loopback_block"]) for s in states
-             if s.name != name and "loopback_block" in getattr(s, "extra", {})]
+    taken = [s.control_plane.loopback_block for s in states
+             if s.name != name and s.control_plane.loopback_block is not None]
     return allocate_block(name, taken)
 
 
-def state_extra(block: Block) -> dict[str, Any]:
-    return {
-        "control_plane": NAME,
-        "controlPlane": describe(),  # the reports' implementation block
-        "istio_version": versions.ISTIOD_RELEASE,
-        "istio_build": versions.ISTIOD_DESCRIPTION,
-        "loopback_block": block.third,
-        "istiod_http": f"{block.istiod}:{pilot.Ports(block.istiod).http}",
-        "proxy_id": istio_config.node_id(block.client),
-    }
+def facts(block: Block) -> ControlPlaneFacts:
+    """What a local lab's state records of its istiod."""
+    return ControlPlaneFacts(
+        name=NAME, description=describe(), istio_version=versions.ISTIOD_RELEASE,
+        istio_build=versions.ISTIOD_DESCRIPTION, loopback_block=block.third,
+        istiod_http=f"{block.istiod}:{pilot.Ports(block.istiod).http}",
+        proxy_id=istio_config.node_id(block.client))
 
 
 # ---- did istiod's push do what the EnvoyFilters ask? ----------------------------------------

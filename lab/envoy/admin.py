@@ -13,6 +13,12 @@ import os
 import re
 import socket
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from lab.errors import LabError
+
+if TYPE_CHECKING:
+    from lab.state import AdminEndpoint
 
 _SUN_PATH_MAX = 107
 
@@ -83,11 +89,11 @@ class Admin:
         return parse_hosts(self.clusters(), cluster)
 
     @classmethod
-    def of(cls, admin: dict[str, object], timeout: float = 2.0) -> Admin:
-        """From a lab state's `admin` entry: {"socket": path} or {"host": h, "port": p}."""
-        if admin.get("socket"):
-            return cls(socket_path=str(admin["socket"]), timeout=timeout)
-        return cls(str(admin.get("host", "")), int(str(admin.get("port", 0))), timeout)
+    def of(cls, admin: AdminEndpoint, timeout: float = 2.0) -> Admin:
+        """From a lab state's `admin` (a unix socket: local and docker)."""
+        if not admin.socket:
+            raise LabError(f"Envoy's admin is not a socket here: {admin.via or admin}")
+        return cls(socket_path=admin.socket, timeout=timeout)
 
 
 CLUSTERS_JSON = "/clusters?format=json"

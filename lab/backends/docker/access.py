@@ -42,11 +42,11 @@ class DockerAccess:
 
     @property
     def relay_socket(self) -> Path:
-        return self.state.directory / str(self.state.extra["relay_socket"])
+        return self.state.directory / self.state.docker_facts().relay_socket
 
     @property
     def admin_socket(self) -> Path:
-        return self.state.directory / str(self.state.extra["admin_socket"])
+        return self.state.directory / self.state.docker_facts().admin_socket
 
     def credentials(self) -> dict[str, str]:
         """The lab's admin user: node clients of the `Lab` handle authenticate."""
@@ -75,7 +75,7 @@ class DockerAccess:
 
     def containers(self) -> dict[str, str]:
         """{pod name: container name}."""
-        return dict(self.state.extra["containers"])
+        return dict(self.state.docker_facts().containers)
 
     def logs(self) -> dict[str, str]:
         found: dict[str, str] = {}
@@ -117,7 +117,7 @@ class DockerAccess:
             self._network_fault(container, node, action)
 
     def _network_fault(self, container: Any, node: Node, action: str) -> None:
-        network_name = str(self.state.extra["network"])
+        network_name = self.state.docker_facts().network
         network = self.docker.networks.get(network_name)
         attached = network_name in (container.attrs.get("NetworkSettings") or {}).get(
             "Networks", {})
@@ -126,7 +126,7 @@ class DockerAccess:
                 network.disconnect(container)
             return
         if not attached:  # back with the same IP and DNS names
-            aliases = list(self.state.extra["aliases"].get(node.name, []))
+            aliases = list(self.state.docker_facts().aliases.get(node.name, []))
             network.connect(container, ipv4_address=node.host, aliases=aliases)
 
     def close(self) -> None:

@@ -30,7 +30,16 @@ from lab.envoy.admin import Admin
 from lab.errors import LabError
 from lab.model import LabSpec
 from lab.progress import Progress
-from lab.state import LabState, Process
+from lab.state import (
+    AdminEndpoint,
+    ControlPlaneFacts,
+    CorruptState,
+    DockerFacts,
+    LabState,
+    MirrorEndpoint,
+    Process,
+    ProxyEndpoint,
+)
 from lab.topology import Node, Topology
 
 from . import diagnostics, engine, images, network, readiness, sidecar
@@ -217,24 +226,23 @@ class DockerBackend:
         state = LabState(
             name=name, backend=self.name, read_policy=spec.read_policy,
             mirror_enabled=spec.mirror,
-            proxy={"host": model.CLIENT_SERVICE, "port": model.REDIS_PORT,
-                   "via": f"docker exec {pods.name(CLIENT_POD)} redis-cli -h redis-cluster"},
-            admin={"socket": str(admin_socket)},
-            mirror={"name": model.MIRROR_SERVICE, "host": ips[model.MIRROR_SERVICE],
-                    "port": model.REDIS_PORT},
+            proxy=ProxyEndpoint(
+                host=model.CLIENT_SERVICE, port=model.REDIS_PORT, vip=vip,
+                via=f"docker exec {pods.name(CLIENT_POD)} redis-cli -h redis-cluster"),
+            admin=AdminEndpoint(socket=str(admin_socket)),
+            mirror=MirrorEndpoint(host=ips[model.MIRROR_SERVICE], port=model.REDIS_PORT),
             shards=topology.to_list(), processes=list(started),
+            spares=[Node(p, ips[p], model.REDIS_PORT).to_dict() for p in node_pods[sts.replicas:]],
             envoy_version=readiness.admin_version(admin_socket),
             redis_version=readiness.redis_version(ips[node_pods[0]], credentials),
             created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            extra={"controlPlane": "builtin patcher", **control_plane, "network": net.name,
-                   "subnet": addresses.subnet, "vip": vip,
-                   "vips": {model.CLIENT_SERVICE: vip}, "images": tags, "ips": ips,
-                   "containers": {pod: pods.name(pod) for pod in [*ips, SIDECAR]},
-                   "aliases": pods.aliases, "names_by_address": names_by_address,
-                   "relay_socket": RELAY_SOCKET,
-                   "spares": [Node(p, ips[p], model.REDIS_PORT).to_dict()
-                              for p in node_pods[sts.replicas:]],
-                   "admin_socket": f"{SIDECAR_DIR}/{sidecar.ADMIN_SOCKET}"},
+            control_plane=control_plane,
+            docker=DockerFacts(
+                network=net.name, subnet=addresses.subnet, vip=vip, images=dict(tags),
+                ips=dict(ips), containers={pod: pods.name(pod) for pod in [*ips, SIDECAR]},
+                aliases={pod: list(names) for pod, names in pods.aliases.items()},
+                names_by_address=dict(names_by_address), relay_socket=RELAY_SOCKET,
+                admin_socket=f"{SIDECAR_DIR}/{sidecar.ADMIN_SOCKET}"),
         )
         _record_envoyfilters(state, extra_paths)
         state.save()
@@ -312,24 +320,24 @@ class DockerBackend:
 
     def _control_plane(self, options: UpOptions, spec: LabSpec, directory: Path,
                        ips: dict[str, str], vip: str, *, net_gateway: str, side_dir: Path,
-                       started: list[Process]) -> dict[str, Any]:
+                       started: list[Process]) -> ControlPlaneFacts:
         """The sidecar's configuration: from our patcher (static), or from real istiod (ADS;
         istiod started on the gateway address); returns what the state records of it."""
         if options.control_plane != cp_istiod.NAME:
             self._write_envoy_config(spec, vip, ips, side_dir)
-            return {}
+            return ControlPlaneFacts(description="builtin patcher")
         ports = docker_istiod.start(spec, directory, gateway=net_gateway,
                                     vips=self._service_vips(spec, vip), pod_addresses=ips,
                                     record=started.append)
         docker_istiod.write_bootstrap(spec, side_dir, ips[CLIENT_POD], ports)
-        return docker_istiod.state_extra(ports, ips[CLIENT_POD])
+        return docker_istiod.facts(ports, ips[CLIENT_POD])
 
     @staticmethod
-    def _check_istiod(progress: Progress, control_plane: dict[str, Any], admin_socket: Path,
+    def _check_istiod(progress: Progress, control_plane: ControlPlaneFacts, admin_socket: Path,
                       spec: LabSpec, options: UpOptions, *, listener: str) -> None:
         """istiod's listeners have arrived (LDS follows CDS), and every EnvoyFilter's effect
         is in Envoy (istiod ignores a patch that matches nothing, silently)."""
-        if control_plane.get("control_plane") != cp_istiod.NAME:
+        if control_plane.name != cp_istiod.NAME:
             return
         admin = Admin(socket_path=str(admin_socket), timeout=5.0)
 
@@ -341,7 +349,7 @@ class DockerBackend:
         with progress.step(f"istiod's listeners ({listener}) in Envoy"):
             listening()
         with progress.step("istiod's push holds what every EnvoyFilter asks for"):
-            control_plane["unmatched_envoyfilters"] = cp_istiod.check_config(
+            control_plane.unmatched_envoyfilters = cp_istiod.check_config(
                 admin, spec, mutant=bool(options.envoyfilters))
 
     @staticmethod
@@ -375,22 +383,23 @@ class DockerBackend:
         state = LabState.load(name)
         if state is None or state.backend != self.name:
             raise LabError(f"lab {name!r} is not up on backend docker")
-        if state.extra.get("control_plane") == cp_istiod.NAME:
+        if state.control_plane.name == cp_istiod.NAME:
             raise LabError(f"lab {name!r} is configured by istiod: swapping its EnvoyFilters "
                            "in place is for the builtin control plane (bring a new lab up "
                            "with --envoyfilter instead)")
         client = engine.connect()
         try:
             extra_paths = [str(Path(p).resolve()) for p in envoyfilters]
-            vip = str(state.extra["vip"])
+            facts = state.docker_facts()
+            vip = facts.vip
             spec = model.load_spec(vip, state.read_policy, state.mirror_enabled,
                                    extra_envoyfilters=extra_paths)
-            ips = state.extra["ips"]
+            ips = facts.ips
             side_dir = state.directory / SIDECAR_DIR
             with progress.step("Envoy config with the new EnvoyFilters"):
                 proof.check_envoyfilters(spec.envoyfilters + spec.extra_envoyfilters)
                 self._write_envoy_config(spec, vip, ips, side_dir)
-            names = state.extra["containers"]
+            names = facts.containers
             with progress.step("restart the sidecar's Envoy"):
                 client.containers.get(names[SIDECAR]).restart(timeout=2)
                 readiness.wait_admin(side_dir / sidecar.ADMIN_SOCKET, client, names[SIDECAR])
@@ -405,7 +414,10 @@ class DockerBackend:
         client = engine.connect()
         try:
             with locks.lab_lock(paths.check_name(name), "being taken down", remove=True):
-                state = LabState.load(name)
+                try:
+                    state = LabState.load(name)
+                except CorruptState:  # unreadable: found by their labels below
+                    state = None
                 with progress.step(f"remove the containers and network of lab {name!r}"):
                     if state is not None:
                         for process in state.processes:

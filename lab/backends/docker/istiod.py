@@ -13,13 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 from lab import procs, versions
 from lab.controlplane import istio_config, istiod, pilot, xds_bootstrap
 from lab.envoy import sidecar as envoy_files
 from lab.model import LabSpec
-from lab.state import Process
+from lab.state import ControlPlaneFacts, Process
 
 from . import sidecar
 
@@ -55,8 +54,9 @@ def write_bootstrap(spec: LabSpec, side_dir: Path, client_ip: str, ports: pilot.
     return envoy_files.write(boot, side_dir / sidecar.CONFIG_FILE)
 
 
-def state_extra(ports: pilot.Ports, client_ip: str) -> dict[str, Any]:
-    return {"control_plane": istiod.NAME, "controlPlane": istiod.describe(),
-            "istio_version": versions.ISTIOD_RELEASE, "istio_build": versions.ISTIOD_DESCRIPTION,
-            "istiod_http": ports.address(ports.http),
-            "proxy_id": istio_config.node_id(client_ip)}
+def facts(ports: pilot.Ports, client_ip: str) -> ControlPlaneFacts:
+    """What a docker lab's state records of its istiod."""
+    return ControlPlaneFacts(
+        name=istiod.NAME, description=istiod.describe(), istio_version=versions.ISTIOD_RELEASE,
+        istio_build=versions.ISTIOD_DESCRIPTION, istiod_http=ports.address(ports.http),
+        proxy_id=istio_config.node_id(client_ip))

@@ -21,7 +21,7 @@ def redis_cli_argv(state: LabState, node: str | None, rest: list[str]) -> list[s
     docker = shutil.which("docker")
     if not docker:
         raise LabError("the docker command is not installed (apt-get install docker.io)")
-    containers = dict(state.extra["containers"])
+    containers = dict(state.docker_facts().containers)
     tty = ["-it"] if sys.stdin.isatty() and sys.stdout.isatty() else ["-i"]
     if node is None:
         return [docker, "exec", *tty, containers[CLIENT_POD], "redis-cli", "-h",

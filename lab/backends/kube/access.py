@@ -64,7 +64,7 @@ class KubeAccess:
 
     @property
     def client_pod(self) -> str:
-        return str(self.state.extra["client_pod"])
+        return self.state.kube_facts().client_pod
 
     def _exec(self, pod: str, container: str, *command: str, stdin: bool = False) -> list[str]:
         return _argv(self.layout.exec_in(pod, container, *command, stdin=stdin),
@@ -72,10 +72,10 @@ class KubeAccess:
 
     def pod_of(self, node: Node) -> str:
         if node.name == MIRROR_NODE:
-            pod = self.state.mirror.get("pod")
+            pod = self.state.mirror.pod
             if not pod:
                 raise LabError("this lab has no mirror (it was brought up with --no-mirror)")
-            return str(pod)
+            return pod
         return node.name
 
     # -- Access --------------------------------------------------------------------------
@@ -151,9 +151,9 @@ class KubeAccess:
         return readiness.admin_answer(self.runner.run(argv, timeout=60).stdout)
 
     def logs(self) -> dict[str, str]:
-        pods = [*self.state.extra.get("redis_pods", []), self.client_pod]
-        if self.state.mirror.get("pod"):
-            pods.append(str(self.state.mirror["pod"]))
+        pods = [*self.state.kube_facts().redis_pods, self.client_pod]
+        if self.state.mirror.pod:
+            pods.append(self.state.mirror.pod)
         found: dict[str, str] = {}
         for pod in pods:
             argv = _argv(self.layout.kubectl("-n", NAMESPACE, "logs", pod, "--all-containers",

@@ -16,7 +16,15 @@ from lab.envoy.admin import server_version
 from lab.errors import LabError
 from lab.manifests import Document
 from lab.progress import Progress
-from lab.state import LabState
+from lab.state import (
+    AdminEndpoint,
+    ControlPlaneFacts,
+    CorruptState,
+    KubeFacts,
+    LabState,
+    MirrorEndpoint,
+    ProxyEndpoint,
+)
 from lab.topology import Node
 from lab.versions import IstioProfile
 
@@ -26,7 +34,7 @@ from . import hostcheck, readiness, redisinfo, toolchain, tools
 from . import steps as plan_steps
 from .access import KubeAccess
 from .kubeapi import ClientApi, KubeApi, ref
-from .layout import Layout, existing_layout, kind_layout, layout_of
+from .layout import NAMESPACE, Layout, existing_layout, kind_layout, layout_of
 from .plan import Executor, execute_plan, render_plan
 from .runner import Runner, SubprocessRunner
 
@@ -101,8 +109,8 @@ class KubeBackend:
         # the journal: an interrupted or kept up is found, and taken down, by `down --name`
         journal = LabState.starting(options.name, self.name, options.read_policy,
                                     options.mirror)
-        journal.extra = {"kubeconfig": str(layout.kubeconfig), "context": layout.context,
-                         "cluster": layout.cluster}
+        journal.kube = KubeFacts(kubeconfig=str(layout.kubeconfig), context=layout.context,
+                                 cluster=layout.cluster)
         journal.save()
         keep = options.keep
         progress.say(f"lab {options.name}: {self.name} backend, Istio profile {profile.name}")
@@ -188,39 +196,40 @@ class KubeBackend:
             backend=self.name,
             read_policy=options.read_policy,
             mirror_enabled=options.mirror,
-            proxy={"host": service.fqdn, "port": model.REDIS_PORT,
-                   "via": f"kubectl exec -i {client_pod} -c redis-client (its sidecar)",
-                   "vip": context["redis_vip"]},
-            admin={"via": f"kubectl exec {client_pod} -c istio-proxy -- pilot-agent request "
-                          "GET <path>", "pod": client_pod},
-            mirror={"host": mirror.get("host", ""), "port": model.REDIS_PORT,
-                    "pod": mirror.get("pod", "")},
+            proxy=ProxyEndpoint(
+                host=service.fqdn, port=model.REDIS_PORT, vip=context["redis_vip"],
+                via=f"kubectl exec -i {client_pod} -c redis-client (its sidecar)"),
+            admin=AdminEndpoint(
+                via=f"kubectl exec {client_pod} -c istio-proxy -- pilot-agent request GET <path>",
+                pod=client_pod),
+            mirror=MirrorEndpoint(host=mirror.get("host", ""), port=model.REDIS_PORT,
+                                  pod=mirror.get("pod", "")),
             shards=context["shards"],
             processes=[],
             istio_profile=profile.name,
             created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            extra={
-                "kubeconfig": str(layout.kubeconfig),
-                "context": layout.context,
-                "cluster": layout.cluster,
-                "namespace": "redis",
-                "client_pod": client_pod,
-                "redis_pods": sorted(context.get("redis_pods", {}).values()),
-                "spares": [Node(name, ip, model.REDIS_PORT).to_dict()
-                           for name, ip in context.get("spare_pods", [])],
-                "istio_version": profile.istioctl.version,
-                "kind_version": None if layout.existing else profile.kind.version,
-                "node_image": None if layout.existing else profile.node_image,
-                "applied": applied,
-                kube_filters.SYNC_GENERATION: 1 if options.envoyfilters else 0,
-            },
+            spares=[Node(name, ip, model.REDIS_PORT).to_dict()
+                    for name, ip in context.get("spare_pods", [])],
+            control_plane=ControlPlaneFacts(name="istiod",
+                                            istio_version=profile.istioctl.version),
+            kube=KubeFacts(
+                kubeconfig=str(layout.kubeconfig), context=layout.context,
+                cluster=layout.cluster, namespace=NAMESPACE, client_pod=client_pod,
+                redis_pods=sorted(context.get("redis_pods", {}).values()),
+                istio_version=profile.istioctl.version,
+                kind_version=None if layout.existing else profile.kind.version,
+                node_image=None if layout.existing else profile.node_image,
+                applied=applied, sync_generation=1 if options.envoyfilters else 0),
             envoyfilters=[str(Path(f).resolve()) for f in options.envoyfilters],
         )
 
     # -- down, access, diagnostics -------------------------------------------------------
 
     def down(self, name: str, progress: Progress) -> bool:
-        state = LabState.load(name)
+        try:
+            state = LabState.load(name)
+        except CorruptState:  # unreadable: the kind cluster is found by the lab's name
+            state = None
         directory = paths.lab_dir(name)
         if state is None:
             if not self.existing and directory.is_dir():
@@ -237,7 +246,7 @@ class KubeBackend:
                  else "Delete the lab's namespace and EnvoyFilters")
         with progress.step(title):
             self._teardown(layout, self.runner(layout), self.api(layout), {},
-                           list(state.extra.get("applied", [])))
+                           list(state.kube.applied if state.kube else []))
         shutil.rmtree(directory, ignore_errors=True)
         return True
 
@@ -251,24 +260,25 @@ class KubeBackend:
                 raise LabError(f"lab {name!r} is not up on backend {self.name}")
             layout = layout_of(state)
             files = [str(Path(f).resolve()) for f in envoyfilters]
-            vip = str(state.proxy["vip"])
+            vip = state.proxy.vip
+            facts = state.kube_facts()
             spec = model.load_spec(vip, state.read_policy, state.mirror_enabled,
                                    extra_envoyfilters=files)
-            applied = list(state.extra.get("applied", []))
-            generation = int(state.extra.get(kube_filters.SYNC_GENERATION, 0)) + 1
+            applied = list(facts.applied)
+            generation = facts.sync_generation + 1
             ex = Executor(runner=self.runner(layout), api=self.api(layout),
                           progress=progress, sleep=self._sleep)
             ex.context.update({plan_steps.VIP.key: vip,
-                               plan_steps.CLIENT_POD.key: state.extra["client_pod"]})
+                               plan_steps.CLIENT_POD.key: facts.client_pod})
             try:
                 execute_plan(ex, plan_steps.reconfigure(layout, spec, applied, generation))
             finally:
                 # recorded even when a step fails: down deletes what was applied, and the
                 # next marker must be a new one (this one may be in the sidecar already)
-                state.extra["applied"] = _applied_after(
+                facts.applied = _applied_after(
                     applied, kube_filters.stale(applied, spec.all_envoyfilter_documents),
                     ex.context.get("applied", []))
-                state.extra[kube_filters.SYNC_GENERATION] = generation
+                facts.sync_generation = generation
                 state.save()
             state.envoyfilters = files
             state.save()
@@ -285,7 +295,7 @@ class KubeBackend:
             if kind:
                 found["kind"] = kind
         return diag.collect(layout, self.runner(layout), found, dest, api=self.api(layout),
-                            client_pod=state.extra.get("client_pod"))
+                            client_pod=state.kube.client_pod if state.kube else None)
 
 
 def _summary(doc: Document) -> Document:

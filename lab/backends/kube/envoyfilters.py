@@ -24,7 +24,6 @@ from lab.manifests import Document
 from .layout import NAMESPACE
 
 SYNC_NAME = "redis-mesh-lab-sync"
-SYNC_GENERATION = "sync_generation"  # the state's record of the last marker applied
 
 
 def identity(doc: Document) -> tuple[str, str]:

@@ -89,9 +89,9 @@ def existing_layout(lab: str, kubeconfig: str | None, context: str | None) -> La
 
 def layout_of(state: LabState) -> Layout:
     """The layout a saved lab was brought up with."""
-    extra = state.extra
-    if "kubeconfig" not in extra:
+    facts = state.kube
+    if facts is None or not facts.kubeconfig:
         raise LabError(f"lab {state.name}: its state has no kubeconfig; bring it up again")
     return Layout(lab=state.name, existing=state.backend == "existing",
-                  kubeconfig=Path(extra["kubeconfig"]), context=extra.get("context"),
-                  cluster=extra.get("cluster"))
+                  kubeconfig=Path(facts.kubeconfig), context=facts.context,
+                  cluster=facts.cluster)

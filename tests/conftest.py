@@ -63,6 +63,19 @@ def lab_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Like lab_home, and at the end every lab left in it is taken down, and nothing of it
+    may still run (the lifecycle tests)."""
+    registry = tmp_path / "labs"
+    monkeypatch.setenv("REDIS_MESH_LAB_HOME", str(registry))
+    yield registry
+    for child in registry.glob("*"):
+        if child.is_dir() and not child.name.startswith("."):
+            cli("down", "--name", child.name)
+    assert processes_under(str(registry)) == []
+
+
 @contextlib.contextmanager
 def short_registry() -> Iterator[Path]:
     """A registry (not yet created) whose labs' paths stay short, removed afterwards.

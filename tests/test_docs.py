@@ -34,7 +34,7 @@ EXECUTED_BY: dict[str, tuple[str, str]] = {
     # a local lab's life: up, the tutorial's client through the proxy, status, down
     "redis-mesh-lab up --name demo": ("tests/test_local_lab.py", "def test_up_write_status_down("),
     "redis-mesh-lab cli --name demo set a 1":
-        ("tests/test_lifecycle.py", "def test_version_and_cli_command("),
+        ("tests/test_running_lab.py", "def test_version_and_cli_command("),
     "redis-mesh-lab status --name demo":
         ("tests/test_local_lab.py", "def test_up_write_status_down("),
     "redis-mesh-lab down --name demo":

@@ -4,7 +4,8 @@ Brings up a few labs (`--labs`, default 2) on the backend, and for each catalogu
 (lab/mutants.py) swaps it in as the lab's extra EnvoyFilter (`Backend.reconfigure`:
 only Envoy restarts) and runs the suite attached to that lab. A mutant is *caught* when
 exactly the features it declares fail; a conforming variant (declaring none) must pass.
-The lab without any extra EnvoyFilter runs first as `baseline`. Writes
+The lab without any extra EnvoyFilter runs first as `baseline` (the tutorial profile), and
+as `baseline-extended` when extended entries are run. Writes
 reports/mutations.md and reports/mutations.yaml; exits 1 on any miss, false alarm or error.
 """
 
@@ -146,9 +147,19 @@ def evaluate(name: str, description: str, expected: tuple[str, ...], *, lab: str
     return verdict
 
 
+# A run of the catalogue: an entry, or the lab as the manifests define it in a profile.
+Entry = catalogue_mod.Mutant | str  # str: the profile of a baseline
+
+
+def _name(entry: Entry) -> str:
+    if isinstance(entry, str):
+        return "baseline" if entry == "tutorial" else f"baseline-{entry}"
+    return entry.name
+
+
 class _Worker(threading.Thread):
     def __init__(self, backend: Backend, lab: str, *,
-                 jobs: queue.Queue[catalogue_mod.Mutant | None], results: list[Verdict],
+                 jobs: queue.Queue[Entry], results: list[Verdict],
                  reports: Path, progress: Progress, lock: threading.Lock) -> None:
         super().__init__(daemon=True)
         self.backend, self.lab, self.jobs, self.results = backend, lab, jobs, results
@@ -164,8 +175,8 @@ class _Worker(threading.Thread):
             try:
                 verdict = self._one(mutant)
             except Exception as exc:  # a mutant that breaks reconfigure is an error verdict
-                name = mutant.name if mutant else "baseline"
-                verdict = Verdict(name, mutant.description if mutant else "", (),
+                verdict = Verdict(_name(mutant), "" if isinstance(mutant, str)
+                                  else mutant.description, (),
                                   reasons={"reconfigure": str(exc)})
             with self.lock:
                 self.results.append(verdict)
@@ -173,35 +184,42 @@ class _Worker(threading.Thread):
                                   f"failed: {', '.join(verdict.failed) or '-'} "
                                   f"({verdict.seconds:.1f}s, {self.lab})")
 
-    def _one(self, mutant: catalogue_mod.Mutant | None) -> Verdict:
+    def _one(self, mutant: Entry) -> Verdict:
         quiet = Progress(quiet=True)
-        files = [mutant.path] if mutant else []
+        files = [] if isinstance(mutant, str) else [mutant.path]
         self.backend.reconfigure(self.lab, files, quiet)
-        if mutant is None:
-            return evaluate("baseline", "the lab as the manifests define it", (), lab=self.lab,
-                            profile="tutorial", reports=self.reports, timeout=self.timeout)
+        if isinstance(mutant, str):
+            try:
+                return evaluate(_name(mutant), "the lab as the manifests define it", (),
+                                lab=self.lab, profile=mutant, reports=self.reports,
+                                timeout=self.timeout)
+            finally:
+                self._sweep()
         try:
             return evaluate(mutant.name, mutant.description, mutant.expect_fail, lab=self.lab,
                             profile=mutant.profile, reports=self.reports,
                             timeout=self.timeout)
         finally:
-            left = sweep_variants(self.backend, self.lab)
-            if left:
-                self.progress.say(f"  took down variant labs left behind: {', '.join(left)}")
+            self._sweep()
+
+    def _sweep(self) -> None:
+        left = sweep_variants(self.backend, self.lab)
+        if left:
+            self.progress.say(f"  took down variant labs left behind: {', '.join(left)}")
 
 
 def run(backend_name: str, *, labs: int, only: Sequence[str], reports: Path, prefix: str,
         profile: str | None = None,
         keep: bool, progress: Progress, control_plane: str = "builtin") -> list[Verdict]:
     backend = get_backend(backend_name)
-    entries: list[catalogue_mod.Mutant | None] = [None]
-    entries += [m for m in catalogue_mod.catalogue(profile=profile)
-                if not only or m.name in only]
-    unknown = set(only) - {m.name for m in entries if m}
+    chosen = [m for m in catalogue_mod.catalogue(profile=profile) if not only or m.name in only]
+    unknown = set(only) - {m.name for m in chosen}
     if unknown:
         raise LabError(f"no mutant {', '.join(sorted(unknown))} in the catalogue")
+    extended = sorted({m.profile for m in chosen} - {"tutorial"})
+    entries: list[Entry] = ["tutorial", *extended, *chosen]
     names = [f"{prefix}-{i}" for i in range(1, max(1, min(labs, len(entries))) + 1)]
-    jobs: queue.Queue[catalogue_mod.Mutant | None] = queue.Queue()
+    jobs: queue.Queue[Entry] = queue.Queue()
     for entry in entries:
         jobs.put(entry)
     results: list[Verdict] = []
@@ -211,8 +229,8 @@ def run(backend_name: str, *, labs: int, only: Sequence[str], reports: Path, pre
             with progress.step(f"up lab {name} on backend {backend_name}"):
                 backend.up(UpOptions(name=name, control_plane=control_plane),
                            Progress(quiet=True))
-        progress.say(f"{len(entries)} runs (baseline + {len(entries) - 1} catalogue entries) "
-                     f"on {len(names)} labs")
+        progress.say(f"{len(entries)} runs ({len(entries) - len(chosen)} baselines + "
+                     f"{len(chosen)} catalogue entries) on {len(names)} labs")
         lock = threading.Lock()
         workers = [_Worker(backend, name, jobs=jobs, results=results, reports=work,
                            progress=progress, lock=lock) for name in names]
@@ -225,7 +243,7 @@ def run(backend_name: str, *, labs: int, only: Sequence[str], reports: Path, pre
             for name in names:
                 with contextlib.suppress(Exception):
                     backend.down(name, Progress(quiet=True))
-    order = {("baseline" if e is None else e.name): i for i, e in enumerate(entries)}
+    order = {_name(e): i for i, e in enumerate(entries)}
     results.sort(key=lambda v: order.get(v.mutant, len(order)))
     return results
 

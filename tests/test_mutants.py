@@ -178,3 +178,41 @@ def test_variant_labs_left_behind_by_a_run_are_taken_down(lab_home: Path) -> Non
     backend = Downs()
     left = mutations.sweep_variants(backend, "mutations-1")  # type: ignore[arg-type]
     assert left == backend.names == ["mutations-1-v-any-12ab34", "mutations-1-v-auth-0ad5ae"]
+
+
+def test_each_profile_of_the_chosen_entries_gets_its_baseline(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, lab_home: Path) -> None:
+    from lab import mutations
+    from lab.progress import Progress
+
+    class Quiet:
+        name = "fake"
+
+        def up(self, options, progress):
+            return None
+
+        def down(self, name, progress):
+            return True
+
+        def reconfigure(self, name, files, progress):
+            return None
+
+    ran: list[tuple[str, str]] = []
+
+    def evaluate(name, description, expected, *, lab, profile, reports, timeout):
+        ran.append((name, profile))
+        return mutations.Verdict(name, description, expected, verdict="passed")
+
+    monkeypatch.setattr(mutations, "get_backend", lambda name: Quiet())
+    monkeypatch.setattr(mutations, "evaluate", evaluate)
+    extended = [m.name for m in mutants.catalogue(profile="extended")][:1]
+    results = mutations.run("fake", labs=1, only=[*extended, "tcp-proxy-left"],
+                            reports=tmp_path, prefix="m", keep=False,
+                            progress=Progress(quiet=True))
+    assert ran[:2] == [("baseline", "tutorial"), ("baseline-extended", "extended")]
+    assert [r.mutant for r in results] == ["baseline", "baseline-extended", *sorted(
+        [*extended, "tcp-proxy-left"])]
+    ran.clear()
+    mutations.run("fake", labs=1, only=["tcp-proxy-left"], reports=tmp_path, prefix="m",
+                  keep=False, progress=Progress(quiet=True))
+    assert [name for name, _ in ran] == ["baseline", "tcp-proxy-left"]

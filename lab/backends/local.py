@@ -298,7 +298,13 @@ class LocalBackend:
         if block:
             self._check_istiod(progress, admin, spec, block=block, journal=journal,
                                mutant=bool(mutant))
-        self._prove(options, progress, admin, plan=plan, topology=topology, vips=vips)
+        proof.prove_proxy(
+            progress, envoyfilters=mutant, mirror=options.mirror,
+            config_dump=lambda: admin.get("/config_dump"),
+            listener=f"{vips[model.CLIENT_SERVICE]}_{model.REDIS_PORT}",
+            client_factory=lambda: redis.Redis(plan.proxy_host, plan.proxy_port,
+                                               socket_timeout=5, protocol=2),
+            topology=topology, where=f"{plan.proxy_host}:{plan.proxy_port}")
         journal.read_policy = spec.read_policy
         journal.mirror_enabled = spec.mirror
         journal.proxy = ProxyEndpoint(host=plan.proxy_host, port=plan.proxy_port)
@@ -316,26 +322,6 @@ class LocalBackend:
         journal.phase = "ready"
         journal.save()
         return journal
-
-    @staticmethod
-    def _prove(options: UpOptions, progress: Progress, admin: Admin, *, plan: _Plan,
-               topology: Topology, vips: dict[str, str]) -> None:
-        """The proxy is a Redis proxy that routes by slot (skipped for a mutant lab)."""
-        mutant = tuple(options.envoyfilters)
-        if mutant:
-            progress.say("extra EnvoyFilters (a mutant or variant lab): "
-                         f"{', '.join(map(str, mutant))}; the proxy checks are skipped, "
-                         "the suite judges it")
-            return
-        listener = f"{vips[model.CLIENT_SERVICE]}_{model.REDIS_PORT}"
-        source = model.envoyfilter_files(options.mirror)[1]
-        with progress.step(f"prove the proxy: {proof.REDIS_PROXY_FILTER} on {listener}, "
-                           "a key on every shard without MOVED/ASK"):
-            proof.check_redis_proxy(admin.get("/config_dump"), listener, source)
-            proof.check_round_trip(
-                lambda: redis.Redis(plan.proxy_host, plan.proxy_port, socket_timeout=5,
-                                    protocol=2),
-                topology, f"{plan.proxy_host}:{plan.proxy_port}", source)
 
     def _start_redis(self, server: str, spec: LabSpec, options: UpOptions,
                      progress: Progress, *, journal: LabState, holds: ports.Holds,

@@ -68,9 +68,10 @@ class Admin:
         try:
             connection.request(method, path)
             response = connection.getresponse()
-            body = response.read().decode()
+            body = response.read().decode(errors="replace")
             if response.status >= 400:
-                raise AdminError(f"Envoy admin {method} {path}: HTTP {response.status}")
+                raise AdminError(f"Envoy admin {method} {path}: HTTP {response.status}: "
+                                 f"{body[:200]}")
             return body
         finally:
             connection.close()
@@ -94,6 +95,12 @@ class Admin:
         if not admin.socket:
             raise LabError(f"Envoy's admin is not a socket here: {admin.via or admin}")
         return cls(socket_path=admin.socket, timeout=timeout)
+
+
+def admin_get(socket_path: str | os.PathLike[str], path: str, method: str = "GET",
+              timeout: float = 5.0) -> str:
+    """One request to the admin API on a unix socket (the sidecar has no admin TCP port)."""
+    return Admin(socket_path=os.fspath(socket_path), timeout=timeout).request(method, path)
 
 
 CLUSTERS_JSON = "/clusters?format=json"

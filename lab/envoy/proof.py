@@ -10,13 +10,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import redis
 
+from lab import model
 from lab.errors import LabError, ManifestError
 from lab.manifests import Manifest
+from lab.progress import Progress
 from lab.slots import key_slot
 from lab.topology import Topology
 
@@ -109,3 +111,22 @@ def check_round_trip(client_factory: Callable[[], redis.Redis], topology: Topolo
                 raise LabError(f"the proxy {where} returned {value!r} for {key!r}")
     finally:
         client.close()
+
+
+def prove_proxy(progress: Progress, *, envoyfilters: Sequence[object], mirror: bool,
+                config_dump: Callable[[], str], listener: str,
+                client_factory: Callable[[], redis.Redis], topology: Topology, where: str,
+                through: str = "") -> None:
+    """`up`'s proof that the proxy is a Redis proxy routing by slot: the listener holds the
+    redis_proxy filter, and a key on every shard round-trips without MOVED/ASK. A lab with
+    extra EnvoyFilters (a mutant or variant) is not refused: the suite judges it."""
+    if envoyfilters:
+        progress.say("extra EnvoyFilters (a mutant or variant lab): "
+                     f"{', '.join(map(str, envoyfilters))}; the proxy checks are skipped, "
+                     "the suite judges it")
+        return
+    source = model.envoyfilter_files(mirror)[1]
+    with progress.step(f"prove the proxy: {REDIS_PROXY_FILTER} on {listener}, "
+                       f"a key on every shard without MOVED/ASK{through}"):
+        check_redis_proxy(config_dump(), listener, source)
+        check_round_trip(client_factory, topology, where, source)

@@ -18,11 +18,12 @@ from typing import Any
 import redis
 
 from lab import acl, binaries
+from lab.envoy import admin
 from lab.errors import LabError
 from lab.state import LabState
 from lab.topology import Node
 
-from . import admin, engine
+from . import engine
 
 FAULTS = ("kill", "stop", "start", "freeze", "unfreeze", "isolate", "reconnect")
 KILL_WAIT_S = 30  # the engine's kill only sends SIGKILL; the container exits a moment later

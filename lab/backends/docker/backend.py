@@ -24,7 +24,7 @@ import redis
 from lab import acl, locks, model, node_tuning, paths, procs
 from lab.backends.base import Access, UpOptions
 from lab.controlplane import istiod as cp_istiod
-from lab.envoy import proof
+from lab.envoy import admin, proof
 from lab.envoy import sidecar as envoy_files
 from lab.envoy.admin import Admin
 from lab.errors import LabError
@@ -40,7 +40,7 @@ from lab.state import (
     Process,
     ProxyEndpoint,
 )
-from lab.topology import Node, Topology
+from lab.topology import Node
 
 from . import diagnostics, engine, images, network, readiness, sidecar
 from . import istiod as docker_istiod
@@ -221,8 +221,15 @@ class DockerBackend:
             readiness.wait_envoy(admin_socket, sts.replicas, client, pods.name(SIDECAR))
         self._check_istiod(progress, control_plane, admin_socket, spec, options,
                            listener=f"{vip}_{model.REDIS_PORT}")
-        self._prove(options, progress, admin_socket, relay=directory / RELAY_SOCKET,
-                    topology=topology, listener=f"{vip}_{model.REDIS_PORT}")
+        relay_socket = directory / RELAY_SOCKET
+        proof.prove_proxy(
+            progress, envoyfilters=tuple(options.envoyfilters), mirror=options.mirror,
+            config_dump=lambda: admin.admin_get(admin_socket, "/config_dump"),
+            listener=f"{vip}_{model.REDIS_PORT}",
+            client_factory=lambda: redis.Redis(unix_socket_path=str(relay_socket), socket_timeout=5,
+                                               protocol=2),
+            topology=topology, where=f"{model.CLIENT_SERVICE}:{model.REDIS_PORT}",
+            through=", through the capture")
         state = LabState(
             name=name, backend=self.name, read_policy=spec.read_policy,
             mirror_enabled=spec.mirror,
@@ -247,27 +254,6 @@ class DockerBackend:
         _record_envoyfilters(state, extra_paths)
         state.save()
         return state
-
-    @staticmethod
-    def _prove(options: UpOptions, progress: Progress, admin_socket: Path, *, relay: Path,
-               topology: Topology, listener: str) -> None:
-        """The proxy is a Redis proxy that routes by slot (skipped for a mutant lab)."""
-        from . import admin
-
-        mutant = tuple(options.envoyfilters)
-        if mutant:
-            progress.say("extra EnvoyFilters (a mutant or variant lab): "
-                         f"{', '.join(map(str, mutant))}; the proxy checks are skipped, "
-                         "the suite judges it")
-            return
-        source = model.envoyfilter_files(options.mirror)[1]
-        with progress.step(f"prove the proxy: {proof.REDIS_PROXY_FILTER} on {listener}, "
-                           "a key on every shard without MOVED/ASK, through the capture"):
-            proof.check_redis_proxy(admin.admin_get(admin_socket, "/config_dump"), listener,
-                                    source)
-            proof.check_round_trip(
-                lambda: redis.Redis(unix_socket_path=str(relay), socket_timeout=5, protocol=2),
-                topology, f"{model.CLIENT_SERVICE}:{model.REDIS_PORT}", source)
 
     def _start_pods(self, pods: Pods, spec: LabSpec, node_pods: list[str], vip: str) -> None:
         runs: list[Callable[[], Any]] = []

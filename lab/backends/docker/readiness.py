@@ -10,11 +10,10 @@ import redis
 from lab import acl, model
 from lab.backends import converge
 from lab.backends.converge import NotReady, retry_until
+from lab.envoy import admin
 from lab.envoy.admin import CLUSTERS_JSON, parse_hosts, server_version
 from lab.errors import LabError
 from lab.topology import Node, Topology
-
-from . import admin
 
 
 def node_client(ip: str, credentials: acl.Credentials, timeout: float = 2) -> redis.Redis:

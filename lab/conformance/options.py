@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from lab.backends import BACKENDS as PROVISIONERS
+from lab.backends import BACKENDS
 from lab.conformance.features import PROFILES
 
-BACKENDS = (*PROVISIONERS, "attach")
+LAB_BACKENDS = (*BACKENDS, "attach")  # --lab-backend: a backend, or a lab already up
 ISTIO_PROFILES = ("modern", "tutorial")
 
 
@@ -43,7 +43,7 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("--lab-backend", "local", "provision a lab on this backend, or attach to one "
-           "already up (default: local)", choices=BACKENDS),
+           "already up (default: local)", choices=LAB_BACKENDS),
     Option("--lab-name", None, "attach: the lab to use; otherwise the provisioned lab's name "
            "(default: conformance-<random>, unique to the run)"),
     Option("--lab-profile", "tutorial", "ask for a verdict on these features (default: "

@@ -4,6 +4,7 @@ manifests, the saved state, and what happens on failure."""
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 import pytest
@@ -196,6 +197,17 @@ def test_missing_binary_fails_before_anything_is_created(
                                       QUIET)
     assert runner.calls == []
     assert not (tmp_path / "reports").exists() and not (lab_home / "nt").exists()
+
+
+def test_missing_kube_extra_fails_before_anything_is_created(
+        monkeypatch: pytest.MonkeyPatch, lab_home: Path) -> None:
+    """Without the Kubernetes client (the [kube] extra) up stops at once in one line; it once
+    created the cluster and then waited 600 s for istiod through an API it could not call."""
+    monkeypatch.setitem(sys.modules, "kubernetes", None)  # `import kubernetes` fails
+    runner = RecordingRunner()
+    with pytest.raises(LabError, match=r"need the \[kube\] extra"):
+        KubeBackend(False, runner=runner, sleep=lambda s: None).up(UpOptions(name="nx"), QUIET)
+    assert runner.calls == [] and not (lab_home / "nx").exists()
 
 
 def test_diagnostics_of_a_running_lab(tmp_path: Path) -> None:

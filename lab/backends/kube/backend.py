@@ -33,7 +33,7 @@ from . import envoyfilters as kube_filters
 from . import hostcheck, readiness, redisinfo, toolchain, tools
 from . import steps as plan_steps
 from .access import KubeAccess
-from .kubeapi import ClientApi, KubeApi, ref
+from .kubeapi import ClientApi, KubeApi, ref, require_kubernetes
 from .layout import NAMESPACE, Layout, existing_layout, kind_layout, layout_of
 from .plan import Executor, execute_plan, render_plan
 from .runner import Runner, SubprocessRunner
@@ -100,6 +100,8 @@ class KubeBackend:
     def up(self, options: UpOptions, progress: Progress) -> LabState:
         layout = self.layout(options)
         profile = profile_of(options.istio)
+        if self._api is None:  # before a cluster exists: its waits would only time out
+            require_kubernetes()
         if LabState.load(options.name) is not None:
             raise LabError(f"lab {options.name} is already up; `down` it first or `attach`")
         steps = plan_steps.build(layout, profile, options)

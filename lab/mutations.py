@@ -33,6 +33,7 @@ from lab import settings
 from lab.backends import BACKENDS, UpOptions, get_backend
 from lab.backends.base import Backend
 from lab.conformance.features import PROFILES
+from lab.conformance.variants import is_variant_of
 from lab.errors import LabError
 from lab.progress import Progress
 from lab.state import registry
@@ -120,7 +121,7 @@ def _run_bounded(argv: Sequence[str], env: dict[str, str],
 
 def sweep_variants(backend: Backend, lab: str) -> list[str]:
     """Take down the variant labs of `lab` that a suite run left behind; their names."""
-    left = [name for name, _, _ in registry() if name.startswith(f"{lab}-v-")]
+    left = [name for name, _, _ in registry() if is_variant_of(name, lab)]
     for name in left:
         with contextlib.suppress(Exception):
             backend.down(name, Progress(quiet=True))

@@ -92,3 +92,22 @@ def test_every_backend_declares_its_cap() -> None:
 
     caps = {name: get_backend(name).variant_capacity for name in BACKENDS}
     assert caps == {"local": None, "docker": None, "kind": 2, "existing": 0}
+
+
+def test_variant_names_are_valid_and_apart_for_bases_that_cut_alike() -> None:
+    """Seen under pytest-xdist: conformance-<run>-gw0/gw1/gw2 cut alike, and the name came out
+    43 characters long, one more than a lab name may have."""
+    from lab.conformance.variants import is_variant_of, variant_name
+    from lab.paths import check_name
+
+    variant = Variant("prefer-master", read_policy="PREFER_MASTER")
+    bases = [f"conformance-d4bea6-gw{i}" for i in range(3)]
+    names = [variant_name(base, variant) for base in bases]
+    for name in names:
+        assert check_name(name) == name and len(name) <= 42
+    assert len(set(names)) == 3
+    assert is_variant_of(names[0], bases[0]) and not is_variant_of(names[0], bases[1])
+    short = variant_name("mutations-1", variant)
+    assert short.startswith("mutations-1-v-prefer-maste")
+    assert is_variant_of(short, "mutations-1") and not is_variant_of(short, "mutations-12")
+    assert not is_variant_of(short, "mutations")

@@ -48,10 +48,28 @@ class Variant:
         return tuple(found)
 
 
+def _base_digest(base: str) -> str:
+    return hashlib.sha1(base.encode()).hexdigest()[:4]
+
+
 def variant_name(base: str, variant: Variant) -> str:
-    digest = hashlib.sha1(repr(variant).encode()).hexdigest()[:6]
-    label = "".join(c if c.isalnum() else "-" for c in variant.label.lower())[:12]
-    return f"{base[: MAX_NAME - len(label) - 9]}-v-{label}-{digest}".replace("--", "-")
+    """`<base>-v-<label>-<digest>`, at most MAX_NAME long. A long base is cut, so the digest
+    holds the whole base's (4 hex digits) and the variant's (4): the variants of two bases that
+    cut alike (pytest-xdist's ...-gw0, ...-gw1) never share a name."""
+    digest = _base_digest(base) + hashlib.sha1(repr(variant).encode()).hexdigest()[:4]
+    label = "".join(c if c.isalnum() else "-" for c in variant.label.lower())[:12].strip("-")
+    room = MAX_NAME - len(label) - len(digest) - 4  # "-v-" and "-"
+    return f"{base[:room].rstrip('-')}-v-{label}-{digest}"
+
+
+def is_variant_of(name: str, base: str) -> bool:
+    """Whether the lab `name` is a variant of `base` (its name cut or not)."""
+    if name.startswith(f"{base}-v-"):
+        return True
+    prefix, sep, _ = name.partition("-v-")
+    digest = name.rsplit("-", 1)[-1]
+    return bool(sep and prefix) and base.startswith(prefix) and len(digest) == 8 \
+        and digest.startswith(_base_digest(base))
 
 
 class VariantLabs:

@@ -34,6 +34,7 @@ from lab.progress import Progress
 ROOT = Path(__file__).resolve().parent.parent
 REPORTS = ROOT / "reports"
 TEST_WORKERS = 5  # as noxfile.py's `tests` session (tests/test_bench_timing.py checks)
+EXTENDED_WORKERS = 3  # as noxfile.py's `e2e` session runs the extended profile (checked too)
 
 
 # The most `up` may take to ready, per backend: a kind lab creates a Kubernetes cluster and
@@ -60,16 +61,22 @@ def time_to_ready(backend_name: str, ups: int, progress: Progress) -> dict[str, 
 
 
 def suite_runs(name: str, progress: Progress) -> list[dict[str, Any]]:
-    """Both profiles attached to the lab `name`: wall, CPU and waits per timer
-    (lab/bench/timing.py)."""
+    """Both profiles: wall, CPU and waits per timer (lab/bench/timing.py). The tutorial one
+    attached to the lab `name`; the extended one as `nox -s e2e` runs it, on EXTENDED_WORKERS
+    pytest-xdist workers that each bring up a local lab of their own (included in its time)."""
     runs = []
     with tempfile.TemporaryDirectory(prefix="rml-bench-") as tmp:
         for profile in ("tutorial", "extended"):
             reports = Path(tmp) / profile
             argv = [sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider",
-                    "--lab-backend", "attach", "--lab-name", name, "--lab-profile", profile,
-                    f"--lab-reports={reports}"]
-            with progress.step(f"the {profile} profile against the attached lab"):
+                    "--lab-profile", profile, f"--lab-reports={reports}"]
+            if profile == "tutorial":
+                argv += ["--lab-backend", "attach", "--lab-name", name]
+                how = "against the attached lab"
+            else:
+                argv += ["-n", str(EXTENDED_WORKERS), "--dist", "loadfile"]
+                how = f"on {EXTENDED_WORKERS} workers, each with its own lab"
+            with progress.step(f"the {profile} profile {how}"):
                 run = timing.timed_run(f"{profile} profile", argv, cwd=ROOT,
                                        report=reports / "latest" / "conformance.yaml")
             runs.append(timing.as_figures(run))

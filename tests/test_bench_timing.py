@@ -68,9 +68,11 @@ def test_the_bench_runs_the_tests_on_as_many_workers_as_nox_does():
 
     from tests.conftest import ROOT
 
-    def workers(path: str) -> str:
-        found = re.search(r"^TEST_WORKERS = (\d+)", (ROOT / path).read_text(), re.M)
+    def workers(path: str, name: str = "TEST_WORKERS") -> str:
+        found = re.search(rf"^{name} = (\d+)", (ROOT / path).read_text(), re.M)
         assert found, path
         return found.group(1)
 
     assert workers("benchmarks/run.py") == workers("noxfile.py")
+    assert workers("benchmarks/run.py", "EXTENDED_WORKERS") == workers("noxfile.py",
+                                                                        "EXTENDED_WORKERS")

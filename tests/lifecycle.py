@@ -101,3 +101,11 @@ def read_until(process: subprocess.Popen[bytes], needle: str, timeout: float = 1
                 continue
             seen += chunk
     return seen.decode(errors="replace")
+
+
+def kill_9_during_up(name: str, step: str) -> None:
+    """Start `up --name name` and SIGKILL it once its progress shows `step`."""
+    process = start_up("--name", name)
+    read_until(process, step)
+    process.kill()
+    process.wait(timeout=30)

@@ -16,6 +16,7 @@ from tests.conftest import ROOT, cli, needs_binaries, processes_under
 from tests.lifecycle import (
     assert_nothing_left,
     journal_ports,
+    kill_9_during_up,
     read_until,
     start_up,
 )
@@ -44,10 +45,7 @@ def test_signal_during_up_cleans_up(home: Path, moment: str, sig: int):
 
 @needs_binaries
 def test_kill_9_of_up_leaves_a_journal_that_down_cleans(home: Path):
-    process = start_up("--name", "killed")
-    read_until(process, "--cluster create")
-    process.kill()
-    process.wait(timeout=30)
+    kill_9_during_up("killed", "--cluster create")
     state = json.loads((home / "killed" / "state.json").read_text())
     assert state["phase"] == "starting" and len(state["processes"]) == 7
     lab_ports = journal_ports(home, "killed")
@@ -61,10 +59,7 @@ def test_kill_9_of_up_leaves_a_journal_that_down_cleans(home: Path):
 
 @needs_binaries
 def test_next_up_after_a_killed_up_cleans_the_leftovers(home: Path):
-    process = start_up("--name", "again")
-    read_until(process, "start Envoy")
-    process.kill()
-    process.wait(timeout=30)
+    kill_9_during_up("again", "start Envoy")
     old_ports = journal_ports(home, "again")
     up = cli("up", "--name", "again")
     assert up.returncode == 0, up.stderr

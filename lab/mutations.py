@@ -189,24 +189,18 @@ class _Worker(threading.Thread):
         quiet = Progress(quiet=True)
         files = [] if isinstance(mutant, str) else [mutant.path]
         self.backend.reconfigure(self.lab, files, quiet)
-        if isinstance(mutant, str):
-            try:
+        try:
+            if isinstance(mutant, str):
                 return evaluate(_name(mutant), "the lab as the manifests define it", (),
                                 lab=self.lab, profile=mutant, reports=self.reports,
                                 timeout=self.timeout)
-            finally:
-                self._sweep()
-        try:
             return evaluate(mutant.name, mutant.description, mutant.expect_fail, lab=self.lab,
                             profile=mutant.profile, reports=self.reports,
                             timeout=self.timeout)
         finally:
-            self._sweep()
-
-    def _sweep(self) -> None:
-        left = sweep_variants(self.backend, self.lab)
-        if left:
-            self.progress.say(f"  took down variant labs left behind: {', '.join(left)}")
+            left = sweep_variants(self.backend, self.lab)
+            if left:
+                self.progress.say(f"  took down variant labs left behind: {', '.join(left)}")
 
 
 def run(backend_name: str, *, labs: int, only: Sequence[str], reports: Path, prefix: str,

@@ -98,7 +98,6 @@ class LocalFacts:
 class DockerFacts:
     network: str = ""
     subnet: str = ""
-    vip: str = ""  # the redis-cluster Service's cluster IP
     images: dict[str, str] = field(default_factory=dict)
     ips: dict[str, str] = field(default_factory=dict)  # pod -> its IP
     containers: dict[str, str] = field(default_factory=dict)  # pod -> its container's name
@@ -116,7 +115,6 @@ class KubeFacts:
     namespace: str = "redis"
     client_pod: str = ""
     redis_pods: list[str] = field(default_factory=list)
-    istio_version: str = ""
     kind_version: str | None = None
     node_image: str | None = None
     applied: list[dict[str, Any]] = field(default_factory=list)  # objects: (kind, ns, name)

@@ -245,7 +245,7 @@ class DockerBackend:
             created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             control_plane=control_plane,
             docker=DockerFacts(
-                network=net.name, subnet=addresses.subnet, vip=vip, images=dict(tags),
+                network=net.name, subnet=addresses.subnet, images=dict(tags),
                 ips=dict(ips), containers={pod: pods.name(pod) for pod in [*ips, SIDECAR]},
                 aliases={pod: list(names) for pod, names in pods.aliases.items()},
                 names_by_address=dict(names_by_address), relay_socket=RELAY_SOCKET,
@@ -377,7 +377,7 @@ class DockerBackend:
         try:
             extra_paths = [str(Path(p).resolve()) for p in envoyfilters]
             facts = state.docker_facts()
-            vip = facts.vip
+            vip = state.proxy.vip
             spec = model.load_spec(vip, state.read_policy, state.mirror_enabled,
                                    extra_envoyfilters=extra_paths)
             ips = facts.ips

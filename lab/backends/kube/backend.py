@@ -218,7 +218,6 @@ class KubeBackend:
                 kubeconfig=str(layout.kubeconfig), context=layout.context,
                 cluster=layout.cluster, namespace=NAMESPACE, client_pod=client_pod,
                 redis_pods=sorted(context.get("redis_pods", {}).values()),
-                istio_version=profile.istioctl.version,
                 kind_version=None if layout.existing else profile.kind.version,
                 node_image=None if layout.existing else profile.node_image,
                 applied=applied, sync_generation=1 if options.envoyfilters else 0),

@@ -13,7 +13,9 @@ import pytest
 
 from lab.backends import converge
 from lab.errors import LabError
-from lab.topology import Node
+from lab.pipeline import StageKey, poll
+from lab.pipeline.stages import stage
+from lab.topology import Node, Topology
 
 NODES = [Node(f"redis-cluster-{i}", "127.0.0.1", 7000 + i) for i in range(6)]
 NAMES = {n.address: n.name for n in NODES}
@@ -39,10 +41,17 @@ class _Node:
         return self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
 
 
+def wait_converged(views: dict[str, _Node], seconds: float) -> Topology:
+    """The converge stage as the pipeline runs it: its probe polled until it holds."""
+    view = converge.ClusterView(NODES, lambda n: views[n.name], NAMES)  # type: ignore[arg-type,return-value]
+    poll(view.not_converged, stage(StageKey.CONVERGE), seconds, 0.01)
+    return view.topology
+
+
 def test_a_lagging_node_is_waited_for() -> None:
     views = {n.name: _Node([FULL]) for n in NODES}
     views["redis-cluster-5"] = _Node([LAGGING, LAGGING, FULL])
-    topology = converge.wait_converged(NODES, lambda n: views[n.name], NAMES, seconds=5)
+    topology = wait_converged(views, 5)
     assert [s.replicas[0].name for s in topology.shards] == \
         ["redis-cluster-4", "redis-cluster-5", "redis-cluster-3"]
     assert views["redis-cluster-5"].replies == [FULL]  # asked until it caught up
@@ -52,7 +61,7 @@ def test_a_node_that_never_catches_up_is_named() -> None:
     views = {n.name: _Node([FULL]) for n in NODES}
     views["redis-cluster-5"] = _Node([LAGGING])
     with pytest.raises(LabError, match="redis-cluster-5: CLUSTER SLOTS does not show"):
-        converge.wait_converged(NODES, lambda n: views[n.name], NAMES, seconds=0.5)
+        wait_converged(views, 0.5)
 
 
 def test_nodes_that_disagree_are_named() -> None:
@@ -60,4 +69,4 @@ def test_nodes_that_disagree_are_named() -> None:
     views = {n.name: _Node([FULL]) for n in NODES}
     views["redis-cluster-2"] = _Node([other])
     with pytest.raises(LabError, match="CLUSTER SLOTS of redis-cluster-2 differs"):
-        converge.wait_converged(NODES, lambda n: views[n.name], NAMES, seconds=0.5)
+        wait_converged(views, 0.5)

@@ -388,7 +388,9 @@ def test_failed_up_leaves_diagnostics_and_nothing_running(tmp_path: Path, short_
     def broken(*_: object) -> None:
         raise LabError("injected failure after the cluster formed")
 
-    monkeypatch.setattr(DockerBackend, "_write_envoy_config", staticmethod(broken))
+    from lab.backends.docker.runtime import DockerBuild
+
+    monkeypatch.setattr(DockerBuild, "start_proxy", broken)
     with pytest.raises(LabError, match=r"injected failure.*diagnostics in"):
         DockerBackend().up(UpOptions(name="docker-fail"), Progress(quiet=True))
     bundle = tmp_path / "reports" / "diagnostics" / "docker-fail"

@@ -28,7 +28,7 @@ from tests.lifecycle import (
 @pytest.mark.parametrize(("moment", "sig"), [
     ("start 6 redis-server", signal.SIGTERM),
     ("--cluster create", signal.SIGHUP),
-    ("wait for cluster_state", signal.SIGINT),
+    ("wait until every node says cluster_state", signal.SIGINT),
     ("start Envoy", signal.SIGTERM),
 ])
 def test_signal_during_up_cleans_up(home: Path, moment: str, sig: int):
@@ -53,7 +53,7 @@ def test_kill_9_of_up_leaves_a_journal_that_down_cleans(home: Path):
     listing = cli("list")
     assert "interrupted" in listing.stdout
     down = cli("down", "--name", "killed")
-    assert down.returncode == 0 and "stop 7 processes" in down.stderr, down.stderr
+    assert down.returncode == 0 and "stopped 7 processes" in down.stderr, down.stderr
     assert_nothing_left(home, "killed", lab_ports)  # ...and down removed them all
 
 

@@ -159,7 +159,7 @@ def test_up_with_a_mutant_times_out_when_istiod_never_delivers() -> None:
     api = FakeApi()
     options = UpOptions(images="upstream", name="kt", istio="modern",
                         envoyfilters=(TCP_PROXY_LEFT,))
-    with pytest.raises(LabError, match="waiting until the client sidecar's config_dump has "
+    with pytest.raises(LabError, match="the client sidecar's config_dump has "
                                        "the cluster and the active listener "
                                        "redis-mesh-lab-sync-1"):
         backend(SidecarOf(api, deliver=False), api).up(options, QUIET)

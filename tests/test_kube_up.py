@@ -192,7 +192,7 @@ def test_missing_binary_fails_before_anything_is_created(
 
     monkeypatch.setattr(tools, "resolve", missing)
     runner = RecordingRunner()
-    with pytest.raises(LabError, match=r"^up failed: istioctl 1\.7\.3 not found"):
+    with pytest.raises(LabError, match=r"^istioctl 1\.7\.3 not found"):
         backend(runner, FakeApi()).up(UpOptions(images="upstream", name="nt", istio="tutorial"),
                                       QUIET)
     assert runner.calls == []
@@ -215,7 +215,7 @@ def test_diagnostics_of_a_running_lab(tmp_path: Path) -> None:
     b = backend(runner, FakeApi())
     state = b.up(UpOptions(images="upstream", name="dg"), QUIET)
     runner.calls.clear()
-    dest = b.diagnostics(state, tmp_path / "bundle")
+    dest = b.runtime.diagnostics(state, tmp_path / "bundle")
     index = (dest / "INDEX.txt").read_text()
     assert "kind export logs" in index
     assert "pilot-agent request --log_target=stderr GET config_dump" in index

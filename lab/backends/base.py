@@ -88,6 +88,22 @@ class Access(Protocol):
     def close(self) -> None: ...
 
 
+class DirectNodes:
+    """Access's node addressing where the test process reaches every node as it announces
+    itself (loopback, a docker network): redis-cli runs here too."""
+
+    def address(self, node: Node) -> tuple[str, int]:
+        return node.host, node.port
+
+    def cluster_cli(self, *args: str) -> list[str]:
+        from lab import binaries
+
+        return [binaries.redis_cli(), *args]
+
+    def cli_address(self, node: Node) -> str:
+        return node.address
+
+
 FAULTS = ("kill", "stop", "start", "freeze", "unfreeze", "isolate", "reconnect")
 
 

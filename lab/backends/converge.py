@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import redis
-from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from lab.errors import LabError
 from lab.topology import Node, Topology, from_cluster_slots
@@ -35,39 +35,52 @@ def retry_until(seconds: float, interval: float = 0.05) -> Any:
                  reraise=True)
 
 
-def wait_converged(nodes: Sequence[Node], connect: Callable[[Node], redis.Redis],
-                   names_by_address: Mapping[str, str], seconds: float = 30) -> Topology:
-    """The topology once the cluster converged; LabError after `seconds`."""
+class ClusterView:
+    """The converge stage's probe: `not_converged()` is None once every node agrees, and
+    `topology` is then what they agree on."""
 
-    def name_of(host: str, port: int) -> str:
-        return names_by_address.get(f"{host}:{port}", f"{host}:{port}")
+    def __init__(self, nodes: Sequence[Node], connect: Callable[[Node], redis.Redis],
+                 names_by_address: Mapping[str, str]) -> None:
+        self.nodes = list(nodes)
+        self.connect = connect
+        self.names_by_address = dict(names_by_address)
+        self._topology: Topology | None = None
 
-    @retry(stop=stop_after_delay(seconds), wait=wait_fixed(0.1), reraise=True,
-           retry=retry_if_exception_type((_NotConverged, redis.RedisError, OSError)))
-    def converged() -> Topology:
-        for node in nodes:
-            with connect(node) as client:
+    @property
+    def topology(self) -> Topology:
+        if self._topology is None:
+            raise LabError("the cluster's topology is not known before it converged")
+        return self._topology
+
+    def _name_of(self, host: str, port: int) -> str:
+        return self.names_by_address.get(f"{host}:{port}", f"{host}:{port}")
+
+    def not_converged(self) -> str | None:
+        try:
+            self._topology = self._read()
+            return None
+        except (_NotConverged, redis.RedisError, OSError) as exc:
+            return str(exc) or type(exc).__name__
+
+    def _read(self) -> Topology:
+        for node in self.nodes:
+            with self.connect(node) as client:
                 info = client.execute_command("CLUSTER", "INFO")
                 text = info.decode() if isinstance(info, bytes) else str(info)
                 if "cluster_state:ok" not in text:
                     raise _NotConverged(f"{node.name}: cluster_state not ok")
         views = {}
-        for node in nodes:
-            with connect(node) as client:
+        for node in self.nodes:
+            with self.connect(node) as client:
                 reply = client.execute_command("CLUSTER", "SLOTS", NEVER_DECODE=True)
-            view = from_cluster_slots(reply, name_of)
+            view = from_cluster_slots(reply, self._name_of)
             if len(view.shards) != 3 or any(len(s.replicas) != 1 for s in view.shards):
                 raise _NotConverged(f"{node.name}: CLUSTER SLOTS does not show 3 shards with "
                                     "a replica each yet")
             views[node.name] = view
-        topology = views[nodes[0].name]
+        topology = views[self.nodes[0].name]
         differ = [name for name, view in views.items() if view != topology]
         if differ:
             raise _NotConverged(f"CLUSTER SLOTS of {', '.join(differ)} differs from "
-                                f"{nodes[0].name}'s")
+                                f"{self.nodes[0].name}'s")
         return topology
-
-    try:
-        return converged()
-    except (_NotConverged, RetryError, redis.RedisError, OSError) as exc:
-        raise LabError(f"the cluster did not converge: {exc}") from None

@@ -224,14 +224,14 @@ def debug(host: str, http_port: int, proxy_id: str) -> dict[str, str]:
 
 
 def plan_lines() -> list[str]:
-    """`up --dry-run`'s steps 5 and 6 in istiod mode."""
+    """`up --dry-run`'s control-plane and proxy stages of a local lab in istiod mode."""
     return [
-        "5. a loopback block 127.77.N.0/24 of the lab's own: nodes at .10-.15:6379, mirror "
+        "a loopback block 127.77.N.0/24 of the lab's own: nodes at .10-.15:6379, mirror "
         ".30:6379, the redis-cluster VIP .1:6379; write istiod's inputs (ServiceEntries, "
         "WorkloadEntries, the client's Sidecar, mesh config, the EnvoyFilters) to "
         "istiod/config/lab.yaml; start the lab's DNS on .53 and pilot-discovery "
         f"({describe()}) with every port on .50",
-        "6. Envoy with an ADS bootstrap to istiod (node sidecar~<.40>~redis-client.redis~"
+        "Envoy with an ADS bootstrap to istiod (node sidecar~<.40>~redis-client.redis~"
         "redis.svc.cluster.local), envoy --mode validate, start it",
     ]
 

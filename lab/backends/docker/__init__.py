@@ -1,20 +1,20 @@
-"""`--backend docker`: the tutorial's pods as containers (see backend.py)."""
+"""`--backend docker`: the tutorial's pods as containers (see runtime.py)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from lab.backends.docker.backend import DockerBackend
+    from lab.pipeline import Pipeline
 
 
-def __getattr__(name: str) -> Any:
-    # lazy: the relay (`python -m lab.backends.docker.relay`) starts without the backend
-    if name == "DockerBackend":
-        from lab.backends.docker.backend import DockerBackend
+def DockerBackend() -> Pipeline:
+    """The pipeline on the docker runtime (imported here: the relay, `python -m
+    lab.backends.docker.relay`, starts without it)."""
+    from lab.backends.docker.runtime import DockerRuntime
+    from lab.pipeline import Pipeline
 
-        return DockerBackend
-    raise AttributeError(name)
+    return Pipeline(DockerRuntime())
 
 
 __all__ = ["DockerBackend"]

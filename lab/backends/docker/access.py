@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from lab import acl, binaries
+from lab.backends.base import DirectNodes
 from lab.envoy import admin
 from lab.errors import LabError
 from lab.state import LabState
@@ -29,7 +30,7 @@ FAULTS = ("kill", "stop", "start", "freeze", "unfreeze", "isolate", "reconnect")
 KILL_WAIT_S = 30  # the engine's kill only sends SIGKILL; the container exits a moment later
 
 
-class DockerAccess:
+class DockerAccess(DirectNodes):
     def __init__(self, state: LabState) -> None:
         self.state = state
         self._client: Any = None
@@ -61,15 +62,6 @@ class DockerAccess:
 
     def proxy_cli(self, *args: str) -> list[str]:
         return [binaries.redis_cli(), "-s", str(self.relay_socket), *args]
-
-    def address(self, node: Node) -> tuple[str, int]:
-        return node.host, node.port
-
-    def cluster_cli(self, *args: str) -> list[str]:
-        return [binaries.redis_cli(), *args]
-
-    def cli_address(self, node: Node) -> str:
-        return node.address
 
     def admin_get(self, path: str) -> str:
         return admin.admin_get(self.admin_socket, path)

@@ -281,9 +281,9 @@ class Resolve(Step):
         ex.context[self.key] = self.fn(ex)
 
 
-def render_plan(header: str, steps: Sequence[Step]) -> str:
+def render_plan(header: str, steps: Sequence[Step], start: int = 1) -> str:
     parts = [header.rstrip("\n"), ""]
-    for number, step in enumerate(steps, 1):
+    for number, step in enumerate(steps, start):
         parts.append(f"{number:2d}. {step.title}")
         parts.append(indent(step.describe()))
         parts.append("")

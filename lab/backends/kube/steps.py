@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from lab import manifests, model, paths, versions
@@ -18,6 +19,7 @@ from lab.controlplane import pilot
 from lab.errors import LabError
 from lab.manifests import Document
 from lab.model import LabSpec
+from lab.pipeline.stages import StageKey
 from lab.versions import IstioProfile
 
 from . import envoyfilters, hostcheck, readiness, redisinfo, toolchain, tools
@@ -494,12 +496,54 @@ def _apply_envoyfilters(spec: LabSpec,
                  spec.all_envoyfilter_documents, render=render, note=note)
 
 
-def build(layout: Layout, profile: IstioProfile, options: UpOptions) -> list[Step]:
-    """The whole plan, in order."""
+@dataclass(frozen=True)
+class Staged:
+    """The plan by stage of lab.pipeline: the steps each stage runs and, for the stages that
+    wait, the Wait whose probe the pipeline polls."""
+
+    steps: dict[StageKey, list[Step]]
+    waits: dict[StageKey, list[Wait]]
+
+    def all(self) -> list[Step]:
+        return [step for key in StageKey for step in
+                [*self.steps.get(key, []), *self.waits.get(key, [])]]
+
+
+def staged(layout: Layout, profile: IstioProfile, options: UpOptions) -> Staged:
+    """The whole plan, by stage: kind (or the cluster's checks), Istio, the workloads, the
+    Redis Cluster, the EnvoyFilters and the client sidecar, the topology."""
     local = built_here(layout, options)
     spec = preview_spec(options, REDIS_IMAGE.label if local else versions.REDIS_IMAGE)
-    return [*_platform(layout, profile, options), *_workloads(spec, options, local),
-            *_redis_cluster(layout, spec), *_mesh(layout, spec, options)]
+    platform = _platform(layout, profile, options)
+    first_istio = next(i for i, step in enumerate(platform)
+                       if step.title.startswith(("Install Istio", "Wait for istiod")))
+    workloads = _workloads(spec, options, local)
+    cluster = _redis_cluster(layout, spec)
+    mesh = _mesh(layout, spec, options)
+    topology = _topology_steps(layout, spec, options)
+    mesh = mesh[:len(mesh) - len(topology)]
+
+    def waits(steps: list[Step]) -> list[Wait]:
+        return [step for step in steps if isinstance(step, Wait)]
+
+    def actions(steps: list[Step]) -> list[Step]:
+        return [step for step in steps if not isinstance(step, Wait)]
+
+    return Staged(
+        steps={StageKey.INFRASTRUCTURE: platform[:first_istio],
+               StageKey.CONTROL_PLANE: platform[first_istio:],
+               StageKey.NODES: actions(workloads),
+               StageKey.CLUSTER: cluster[:-1],
+               StageKey.PROXY: mesh[:-1],
+               StageKey.PROVE: topology},
+        waits={StageKey.NODES: waits(workloads),
+               StageKey.CONVERGE: waits(cluster[-1:]),
+               StageKey.PROXY: waits(mesh[-1:])})
+
+
+def build(layout: Layout, profile: IstioProfile, options: UpOptions) -> list[Step]:
+    """The whole plan, in order."""
+    return staged(layout, profile, options).all()
 
 
 def show_cmd(argv: Sequence[Arg]) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import nox
@@ -190,11 +191,14 @@ def _redis_benchmark(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks: TimeToReady, the tutorial profile's run time, ProxyOverhead (redis-benchmark).
 
+    Also `nox -s e2e` in a fresh clone, and with `-- --ci-run` CI's `.ci/run` in another one.
     Arguments after -- go to benchmarks/run.py: `nox -s bench -- --reps 3 --configs on:2`.
     """
     _redis_benchmark(session)
     session.install("-e", ".[bench]")
-    session.run("python", "benchmarks/run.py", *session.posargs)
+    # the fresh clone's `nox -s e2e` is run by the nox running this session
+    session.run("python", "benchmarks/run.py", "--nox", f"{sys.executable} -m nox",
+                *session.posargs)
 
 
 @nox.session

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -90,6 +91,26 @@ def tests_run(progress: Progress) -> dict[str, Any]:
             "-n", str(TEST_WORKERS), "--dist", "loadgroup"]
     with progress.step("the project's tests, as `nox -s tests` runs them"):
         return timing.as_figures(timing.timed_run("nox -s tests", argv, cwd=ROOT))
+
+
+def fresh_clone_runs(nox: str, ci_run: bool, logs: Path,
+                     progress: Progress) -> list[dict[str, Any]]:
+    """`nox -s e2e` in a fresh clone of this checkout's HEAD (its venv created, the package
+    installed: what a newcomer's first run costs), and with `ci_run` CI's `.ci/run` in another
+    one, with every build cached (the kind toolchain, istiod, the images: this machine's).
+    Their output is kept in `logs`."""
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="rml-bench-clone-") as tmp:
+        for what, command in [("nox -s e2e, fresh clone", [*nox.split(), "-s", "e2e"]),
+                              *([(".ci/run, builds cached", ["bash", ".ci/run"])]
+                                if ci_run else [])]:
+            clone = Path(tmp) / what.split(",")[0].replace(" ", "-").replace("/", "")
+            subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
+            with progress.step(f"{what} (in {clone})"):
+                run = timing.timed_run(what, command, cwd=clone, timeout=timing.CI_TIMEOUT_S,
+                                       log=logs / f"{clone.name}.log")
+            runs.append(timing.as_figures(run))
+    return runs
 
 
 def tutorial_chain() -> list[dict[str, Any]]:
@@ -186,6 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="skip the timing of the profiles and of the project's tests")
     parser.add_argument("--no-tests", action="store_true",
                         help="time the profiles, not the project's tests (about 5 minutes)")
+    parser.add_argument("--nox", default=f"{sys.executable} -m nox",
+                        help="how to call nox for the fresh clone's `nox -s e2e` (noxfile.py "
+                             "passes the nox that runs the bench)")
+    parser.add_argument("--no-clone", action="store_true",
+                        help="skip `nox -s e2e` in a fresh clone (about 2 minutes)")
+    parser.add_argument("--ci-run", action="store_true",
+                        help="also time `.ci/run` in a fresh clone, with the builds cached "
+                             "(about 30 minutes; it needs root, docker and the caches)")
     parser.add_argument("--out", type=Path, default=REPORTS)
     parser.add_argument("--compare", type=Path, default=None, metavar="BENCHMARKS_JSON",
                         help="a previous run's benchmarks.json: report how far each median "
@@ -226,6 +255,9 @@ def main() -> int:
                 backend.down(state.name, Progress(quiet=True))
             if not args.no_tests:
                 figures["Runs"].append(tests_run(progress))
+            if not args.no_clone or args.ci_run:
+                figures["Runs"] += fresh_clone_runs(args.nox, args.ci_run,
+                                                    args.out / "bench-logs", progress)
             figures["TutorialChain"] = tutorial_chain()
         figures["ProxyOverhead"] = []
         for mirror, concurrency in configs:

@@ -27,6 +27,16 @@ def test_a_run_is_timed_with_its_cpu_and_the_waits_of_its_report(tmp_path: Path)
     assert run.waits == {"replication": {"count": 3, "seconds": 0.4}}
 
 
+def test_a_nox_run_is_summed_up_by_nox_s_last_line_and_its_output_kept(tmp_path: Path):
+    says = ("import sys; print('tests ran'); "
+            "print('nox > Session e2e was successful in 2 minutes.', file=sys.stderr)")
+    log = tmp_path / "logs" / "e2e.log"
+    run = timing.timed_run("nox -s e2e, fresh clone", [sys.executable, "-c", says],
+                           cwd=tmp_path, log=log)
+    assert run.summary == "Session e2e was successful in 2 minutes."
+    assert "tests ran" in log.read_text() and "successful" in log.read_text()
+
+
 def test_the_chain_comes_from_the_lab_s_own_envoyfilters():
     spec = model.load_spec("127.0.0.1")
     assert timing.refresh_rate_s(spec.envoyfilter_documents) == 5.0  # the tutorial's 5s
@@ -50,10 +60,15 @@ def test_the_section_judges_each_target_and_shows_each_timer_s_share():
     text = "\n".join(timing.markdown([
         _run("tutorial profile", 16.0, cluster_refresh_rate=8.0),
         _run("extended profile", 119.0, cluster_node_timeout=30.0, provisioning=20.0),
-        _run("nox -s tests", 300.0)], chain))
+        _run("nox -s tests", 300.0), _run("nox -s e2e, fresh clone", 200.0),
+        _run(".ci/run, builds cached", 1700.0)], chain))
     assert "| tutorial profile | 16 | <= 18 s (1.5 x the chain (12 s)): met |" in text
     assert "| extended profile | 119 | <= 60 s: not met |" in text
     assert "| nox -s tests | 300 | <= 360 s: met |" in text
+    assert "| nox -s e2e, fresh clone | 200 | <= 100 s: not met |" in text
+    assert "| .ci/run, builds cached | 1700 | <= 1800 s: met |" in text
+    assert ("*nox -s e2e, fresh clone*: 200 s against 100 s. It runs the tutorial profile "
+            "(16 s above) and the extended one (119 s above); the other 65 s") in text
     assert "| `cluster_refresh_rate` | 8.0 (1, 50%) | - |" in text
     assert "| `cluster-node-timeout` | - | 30.0 (1, 25%) |" in text
     assert "longest timer chain**: 12 s" in text

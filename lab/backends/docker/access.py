@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -33,14 +32,12 @@ KILL_WAIT_S = 30  # the engine's kill only sends SIGKILL; the container exits a 
 class DockerAccess(DirectNodes):
     def __init__(self, state: LabState) -> None:
         self.state = state
-        self._client: Any = None
+        self._engine = engine.Engine()
         self._credentials: acl.Credentials | None = None
 
     @property
     def docker(self) -> Any:
-        if self._client is None:
-            self._client = engine.connect()
-        return self._client
+        return self._engine.client
 
     @property
     def relay_socket(self) -> Path:
@@ -123,7 +120,4 @@ class DockerAccess(DirectNodes):
             network.connect(container, ipv4_address=node.host, aliases=aliases)
 
     def close(self) -> None:
-        if self._client is not None:
-            with contextlib.suppress(Exception):
-                self._client.close()
-            self._client = None
+        self._engine.close()

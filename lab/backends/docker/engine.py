@@ -9,6 +9,7 @@ lab whose own home nobody looks at any more (a test run's, say: lab/registries.p
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import uuid
@@ -134,3 +135,23 @@ def container_states(lab: str) -> dict[str, str]:
         return found
     finally:
         client.close()
+
+
+class Engine:
+    """A client of the engine, connected on first use and closed once (a lab's access, an
+    `up` in progress)."""
+
+    def __init__(self) -> None:
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = connect()
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
+            self._client = None

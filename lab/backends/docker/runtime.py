@@ -221,7 +221,7 @@ class DockerBuild(BuildBase):
     def __init__(self, options: UpOptions, journal: LabState, progress: Progress) -> None:
         super().__init__(options, journal, progress)
         self.extra_paths = [str(Path(p).resolve()) for p in options.envoyfilters]
-        self._client: Any = None
+        self._engine = engine.Engine()
         self._pods: Pods | None = None
         self.vip = ""
         self.node_pods: list[str] = []
@@ -237,9 +237,7 @@ class DockerBuild(BuildBase):
 
     @property
     def client(self) -> Any:
-        if self._client is None:
-            self._client = engine.connect()
-        return self._client
+        return self._engine.client
 
     @property
     def pods(self) -> Pods:
@@ -485,9 +483,7 @@ class DockerBuild(BuildBase):
         with contextlib.suppress(Exception):
             self._joined()
         self._background.shutdown(wait=True)
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self._engine.close()
 
 
 # ---- pieces ---------------------------------------------------------------------------

@@ -34,6 +34,7 @@ class World:
     fail_in: StageKey | None = None
     not_ready_polls: int = 2  # each probe says "not yet" this many times first
     never_converges: bool = False
+    undo_fails: bool = False
 
 
 class FakeBuild:
@@ -111,6 +112,8 @@ class FakeBuild:
 
     def undo(self) -> bool:
         self.world.calls.append("undo")
+        if self.world.undo_fails:
+            raise LabError("the fake engine went away")
         self.world.pods.pop(self.options.name, None)
         return True
 
@@ -251,3 +254,13 @@ def test_preflight_refuses_before_anything_is_created(fake: Pipeline, world: Wor
     with pytest.raises(LabError, match="no spare pods"):
         fake.up(UpOptions(name="f7", spare_pods=1), QUIET)
     assert world.calls == [] and not (lab_home / "f7").exists()
+
+
+def test_a_cleanup_that_fails_keeps_the_first_error_and_the_lab_for_down(
+        fake: Pipeline, world: World, lab_home: Path) -> None:
+    world.fail_in, world.undo_fails = StageKey.NODES, True
+    with pytest.raises(LabError, match="the fake nodes stage failed"):
+        fake.up(UpOptions(name="f8"), QUIET)
+    assert (lab_home / "f8").is_dir()  # its journal: `down` finds what is left
+    world.undo_fails = False
+    assert fake.down("f8", QUIET) is True and "f8" not in world.pods

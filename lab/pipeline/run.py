@@ -105,7 +105,12 @@ class Pipeline:
                 removed = True
                 if build is not None:
                     build.close()  # what it started meanwhile is journaled, and so removed
-                    removed = build.undo()
+                    try:
+                        removed = build.undo()
+                    except Exception as failed:  # the first error is the one to report
+                        progress.say(f"  cleanup incomplete: {failed}; redis-mesh-lab down "
+                                     f"--name {name} tries again")
+                        removed = held.remove = False
                 if removed:
                     shutil.rmtree(directory, ignore_errors=True)
                 if bundle is not None:

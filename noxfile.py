@@ -195,7 +195,7 @@ def bench(session: nox.Session) -> None:
     Arguments after -- go to benchmarks/run.py: `nox -s bench -- --reps 3 --configs on:2`.
     """
     _redis_benchmark(session)
-    session.install("-e", ".[bench]")
+    session.install("-e", ".[bench,kube]")  # kube: `--ready-backends ...,kind` brings up kind
     # the fresh clone's `nox -s e2e` is run by the nox running this session
     session.run("python", "benchmarks/run.py", "--nox", f"{sys.executable} -m nox",
                 *session.posargs)

@@ -85,7 +85,8 @@ class DockerRuntime:
                 "builtin: the sidecar's config: the baseline (virtualOutbound 15001, "
                 f"{PREVIEW_VIP}_6379 bind_to_port false) + "
                 + ", ".join(model.envoyfilter_files(options.mirror))
-                + " as written; envoy --mode validate"],
+                + " as written; envoy --mode validate of it runs meanwhile, joined at the "
+                "proxy stage"],
             StageKey.NODES: [
                 f"containers {sts_pods} (redis.conf from the ConfigMap, 6379/16379), "
                 f"redis-mirror (both with the lab's ACL, admin user {acl.ADMIN_USER}), "
@@ -230,7 +231,8 @@ class DockerBuild(BuildBase):
         self.net_name = ""
         self.subnet = ""
         self.gateway = ""
-        self._background = ThreadPoolExecutor(max_workers=2)
+        self._background = ThreadPoolExecutor(max_workers=3)
+        self._validated: Future[None] | None = None
         self._capture: Future[str] | None = None
         self._relay: Future[Process] | None = None
         self._view: converge.ClusterView | None = None
@@ -291,9 +293,10 @@ class DockerBuild(BuildBase):
         istiod started on the gateway address)."""
         spec, side_dir = self.spec, self.pods.side_dir
         if self.options.control_plane != cp_istiod.NAME:
-            with self.progress.step("the sidecar's config: baseline + EnvoyFilters, "
-                                    "envoy --mode validate"):
-                _write_envoy_config(spec, self.vip, self.ips, side_dir)
+            with self.progress.step("the sidecar's config: baseline + EnvoyFilters "
+                                    "(envoy --mode validate meanwhile)"):
+                path = _write_envoy_config(spec, self.vip, self.ips, side_dir, validate=False)
+                self._validated = self._background.submit(envoy_files.validate, path)
             self.journal.control_plane = ControlPlaneFacts(description="builtin patcher")
             return
         with self.progress.step(f"start {cp_istiod.describe()} on the network's gateway"):
@@ -377,7 +380,7 @@ class DockerBuild(BuildBase):
 
     # ---- proxy --------------------------------------------------------------------------
     def _joined(self) -> None:
-        """The client side started meanwhile: istio-init's log, the relay journaled."""
+        """What ran meanwhile: the relay journaled, istio-init's log, the config validated."""
         if self._relay is not None:
             relay, self._relay = self._relay, None
             with contextlib.suppress(Exception):
@@ -387,9 +390,12 @@ class DockerBuild(BuildBase):
             capture, self._capture = self._capture, None
             (self.directory / "logs" / "istio-init.log").write_text(capture.result(),
                                                                     encoding="utf-8")
+        if self._validated is not None:
+            validated, self._validated = self._validated, None
+            validated.result()  # Envoy's refusal, if it refused the config
 
     def start_proxy(self) -> None:
-        with self.progress.step("istio-init's capture and the relay"):
+        with self.progress.step("istio-init's capture, the relay, the config validated"):
             self._joined()
         name = self.pods.name(SIDECAR)
         with self.progress.step("start the sidecar, wait until it is live"):
@@ -515,11 +521,13 @@ def _service_vips(spec: LabSpec, vip: str) -> dict[str, str]:
         sorted(routed, key=lambda s: s.name != model.CLIENT_SERVICE))}
 
 
-def _write_envoy_config(spec: LabSpec, vip: str, ips: dict[str, str], side_dir: Path) -> Path:
+def _write_envoy_config(spec: LabSpec, vip: str, ips: dict[str, str], side_dir: Path,
+                        validate: bool = True) -> Path:
     vips = _service_vips(spec, vip)
     pods = [ips[spec.statefulset.pod(i)] for i in range(spec.statefulset.replicas)]
     config = sidecar.config(spec, vips, pods, ips[model.MIRROR_SERVICE])
     boot = sidecar.bootstrap(config, ips[CLIENT_POD])
     path = envoy_files.write(boot, side_dir / sidecar.CONFIG_FILE)
-    envoy_files.validate(path)
+    if validate:
+        envoy_files.validate(path)
     return path

@@ -72,7 +72,10 @@ class _Pipe:
         return dict(json.loads(raw))
 
 
-def open_page(url: str, ready_js: str, timeout: float = 60) -> Page:
+POLL_S = 0.1  # between two checks of a page's ready condition
+
+
+def open_page(url: str, ready_js: str, timeout: float = 120) -> Page:
     binary = chromium()
     if binary is None:
         raise RuntimeError("chromium not found (apt-get install chromium)")
@@ -119,8 +122,17 @@ def _load(pipe: _Pipe, url: str, ready_js: str, timeout: float) -> Page:
         if result.get("result", {}).get("value") is True:
             ready = True
             break
+        # the page's own scripts render it on the same 2 cores: asked back to back, the
+        # evaluations starved them (a report not rendered in 60 s under .ci/run's load)
+        time.sleep(POLL_S)
     if not ready:
-        raise RuntimeError(f"{url}: not ready within {timeout}s ({ready_js})")
+        state = pipe.send("Runtime.evaluate", {
+            "expression": "document.readyState + ': ' + (document.body ? "
+                          "document.body.innerText.slice(0, 300) : '(no body)')",
+            "returnByValue": True}, session=session)
+        shown = str(state.get("result", {}).get("value", "?")).replace("\n", " | ")
+        raise RuntimeError(f"{url}: not ready within {timeout}s ({ready_js}); the page: "
+                           f"{shown}")
     text = pipe.send("Runtime.evaluate", {"expression": "document.body.innerText",
                                           "returnByValue": True}, session=session)
     shot = pipe.send("Page.captureScreenshot", {"format": "png"}, session=session)

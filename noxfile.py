@@ -195,7 +195,9 @@ def bench(session: nox.Session) -> None:
     Arguments after -- go to benchmarks/run.py: `nox -s bench -- --reps 3 --configs on:2`.
     """
     _redis_benchmark(session)
-    session.install("-e", ".[bench,kube]")  # kube: `--ready-backends ...,kind` brings up kind
+    # kube: `--ready-backends ...,kind` brings up kind; dev: the project's tests it times need
+    # what `nox -s tests` installs (without it one test module did not even import)
+    session.install("-e", ".[bench,kube,dev]")
     # the fresh clone's `nox -s e2e` is run by the nox running this session
     session.run("python", "benchmarks/run.py", "--nox", f"{sys.executable} -m nox",
                 *session.posargs)

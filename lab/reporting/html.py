@@ -11,13 +11,15 @@
 - the analytics tag Allure puts in its page is removed: opening the report requests nothing
   from the network.
 
-The npm package is installed on first use into ./.tools/allure (or $REDIS_MESH_LAB_TOOLS),
-at the version pinned in lab/versions.py.
+The npm package is installed on first use, at the version pinned in lab/versions.py, into the
+project's cache (`<cache>/allure/<version>`, shared by every checkout: a fresh clone does not
+install it again), or into `$REDIS_MESH_LAB_TOOLS/allure` when that is set.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import os
 import re
@@ -32,7 +34,7 @@ from typing import Any
 import sh
 import yaml
 
-from lab import settings, versions
+from lab import paths, settings, versions
 from lab.conformance.report import links
 from lab.errors import LabError
 from lab.reporting import rundir
@@ -49,7 +51,10 @@ EXPLAIN = {
 
 
 def tools_dir() -> Path:
-    return (settings.TOOLS.path() or Path.cwd() / ".tools") / "allure"
+    chosen = settings.TOOLS.path()
+    if chosen:
+        return chosen / "allure"
+    return paths.cache() / "allure" / versions.ALLURE_NPM.split("@", 1)[1]
 
 
 def _stream(line: str) -> None:
@@ -70,6 +75,17 @@ def ensure_allure() -> Path:
         raise LabError("npm not found: the HTML report needs Node.js 20+ with npm "
                        "(apt-get install nodejs npm)")
     prefix.mkdir(parents=True, exist_ok=True)
+    # the cache is shared: two reports built at once install it once, the second waits
+    with open(prefix.parent / f".{prefix.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if binary.exists() and marker.is_file() and marker.read_text().strip() == wanted:
+            return binary
+        _npm_install(npm, prefix, binary)
+        marker.write_text(wanted + "\n")
+    return binary
+
+
+def _npm_install(npm: str, prefix: Path, binary: Path) -> None:
     print(f"installing {versions.ALLURE_NPM} into {prefix} (first use) ...", file=sys.stderr,
           flush=True)
     try:
@@ -80,8 +96,6 @@ def ensure_allure() -> Path:
         raise LabError(f"npm install {versions.ALLURE_NPM} failed (exit {exc.exit_code})") from exc
     if not binary.exists():
         raise LabError(f"npm install {versions.ALLURE_NPM} left no {binary}")
-    marker.write_text(wanted + "\n")
-    return binary
 
 
 def _features_with_verdicts(conformance: dict[str, Any]) -> tuple[str, dict[str, str], str]:

@@ -7,7 +7,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
+import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import nox
@@ -21,51 +25,68 @@ nox.options.default_venv_backend = "uv|virtualenv"
 REPORTS = Path("reports")
 # The extended profile's pass runs on this many pytest-xdist workers, each with a lab of its
 # own, a test file per worker at a time: the files' waits on Redis's and Envoy's timers and
-# their variant labs overlap (issue #29). benchmarks/run.py times the pass the same way.
+# their variant labs overlap (issue #29), and the tutorial profile's run goes alongside.
+# benchmarks/run.py times the pass the same way.
 EXTENDED_WORKERS = 3
 
 
 @nox.session
 def e2e(session: nox.Session) -> None:
-    """Both profiles on the embedded lab, one report: the tutorial's, then the extended one.
+    """Both profiles on the embedded lab, at once, one report.
 
-    The run folder `reports/<UTC timestamp>/` (`reports/latest` points at it) gets
-    conformance.yaml (both profiles, lab.conformance.combine), allure-results/ of both runs,
-    diagnostics/, html/index.html, and the extended profile's measurements
-    (command-coverage.md/.json, failover.json); the extended run's own folder is kept under
-    extended/, and verdict.txt. Ends with one verdict line for both profiles ("verdict:
+    The tutorial profile (plus Resharding) and the extended one run at the same time, each on
+    labs of its own: their waits on Redis's and Envoy's timers overlap (issue #29). The
+    tutorial's output is shown live; the extended run's is held until the tutorial's is done,
+    then shown, and followed live.
+    The run folder `reports/<UTC timestamp>/` (`reports/latest` points at it) keeps each
+    profile's own run folder under tutorial/ and extended/ (their diagnostics/ included), and
+    gets conformance.yaml (both profiles, lab.conformance.combine), allure-results/ of both
+    runs, html/index.html, the extended profile's measurements (command-coverage.md/.json,
+    failover.json) and verdict.txt. Ends with one verdict line for both profiles ("verdict:
     tutorial: success; extended: success except Transactions (known upstream bugs: <links>)"),
     and fails, with that line, when the tutorial profile fails or an extended feature the
     default lab is expected to prove fails, is not covered or did not run.
     Extra arguments go to both pytest runs: `nox -s e2e -- -k Sharding`, `-- --lab-keep`.
     """
     session.install("-e", ".", silent=False)
-    # the tutorial profile, plus Resharding: the tutorial's promise that the cluster can be
-    # resharded under an unchanged client (suites/test_resharding.py); judged from the reports
-    session.run("pytest", "suites", "-p", "no:cacheprovider", "--lab-profile", "tutorial",
-                f"--lab-reports={REPORTS}", "--lab-also=Resharding",
-                *session.posargs, success_codes=range(256))  # judged below, from the reports
-    run = (REPORTS / "latest").resolve()
-    if not (run / "conformance.yaml").is_file():
-        session.error("the suite wrote no conformance report (see the output above)")
-    tutorial = run / "conformance.tutorial.yaml"
-    shutil.copyfile(run / "conformance.yaml", tutorial)
-    session.run("pytest", "suites", "-p", "no:cacheprovider", "--lab-profile", "extended",
-                "-n", str(EXTENDED_WORKERS), "--dist", "loadfile",
-                f"--lab-reports={run / 'extended'}", *session.posargs, success_codes=range(256))
-    extended = (run / "extended" / "latest").resolve()
-    if not (extended / "conformance.yaml").is_file():
-        session.error("the extended profile wrote no conformance report")
-    for name in ("command-coverage.md", "command-coverage.json", "failover.json"):
-        if (extended / name).is_file():
-            shutil.copyfile(extended / name, run / name)
-    results = run / "allure-results"
-    results.mkdir(exist_ok=True)
-    for result in (extended / "allure-results").glob("*"):
-        shutil.copyfile(result, results / result.name)  # the HTML keeps one row per test
-    shutil.copyfile(extended / "conformance.yaml", run / "conformance.extended.yaml")
+    run = _new_run(REPORTS)
+    # the extended profile: EXTENDED_WORKERS pytest-xdist workers, a lab each, in the background
+    extended = _Background(session, [
+        "pytest", "suites", "-p", "no:cacheprovider", "--lab-profile", "extended",
+        "-n", str(EXTENDED_WORKERS), "--dist", "loadfile", f"--lab-reports={run / 'extended'}",
+        *session.posargs], run / "extended.log")
     try:
-        session.run("python", "-m", "lab.conformance.combine", str(tutorial),
+        # the tutorial profile, plus Resharding: the tutorial's promise that the cluster can be
+        # resharded under an unchanged client (suites/test_resharding.py); judged from reports
+        session.run("pytest", "suites", "-p", "no:cacheprovider", "--lab-profile", "tutorial",
+                    f"--lab-reports={run / 'tutorial'}", "--lab-also=Resharding",
+                    *session.posargs, success_codes=range(256))  # judged below, from reports
+    except KeyboardInterrupt:  # Ctrl-C reached the background run too: its labs go down
+        extended.wait()
+        raise
+    except BaseException:
+        extended.stop()
+        raise
+    extended.show()
+    extended.wait()
+    profiles = {}
+    for profile in ("tutorial", "extended"):
+        own = (run / profile / "latest").resolve()
+        if not (own / "conformance.yaml").is_file():
+            session.error(f"the {profile} profile wrote no conformance report "
+                          "(see the output above)")
+        profiles[profile] = own
+        shutil.copyfile(own / "conformance.yaml", run / f"conformance.{profile}.yaml")
+        results = run / "allure-results"
+        results.mkdir(exist_ok=True)
+        for result in (own / "allure-results").glob("*"):
+            shutil.copyfile(result, results / result.name)  # the HTML keeps one row per test
+    for name in ("command-coverage.md", "command-coverage.json", "failover.json"):
+        if (profiles["extended"] / name).is_file():
+            shutil.copyfile(profiles["extended"] / name, run / name)
+    try:
+        session.run("python", "-m", "lab.conformance.combine",
+                    str(run / "conformance.tutorial.yaml"),
                     str(run / "conformance.extended.yaml"), str(run / "conformance.yaml"))
         failed = False
     except nox.command.CommandFailed:
@@ -76,6 +97,75 @@ def e2e(session: nox.Session) -> None:
     if failed:  # the last line, and nox's exit code, are the verdict
         session.error(verdict)
     session.log(verdict)
+
+
+def _new_run(root: Path) -> Path:
+    """A fresh run folder `root/<UTC timestamp>/`, `root/latest` pointing at it (as the pytest
+    plugin makes its own: lab/reporting/rundir.py)."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    run, index = root / stamp, 1
+    while run.exists():
+        index += 1
+        run = root / f"{stamp}-{index}"
+    run.mkdir(parents=True)
+    link = root / "latest"
+    if not link.exists() or link.is_symlink():
+        tmp = root / f".latest.{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(run.name, target_is_directory=True)
+        os.replace(tmp, link)
+    return run.absolute()
+
+
+class _Background:
+    """A command of the session's venv run in the background. Its output goes to `log` and is
+    held until show(), then printed as it comes. wait() returns its exit code; when the
+    session stops first (an error, Ctrl-C), it is interrupted as Ctrl-C would, so its labs go
+    down, and waited for (stop)."""
+
+    def __init__(self, session: nox.Session, args: list[str], log: Path) -> None:
+        session.log(f"{' '.join(args)}  (in the background: shown once the next one is done)")
+        venv = str(session.bin)
+        env = {**os.environ, "PATH": os.pathsep.join([venv, os.environ.get("PATH", "")]),
+               "VIRTUAL_ENV": str(Path(venv).parent)}
+        env.pop("PYTHONHOME", None)
+        self.proc = subprocess.Popen([str(Path(venv) / args[0]), *args[1:]], env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.held: list[bytes] | None = []
+        self.lock = threading.Lock()
+        self.log = log
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        with self.log.open("wb") as log:
+            for line in iter(self.proc.stdout.readline, b""):
+                log.write(line)
+                with self.lock:
+                    if self.held is not None:
+                        self.held.append(line)
+                        continue
+                sys.stdout.buffer.write(line)
+                sys.stdout.flush()
+
+    def show(self) -> None:
+        with self.lock:
+            sys.stdout.buffer.write(b"".join(self.held or []))
+            sys.stdout.flush()
+            self.held = None
+
+    def wait(self) -> int:
+        code = self.proc.wait()
+        self.reader.join()
+        self.show()
+        return code
+
+    def stop(self) -> None:
+        """Interrupt it as Ctrl-C would (pytest then takes its labs down), and wait."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        self.wait()
 
 
 @nox.session

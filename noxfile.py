@@ -289,8 +289,9 @@ def bench(session: nox.Session) -> None:
     # kube: `--ready-backends ...,kind` brings up kind; dev: the project's tests it times need
     # what `nox -s tests` installs (without it one test module did not even import)
     session.install("-e", ".[bench,kube,dev]")
-    # the fresh clone's `nox -s e2e` is run by the nox running this session
-    session.run("python", "benchmarks/run.py", "--nox", f"{sys.executable} -m nox",
+    # the fresh clone's `nox -s e2e` is run by this venv's nox: the dev extra's nox[uv], as the
+    # README installs it (the nox running this session may lack uv, and be slower for it)
+    session.run("python", "benchmarks/run.py", "--nox", f"{session.bin}/python -m nox",
                 *session.posargs)
 
 

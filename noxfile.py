@@ -37,11 +37,11 @@ def e2e(session: nox.Session) -> None:
     The tutorial profile (plus Resharding) and the extended one run at the same time, each on
     labs of its own: their waits on Redis's and Envoy's timers overlap (issue #29). The
     tutorial's output is shown live; the extended run's is held until the tutorial's is done,
-    then shown, and followed live.
+    then shown, and followed live (it is also kept in extended.log).
     The run folder `reports/<UTC timestamp>/` (`reports/latest` points at it) keeps each
-    profile's own run folder under tutorial/ and extended/ (their diagnostics/ included), and
-    gets conformance.yaml (both profiles, lab.conformance.combine), allure-results/ of both
-    runs, html/index.html, the extended profile's measurements (command-coverage.md/.json,
+    profile's own run folder under tutorial/ and extended/, and gets conformance.yaml (both
+    profiles, lab.conformance.combine), allure-results/ and diagnostics/ of both runs,
+    html/index.html, the extended profile's measurements (command-coverage.md/.json,
     failover.json) and verdict.txt. Ends with one verdict line for both profiles ("verdict:
     tutorial: success; extended: success except Transactions (known upstream bugs: <links>)"),
     and fails, with that line, when the tutorial profile fails or an extended feature the
@@ -82,6 +82,8 @@ def e2e(session: nox.Session) -> None:
         results.mkdir(exist_ok=True)
         for result in (own / "allure-results").glob("*"):
             shutil.copyfile(result, results / result.name)  # the HTML keeps one row per test
+        if (own / "diagnostics").is_dir():  # a failed test's evidence, found where README says
+            shutil.copytree(own / "diagnostics", run / "diagnostics", dirs_exist_ok=True)
     for name in ("command-coverage.md", "command-coverage.json", "failover.json"):
         if (profiles["extended"] / name).is_file():
             shutil.copyfile(profiles["extended"] / name, run / name)

@@ -5,6 +5,7 @@ running under the registry, no port it journaled still bound, no lock file, no d
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -60,8 +61,43 @@ def assert_nothing_left(home: Path, name: str, lab_ports: set[int] = frozenset()
     assert not (home / name).exists()
     lock = home / ".locks" / name
     assert not lock.exists(), "the lab's lock file is left"
-    busy = [p for p in lab_ports if listening(p)]
-    assert not busy, f"ports still bound: {busy}"
+    # The workers' labs share loopback: another test's lab may take a port this one freed a
+    # moment ago. A bound port is this lab's leftover unless every process holding it is
+    # someone else's (none mentions the registry in its command line, environment or cwd).
+    busy = {p: holders(p) for p in lab_ports if listening(p)}
+    left = {p: pids for p, pids in busy.items()
+            if (not pids and listening(p)) or any(_mentions(pid, str(home)) for pid in pids)}
+    assert not left, f"ports still bound (port: holding pids): {left}"
+
+
+def holders(port: int) -> list[int]:
+    """Pids of the processes holding a TCP socket bound to `port` (any state but TIME_WAIT)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if (int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] != "06"
+                        and fields[9] != "0"):
+                    inodes.add(f"socket:[{fields[9]}]")
+    pids = []
+    for proc in Path("/proc").iterdir() if inodes else ():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if any(os.readlink(fd) in inodes for fd in (proc / "fd").iterdir()):
+                pids.append(int(proc.name))
+    return pids
+
+
+def _mentions(pid: int, marker: str) -> bool:
+    proc = Path(f"/proc/{pid}")
+    try:
+        seen = [(proc / "cmdline").read_bytes(), (proc / "environ").read_bytes(),
+                os.readlink(proc / "cwd").encode()]
+    except OSError:
+        return False  # gone meanwhile: it holds nothing any more
+    return any(marker.encode() in text for text in seen)
 
 
 def listening(port: int) -> bool:

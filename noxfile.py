@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import nox
@@ -49,7 +48,7 @@ def e2e(session: nox.Session) -> None:
     Extra arguments go to both pytest runs: `nox -s e2e -- -k Sharding`, `-- --lab-keep`.
     """
     session.install("-e", ".", silent=False)
-    run = _new_run(REPORTS)
+    run = _new_run(session, REPORTS)
     # the extended profile: EXTENDED_WORKERS pytest-xdist workers, a lab each, in the background
     extended = _Background(session, [
         "pytest", "suites", "-p", "no:cacheprovider", "--lab-profile", "extended",
@@ -102,22 +101,14 @@ def e2e(session: nox.Session) -> None:
     session.log(verdict)
 
 
-def _new_run(root: Path) -> Path:
-    """A fresh run folder `root/<UTC timestamp>/`, `root/latest` pointing at it (as the pytest
-    plugin makes its own: lab/reporting/rundir.py)."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    run, index = root / stamp, 1
-    while run.exists():
-        index += 1
-        run = root / f"{stamp}-{index}"
-    run.mkdir(parents=True)
-    link = root / "latest"
-    if not link.exists() or link.is_symlink():
-        tmp = root / f".latest.{os.getpid()}"
-        tmp.unlink(missing_ok=True)
-        tmp.symlink_to(run.name, target_is_directory=True)
-        os.replace(tmp, link)
-    return run.absolute()
+def _new_run(session: nox.Session, root: Path) -> Path:
+    """A fresh run folder `root/<UTC timestamp>/`, `root/latest` pointing at it, made by
+    lab/reporting/rundir.py as the pytest plugin makes its own."""
+    made = session.run("python", "-c", "import sys; from pathlib import Path; "
+                       "from lab.reporting import rundir; "
+                       "print(rundir.create(rundir.choose(Path(sys.argv[1]))))", str(root),
+                       silent=True)
+    return Path(str(made).strip().splitlines()[-1])
 
 
 class _Background:
